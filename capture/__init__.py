@@ -1,0 +1,1 @@
+"""radvis capture package."""

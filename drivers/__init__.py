@@ -1,0 +1,1 @@
+"""radvis drivers package."""

@@ -1,0 +1,1 @@
+"""radvis learner package."""

@@ -1,0 +1,5 @@
+import sys
+
+from radvis.cli import main
+
+sys.exit(main())

@@ -1,0 +1,345 @@
+"""One TOML file describes the whole rig; this module loads it into typed dataclasses.
+
+Configuration is plain data (nanoGPT style): every section is a dataclass whose fields carry their
+documentation and valid range in `field(metadata=...)`. `docs/config.md` is generated from these
+dataclasses (`radvis config docs`) and a test checks it has not drifted.
+
+Errors name the file, the key, what was expected and what was received, e.g.
+    config.toml: sync.max_skew_ms: expected a number >= 0, got -3
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names file, key, expected and received value."""
+
+
+def opt(default, help: str, *, min=None, max=None, choices=None):
+    """A documented config field. Lists/dicts get a default_factory so instances never share them."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections. Each package owns its section; add fields here (with help text) when you need them.
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class RigConfig:
+    name: str = opt("radvis-rig", "Free-form name of this rig, written into every recording.")
+    run_dir: str = opt("runs/rig", "Directory for this run's logs, metrics, checkpoints and report.")
+    duration_s: float = opt(300.0, "How long `radvis rig` runs before stopping cleanly (0 = until Ctrl-C).", min=0)
+    stages: list = opt(["radar", "camera", "sync", "record", "learner"],
+                       "Stages `radvis rig` starts, each as its own process.",
+                       choices=["radar", "camera", "sync", "record", "learner"])
+    log_level: str = opt("INFO", "Logging level for all daemons.", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    stats_interval_s: float = opt(5.0, "Seconds between the one-line stats each daemon logs.", min=0.1)
+    restart_backoff_s: float = opt(1.0, "First delay before restarting a crashed stage (doubles, capped at 30 s).", min=0)
+
+
+@dataclass
+class EndpointsConfig:
+    radar: str = opt("tcp://127.0.0.1:5550", "Where the radar capture daemon publishes radar frames.")
+    camera: str = opt("tcp://127.0.0.1:5551", "Where the camera capture daemon publishes camera frames.")
+    pairs: str = opt("tcp://127.0.0.1:5552", "Where the synchroniser publishes radar-camera pairs.")
+    control: str = opt("tcp://127.0.0.1:5559", "Where daemons publish their periodic stats (kind `stats`).")
+
+
+@dataclass
+class TransportConfig:
+    sndhwm: int = opt(1000, "ZeroMQ send high-water mark (messages queued per subscriber before PUB drops).", min=1)
+    rcvhwm: int = opt(1000, "ZeroMQ receive high-water mark.", min=1)
+    max_message_bytes: int = opt(64 * 1024 * 1024, "Largest accepted message (header + buffers); larger is dropped.", min=1024)
+    max_header_bytes: int = opt(256 * 1024, "Largest accepted JSON header.", min=256)
+    max_buffers: int = opt(16, "Most buffers one message may carry.", min=1)
+    slow_joiner_s: float = opt(2.0, "How long a publisher waits for its first subscriber before sending anyway.", min=0)
+    curve: bool = opt(False, "Encrypt and authenticate every socket with ZeroMQ CURVE (see docs/wire-format.md).")
+    curve_dir: str = opt("keys", "Directory holding CURVE certificates made by `radvis keys DIR`.")
+
+
+@dataclass
+class RadarConfig:
+    source: str = opt("radar0", "Source id written into every radar message.")
+    mode: str = opt("uart", "Radar data path: UART TLV stream from the demo firmware, or raw ADC via DCA1000.",
+                    choices=["uart", "dca1000"])
+    emulated: bool = opt(True, "Use the emulated TI device (pty + loopback UDP) instead of hardware.")
+    cfg: str = opt("drivers/ti/cfgs/radvis_iwr1843.cfg", "TI chirp configuration (.cfg) sent over the CLI port.")
+    cli_port: str = opt("", "pyserial URL of the CLI port (e.g. /dev/ttyACM0, socket://host:port); empty = emulator's pty.")
+    data_port: str = opt("", "pyserial URL of the data port (e.g. /dev/ttyACM1); empty = emulator's pty.")
+    cli_baud: int = opt(115200, "CLI port baud rate.", min=1)
+    data_baud: int = opt(921600, "Data port baud rate.", min=1)
+    dca_host: str = opt("127.0.0.1", "Address the DCA1000 data/config sockets bind to (192.168.33.30 on hardware).")
+    dca_board: str = opt("127.0.0.1", "DCA1000 board address (192.168.33.180 on hardware).")
+    dca_config_port: int = opt(4096, "DCA1000 configuration UDP port.", min=1, max=65535)
+    dca_data_port: int = opt(4098, "DCA1000 raw-ADC UDP port.", min=1, max=65535)
+    iq_order: str = opt("auto", "I/Q order of raw ADC: Q-first for SDK demo LVDS streaming, I-first for mmWave Studio.",
+                        choices=["auto", "iq", "qi"])
+    faults: dict = opt({}, "Emulator fault injection, e.g. {corrupt_prob=0.01, drop_prob=0.0, stall_s=0}.")
+
+
+@dataclass
+class CameraConfig:
+    source: str = opt("camera0", "Source id written into every camera message.")
+    driver: str = opt("emulated-realsense", "Camera driver.",
+                      choices=["emulated-realsense", "realsense", "opencv", "generator"])
+    width: int = opt(128, "Image width in pixels.", min=8, max=8192)
+    height: int = opt(96, "Image height in pixels.", min=8, max=8192)
+    fps: int = opt(30, "Frames per second.", min=1, max=1000)
+    serial: str = opt("", "RealSense serial number to open (empty = first device).")
+    device: str = opt("0", "OpenCV source: device index, video file path, or RTSP/HTTP URL.")
+    depth: bool = opt(False, "RealSense: also stream depth aligned to colour.")
+    encoding: str = opt("raw", "Encoding on the wire: raw RGB8 or JPEG.", choices=["raw", "jpeg"])
+    jpeg_quality: int = opt(90, "JPEG quality when encoding = jpeg.", min=1, max=100)
+    latency_ms: float = opt(0.0, "Known transport latency subtracted from arrival time when the camera has no device clock.", min=0)
+
+
+@dataclass
+class SceneConfig:
+    seed: int = opt(0, "Seed of the scene simulator (same seed, same scenes).")
+    scene_s: float = opt(10.0, "Length of one simulated scene before a new one starts.", min=0.1)
+    classes: list = opt(["empty", "pedestrian", "cyclist", "car", "mixed"], "Scene classes the simulator draws from.",
+                        choices=["empty", "pedestrian", "cyclist", "car", "mixed"])
+    noise: float = opt(1.0, "Radar/camera noise scale (1 = default realism).", min=0)
+
+
+@dataclass
+class CaptureConfig:
+    reconnect_backoff_s: float = opt(0.5, "First delay before reopening a vanished device (doubles, capped).", min=0)
+    reconnect_max_s: float = opt(10.0, "Largest reopen delay.", min=0)
+    radar_output: str = opt("ra", "What the radar daemon publishes: range-azimuth map, raw TLVs, or both.",
+                            choices=["ra", "tlv", "both"])
+
+
+@dataclass
+class SyncConfig:
+    max_skew_ms: float = opt(0.0, "Largest radar-camera time difference in a pair; 0 = half a camera period.", min=0)
+    buffer_frames: int = opt(256, "Frames buffered per stream while waiting for a partner.", min=2)
+    radar_latency_ms: float = opt(0.0, "Known radar latency when there is no device clock.", min=0)
+
+
+@dataclass
+class RecordConfig:
+    enabled: bool = opt(True, "Record the session when the rig runs.")
+    out: str = opt("runs/rig/session", "Directory for MCAP segments.")
+    topics: list = opt(["radar", "camera", "pairs"], "Endpoints (by name in [endpoints]) to record.")
+    compression: str = opt("zstd", "MCAP chunk compression.", choices=["zstd", "lz4", "none"])
+    chunk_bytes: int = opt(1024 * 1024, "MCAP chunk size; at most this much is lost on a crash.", min=0)
+    rotate_s: float = opt(300.0, "Start a new segment after this many seconds (0 = never).", min=0)
+    rotate_mb: float = opt(1024.0, "Start a new segment after this many MB (0 = never).", min=0)
+    fsync_s: float = opt(1.0, "Flush and fsync the open segment this often.", min=0.01)
+
+
+@dataclass
+class LearnerConfig:
+    radar_encoder: str = opt("resnet18", "Radar encoder.", choices=["vgg16", "resnet18", "tiny"])
+    vision_encoder: str = opt("auto", "Frozen vision teacher: auto = vgg16 with ImageNet weights if present, "
+                              "else the best weight-free teacher.",
+                              choices=["auto", "vgg16", "resnet18", "random-cnn", "descriptor", "tiny"])
+    weights: str = opt("imagenet", "Teacher weights: imagenet (torchvision cache in $TORCH_HOME), a local file path, or none.")
+    feature_dim: int = opt(128, "Dimension of the embedding both encoders project into.", min=2)
+    queue_size: int = opt(4096, "K: number of past image encodings kept as negatives.", min=1)
+    temperature: float = opt(0.07, "InfoNCE temperature tau.", min=1e-4)
+    exclusion_s: float = opt(0.0, "Mask negatives within this many seconds of the anchor in the same sequence (0 = paper).", min=0)
+    batch_size: int = opt(64, "Pairs per step.", min=1)
+    lr: float = opt(0.03, "SGD learning rate (cosine decay).", min=0)
+    momentum: float = opt(0.9, "SGD momentum.", min=0, max=1)
+    weight_decay: float = opt(1e-4, "SGD weight decay.", min=0)
+    epochs: int = opt(50, "Offline epochs.", min=1)
+    seed: int = opt(0, "Training seed.")
+    device: str = opt("auto", "auto = cuda if available else cpu.", choices=["auto", "cpu", "cuda"])
+
+
+@dataclass
+class Config:
+    rig: RigConfig = field(default_factory=RigConfig)
+    endpoints: EndpointsConfig = field(default_factory=EndpointsConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    radar: RadarConfig = field(default_factory=RadarConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+    def to_dict(self) -> dict:
+        return {s.name: dataclasses.asdict(getattr(self, s.name)) for s in sections()}
+
+
+def sections() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Config) if not f.metadata.get("internal")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+# ---------------------------------------------------------------------------------------------
+
+def _type_name(tp) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(tp, str(tp))
+
+
+def _check(src: str, key: str, f: dataclasses.Field, tp, value: Any) -> Any:
+    given = value
+
+    def fail(expected: str):
+        raise ConfigError(f"{src}: {key}: expected {expected}, got {given!r}")
+
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail("a boolean (true/false)")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("a number")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            fail("a string")
+    elif tp is list:
+        if not isinstance(value, list):
+            fail("a list")
+    elif tp is dict:
+        if not isinstance(value, dict):
+            fail("a table")
+    lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
+    if lo is not None and value < lo:
+        fail(f"{_type_name(tp)} >= {lo}")
+    if hi is not None and value > hi:
+        fail(f"{_type_name(tp)} <= {hi}")
+    if choices is not None:
+        items = value if tp is list else [value]
+        bad = [v for v in items if v not in choices]
+        if bad:
+            fail(("a list of " if tp is list else "one of ") + ", ".join(map(repr, choices)))
+    return value
+
+
+def _build(cls, data: dict, src: str, prefix: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names or names[key].metadata.get("internal"):
+            known = ", ".join(n for n, f in names.items() if not f.metadata.get("internal"))
+            raise ConfigError(f"{src}: {prefix}{key}: unknown key (expected one of: {known})")
+    kwargs = {}
+    for name, f in names.items():
+        if name not in data:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(data[name], dict):
+                raise ConfigError(f"{src}: {prefix}{name}: expected a table [{name}], got {data[name]!r}")
+            kwargs[name] = _build(tp, data[name], src, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check(src, prefix + name, f, tp, data[name])
+    return cls(**kwargs)
+
+
+def parse_value(text: str) -> Any:
+    """Parse a `--set` value as TOML (numbers, booleans, lists, quoted strings); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str], src: str = "--set") -> dict:
+    for item in overrides or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"{src}: {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        *path, last = key.strip().split(".")
+        node = data
+        for p in path:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{src}: {key}: {p} is not a table")
+        node[last] = parse_value(value.strip())
+    return data
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a config file (default: config.toml at the repository root) plus `section.key=value` overrides."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    src = str(path)
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{src}: not valid TOML: {e}") from None
+    elif path == DEFAULT_CONFIG:
+        data = {}
+    else:
+        raise ConfigError(f"{src}: no such config file")
+    if overrides:
+        # an override error names the override, a file error names the file
+        data = apply_overrides(data, overrides)
+        src = f"{src} (with --set {' '.join(overrides)})"
+    cfg = _build(Config, data, src, "")
+    cfg.source = str(path)
+    return cfg
+
+
+def to_toml(cfg: Config) -> str:
+    """The effective config as TOML (what `radvis config show` prints)."""
+    def val(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + "}"
+        return repr(v)
+    out = []
+    for name, sec in cfg.to_dict().items():
+        out.append(f"[{name}]")
+        out += [f"{k} = {val(v)}" for k, v in sec.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def docs_markdown() -> str:
+    """docs/config.md, generated from the dataclasses so it cannot drift."""
+    lines = ["# Configuration reference", "",
+             "Generated by `radvis config docs > docs/config.md` from `radvis/config.py`; "
+             "a test fails if this file and the code disagree.", "",
+             "Every key is optional; the default applies when it is absent. Unknown keys, wrong types and "
+             "out-of-range values are errors naming the file, the key, the expected and the received value. "
+             "Any key can be overridden on the command line with `--set section.key=value` (value in TOML syntax).", ""]
+    for sec in sections():
+        cls = sec.default_factory
+        lines += [f"## [{sec.name}]", "", "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+        hints = typing.get_type_hints(cls)
+        inst = cls()
+        for f in dataclasses.fields(cls):
+            m = f.metadata
+            allowed = []
+            if m.get("min") is not None:
+                allowed.append(f">= {m['min']}")
+            if m.get("max") is not None:
+                allowed.append(f"<= {m['max']}")
+            if m.get("choices"):
+                allowed.append(", ".join(f"`{c}`" for c in m["choices"]))
+            default = getattr(inst, f.name)
+            lines.append(f"| `{f.name}` | {hints[f.name].__name__} | `{default!r}` | {'; '.join(allowed)} | "
+                         f"{m.get('help', '')} |")
+        lines.append("")
+    return "\n".join(lines)

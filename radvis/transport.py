@@ -1,0 +1,297 @@
+"""PUB/SUB helpers every stage uses: zero-copy send/receive of wire messages, validation,
+sequence-gap accounting, the slow-joiner wait, per-socket stats and optional CURVE security.
+
+Publisher uses an XPUB socket so it can *see* subscriptions arrive: `wait_for_subscribers()` solves
+ZeroMQ's slow-joiner problem (messages sent before a SUB finished connecting are silently lost)
+without sleeping a guessed amount. A full send queue (high-water mark) drops the message and counts
+it; a publisher never blocks its device loop on a slow consumer.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+
+from radvis.wire import Limits, Message, WireError, decode, encode
+
+log = logging.getLogger("radvis.transport")
+
+
+# ---------------------------------------------------------------------------------------------
+# CURVE
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class CurveKeys:
+    """Keys from a directory made by `make_keys()` / `radvis keys DIR`:
+    server.key(_secret), client.key(_secret), and authorized_clients/ (public keys allowed in)."""
+    server_public: bytes
+    server_secret: bytes | None
+    client_public: bytes
+    client_secret: bytes
+    authorized_dir: Path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "CurveKeys":
+        import zmq.auth
+        d = Path(directory)
+        need = [d / "server.key", d / "client.key_secret"]
+        missing = [str(p) for p in need if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"CURVE keys missing: {', '.join(missing)} (create them with `radvis keys {d}`)")
+        spub, ssec = zmq.auth.load_certificate(d / ("server.key_secret" if (d / "server.key_secret").exists() else "server.key"))
+        cpub, csec = zmq.auth.load_certificate(d / "client.key_secret")
+        return cls(spub, ssec, cpub, csec, d / "authorized_clients")
+
+
+def make_keys(directory: str | Path) -> Path:
+    """Create a server and a client certificate; the client is authorised. Copy server.key (public)
+    and client.key_secret to machines that subscribe; keep server.key_secret on the publisher."""
+    import zmq.auth
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    zmq.auth.create_certificates(d, "server")
+    zmq.auth.create_certificates(d, "client")
+    auth = d / "authorized_clients"
+    auth.mkdir(exist_ok=True)
+    (auth / "client.key").write_bytes((d / "client.key").read_bytes())
+    for p in d.glob("*.key_secret"):
+        os.chmod(p, 0o600)
+    return d
+
+
+_authenticators: dict[int, object] = {}
+
+
+def _secure(sock: zmq.Socket, keys: CurveKeys | None, server: bool) -> None:
+    if keys is None:
+        return
+    if server:
+        if keys.server_secret is None:
+            raise ValueError("CURVE server needs server.key_secret")
+        ctx = sock.context
+        if id(ctx) not in _authenticators:  # one ZAP handler per context: only authorised client keys get in
+            from zmq.auth.thread import ThreadAuthenticator
+            auth = ThreadAuthenticator(ctx)
+            auth.start()
+            auth.configure_curve(domain="*", location=str(keys.authorized_dir))
+            _authenticators[id(ctx)] = auth
+        sock.curve_secretkey = keys.server_secret
+        sock.curve_publickey = keys.server_public
+        sock.curve_server = True
+    else:
+        sock.curve_secretkey = keys.client_secret
+        sock.curve_publickey = keys.client_public
+        sock.curve_serverkey = keys.server_public
+
+
+def keys_from_config(cfg) -> CurveKeys | None:
+    """CURVE keys if [transport] curve = true, else None."""
+    t = cfg.transport
+    return CurveKeys.load(t.curve_dir) if t.curve else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Publisher
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class PubStats:
+    sent: int = 0
+    bytes: int = 0
+    dropped_hwm: int = 0
+
+
+class Publisher:
+    def __init__(self, endpoint: str, *, bind: bool = True, hwm: int = 1000, curve: CurveKeys | None = None,
+                 ctx: zmq.Context | None = None):
+        self.ctx = ctx or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.XPUB)
+        self.sock.sndhwm = hwm
+        self.sock.linger = 1000
+        self.sock.setsockopt(zmq.XPUB_NODROP, 1)  # always learn about a full queue, so drops are counted
+        _secure(self.sock, curve, server=bind)
+        (self.sock.bind if bind else self.sock.connect)(endpoint)
+        self.endpoint = self.sock.last_endpoint.decode() if bind else endpoint
+        self.epoch = random.getrandbits(62)  # lets subscribers tell a restart from a sequence gap
+        self.seq = 0
+        self.subscribers = 0
+        self.stats = PubStats()
+
+    def _drain_subscriptions(self) -> None:
+        while True:
+            try:
+                ev = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if ev[:1] == b"\x01":
+                self.subscribers += 1
+            elif ev[:1] == b"\x00":
+                self.subscribers = max(0, self.subscribers - 1)
+
+    def wait_for_subscribers(self, n: int = 1, timeout_s: float = 2.0) -> bool:
+        """Block until n subscriptions have arrived (slow-joiner handling). False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        self._drain_subscriptions()
+        while self.subscribers < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+                self._drain_subscriptions()
+        return True
+
+    def send(self, msg: Message, *, keep_seq: bool = False) -> bool:
+        """Stamp (if needed), number and send. keep_seq=True (replay) keeps the message's seq/epoch.
+        Returns False when the message was dropped at the high-water mark (counted)."""
+        msg.stamp()
+        if not keep_seq:
+            msg.seq, msg.epoch = self.seq, self.epoch
+            self.seq += 1
+        frames = encode(msg)
+        return self.send_frames(frames)
+
+    def send_frames(self, frames: list) -> bool:
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.stats.dropped_hwm += 1
+            return False
+        self.stats.sent += 1
+        self.stats.bytes += sum(len(f) if isinstance(f, bytes) else memoryview(f).nbytes for f in frames)
+        return True
+
+    def close(self) -> None:
+        self.sock.close(linger=1000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Subscriber
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class SubStats:
+    received: int = 0
+    bytes: int = 0
+    rejected: Counter = field(default_factory=Counter)  # reason -> count
+    lost: int = 0  # messages missing from sequence gaps, all publishers
+    out_of_order: int = 0  # duplicates or messages older than the last seen
+    restarts: int = 0  # publisher epochs that changed (publisher restarted)
+    per_source: dict = field(default_factory=dict)  # (source, kind) -> {"last": seq, "lost": n, "epoch": e}
+
+    def as_dict(self) -> dict:
+        return {"received": self.received, "bytes": self.bytes, "rejected": dict(self.rejected),
+                "lost": self.lost, "out_of_order": self.out_of_order, "restarts": self.restarts}
+
+
+class RateLimitedLog:
+    """At most one log line per `interval_s` per key; suppressed lines are counted in the next one."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 5.0):
+        self.logger, self.interval, self.last, self.suppressed = logger, interval_s, {}, Counter()
+
+    def warning(self, key: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self.last.get(key, -1e9) >= self.interval:
+            extra = f" ({self.suppressed[key]} similar suppressed)" if self.suppressed[key] else ""
+            self.logger.warning(text + extra)
+            self.last[key], self.suppressed[key] = now, 0
+        else:
+            self.suppressed[key] += 1
+
+
+class SeqTracker:
+    """Per-publisher sequence accounting: gaps are lost messages, an epoch change is a restart."""
+
+    def __init__(self, stats: SubStats):
+        self.stats = stats
+
+    def update(self, msg: Message) -> int:
+        """Returns the number of messages lost just before this one."""
+        key = (msg.source, msg.kind)
+        st = self.stats.per_source.get(key)
+        if st is None or st["epoch"] != msg.epoch:
+            if st is not None:
+                self.stats.restarts += 1
+            self.stats.per_source[key] = {"last": msg.seq, "lost": 0, "epoch": msg.epoch}
+            return 0
+        gap = msg.seq - st["last"] - 1
+        if gap < 0:
+            self.stats.out_of_order += 1
+            return 0
+        st["last"] = msg.seq
+        st["lost"] += gap
+        self.stats.lost += gap
+        return gap
+
+
+class Subscriber:
+    def __init__(self, endpoints: str | list[str], topics: list[str] | None = None, *, bind: bool = False,
+                 hwm: int = 1000, limits: Limits = Limits(), curve: CurveKeys | None = None,
+                 ctx: zmq.Context | None = None, name: str = "sub"):
+        self.ctx = ctx or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.rcvhwm = hwm
+        self.sock.linger = 0
+        self.sock.maxmsgsize = limits.max_message_bytes  # libzmq drops oversize frames before allocating
+        _secure(self.sock, curve, server=bind)
+        for t in topics if topics is not None else [""]:
+            self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        for ep in [endpoints] if isinstance(endpoints, str) else endpoints:
+            (self.sock.bind if bind else self.sock.connect)(ep)
+        self.limits = limits
+        self.stats = SubStats()
+        self.seq = SeqTracker(self.stats)
+        self.ratelog = RateLimitedLog(logging.getLogger(f"radvis.{name}"))
+
+    def recv_frames(self, timeout_ms: int | None = None) -> list | None:
+        if timeout_ms is not None and not self.sock.poll(timeout_ms, zmq.POLLIN):
+            return None
+        return self.sock.recv_multipart(copy=False)
+
+    def accept(self, frames: list) -> Message | None:
+        """Validate frames; count and drop a bad message (never raises)."""
+        try:
+            msg = decode(frames, self.limits)
+        except WireError as e:
+            self.stats.rejected[e.reason] += 1
+            self.ratelog.warning(e.reason, f"dropped malformed message: {e}")
+            return None
+        self.stats.received += 1
+        self.stats.bytes += sum(f.buffer.nbytes if hasattr(f, "buffer") else len(f) for f in frames)
+        self.seq.update(msg)
+        return msg
+
+    def recv(self, timeout_ms: int | None = None) -> Message | None:
+        """Next valid message, or None when `timeout_ms` passes without one. Malformed messages are
+        dropped and counted in stats.rejected; sequence gaps are counted in stats.lost."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        while True:
+            left = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            frames = self.recv_frames(left)
+            if frames is None:
+                return None
+            msg = self.accept(frames)
+            if msg is not None:
+                return msg
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def publisher_from_config(cfg, endpoint_name: str, **kw) -> Publisher:
+    return Publisher(getattr(cfg.endpoints, endpoint_name), hwm=cfg.transport.sndhwm,
+                     curve=keys_from_config(cfg), **kw)
+
+
+def subscriber_from_config(cfg, endpoint_names: list[str], topics: list[str] | None = None, **kw) -> Subscriber:
+    return Subscriber([getattr(cfg.endpoints, n) for n in endpoint_names], topics, hwm=cfg.transport.rcvhwm,
+                      limits=Limits.from_config(cfg.transport), curve=keys_from_config(cfg), **kw)

@@ -1,0 +1,1 @@
+"""radvis sync package."""
