@@ -1,0 +1,1 @@
+"""Camera drivers: RealSense (pyrealsense2), OpenCV VideoCapture, emulated RealSense, generator."""

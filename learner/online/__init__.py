@@ -1,0 +1,1 @@
+"""Online learner: continuous self-supervised training on the live pair stream."""
