@@ -47,6 +47,7 @@ class RigConfig:
     log_level: str = opt("INFO", "Logging level for all daemons.", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     stats_interval_s: float = opt(5.0, "Seconds between the one-line stats each daemon logs.", min=0.1)
     restart_backoff_s: float = opt(1.0, "First delay before restarting a crashed stage (doubles, capped at 30 s).", min=0)
+    stop_timeout_s: float = opt(5.0, "On stop, how long a stage gets to exit after SIGTERM before it is killed.", min=0)
 
 
 @dataclass
@@ -120,13 +121,44 @@ class CaptureConfig:
     reconnect_max_s: float = opt(10.0, "Largest reopen delay.", min=0)
     radar_output: str = opt("ra", "What the radar daemon publishes: range-azimuth map, raw TLVs, or both.",
                             choices=["ra", "tlv", "both"])
+    radar_open: str = opt("", "MODULE:FUNCTION called with the config to open the radar frame source instead of "
+                          "drivers.ti.radar.open_radar (a custom driver, or a test fake); empty = built-in driver.")
+    camera_open: str = opt("", "MODULE:FUNCTION called with the config to open the camera frame source instead of "
+                           "drivers.camera.open_camera; empty = built-in driver.")
+    wait_subscribers: int = opt(1, "Subscribers a capture daemon waits for (at most transport.slow_joiner_s) "
+                                "before its first frame, so a recorder started first misses nothing.", min=0)
 
 
 @dataclass
 class SyncConfig:
     max_skew_ms: float = opt(0.0, "Largest radar-camera time difference in a pair; 0 = half a camera period.", min=0)
     buffer_frames: int = opt(256, "Frames buffered per stream while waiting for a partner.", min=2)
-    radar_latency_ms: float = opt(0.0, "Known radar latency when there is no device clock.", min=0)
+    radar_latency_ms: float = opt(0.0, "Known minimum radar latency (capture to host arrival), subtracted from the "
+                                  "clock-mapped or arrival time; camera.latency_ms is the camera's.", min=0)
+    source: str = opt("sync0", "Source id written into every pair message.")
+    max_latency_ms: float = opt(200.0, "Arrival bound: a frame reaching the synchroniser more than this after its "
+                                "corrected capture time is late (also lets a pair be final when the other stream stalls).",
+                                min=0.1)
+    reorder_ms: float = opt(0.0, "How far (in corrected time) a frame may arrive behind the newest frame of its stream "
+                            "and still be used; 0 = streams arrive in order.", min=0)
+    min_period_fraction: float = opt(0.95, "Inter-message lower bound as a fraction of the nominal frame period "
+                                     "(lets a pair be published without waiting for the next frame).", min=0, max=1)
+    radar_period_ms: float = opt(0.0, "Radar frame period; 0 = from the radar messages' meta frame_period_ms.", min=0)
+    radar_clock: str = opt("auto", "Radar device time: frame_number x frame period, the message's device stamp, or none "
+                           "(arrival minus radar_latency_ms); auto = the first available in that order.",
+                           choices=["auto", "frame", "device", "arrival"])
+    camera_clock: str = opt("auto", "Camera device time: the message's device stamp or none (arrival minus "
+                            "camera.latency_ms); auto = device stamp when present.", choices=["auto", "device", "arrival"])
+    radar_wrap_s: float = opt(0.0, "Period of the radar device-time counter when it wraps (e.g. 21.47483648 for a "
+                              "32-bit 200 MHz cycle counter); 0 = no wrap.", min=0)
+    camera_wrap_s: float = opt(0.0, "Period of the camera device-time counter when it wraps (4294.967296 for a "
+                               "32-bit microsecond counter); 0 = no wrap.", min=0)
+    clock_window_s: float = opt(120.0, "Sliding window of the clock models' lower-envelope fit.", min=1)
+    restart_ms: float = opt(500.0, "A device-time sample this far off the fitted clock is a device restart.", min=1)
+    time_jump_s: float = opt(1.0, "Host stamps going back by more than this (replay --loop) reset the matcher.", min=0)
+    uart_tx_correction: bool = opt(True, "Subtract the UART transmission time (meta packet_bytes x 10 / radar.data_baud) "
+                                   "from radar arrival stamps.")
+    events: bool = opt(True, "Publish an `event` message for each unpaired radar frame and each late or overflowed frame.")
 
 
 @dataclass
@@ -139,6 +171,7 @@ class RecordConfig:
     rotate_s: float = opt(300.0, "Start a new segment after this many seconds (0 = never).", min=0)
     rotate_mb: float = opt(1024.0, "Start a new segment after this many MB (0 = never).", min=0)
     fsync_s: float = opt(1.0, "Flush and fsync the open segment this often.", min=0.01)
+    prefix: str = opt("radvis", "Segment file name prefix: PREFIX-YYYYmmdd-HHMMSS-NNNN.mcap.")
 
 
 @dataclass
@@ -159,6 +192,64 @@ class LearnerConfig:
     epochs: int = opt(50, "Offline epochs.", min=1)
     seed: int = opt(0, "Training seed.")
     device: str = opt("auto", "auto = cuda if available else cpu.", choices=["auto", "cpu", "cuda"])
+    vgg_layer: int = opt(4, "VGG-16 classifier slice giving the 4096-d features (paper: '4th layer'): 4 = fc7 "
+                         "output before ReLU, 5 = after ReLU; 1/2 = fc6 before/after ReLU.", choices=[1, 2, 4, 5])
+    teacher_center: str = opt("auto", "Subtract the mean training key before L2 normalisation (auto = on for "
+                              "weight-free teachers, off for ImageNet ones).", choices=["auto", "on", "off"])
+    teacher_seed: int = opt(0, "Seed of random-init teachers (random-cnn, tiny), identical on every rank.")
+    teacher_cache: bool = opt(True, "Compute each frame's image key once (float16 memmap) instead of running "
+                              "the frozen teacher every step.")
+    shuffle_bn: bool = opt(False, "MoCo shuffle-BN on the teacher input when it runs live (paper fidelity; a "
+                           "no-op for a frozen eval-mode teacher).")
+    split: str = opt("sequence", "Train/test split: whole sequences (no leakage between neighbouring frames) "
+                     "or the paper's random frame-level split.", choices=["sequence", "random"])
+    test_fraction: float = opt(0.2, "Fraction held out for testing (paper: 80/20).", min=0.01, max=0.9)
+    val_fraction: float = opt(0.1, "Tail of each training sequence held out of pretraining for the label-free "
+                              "radar->image retrieval signal that picks the best epoch.", min=0, max=0.5)
+    chirp: int = opt(0, "Which released CRUW chirp file to read per frame (0, 64, 128 or 192).", min=0)
+    log_every: int = opt(10, "Steps between metric lines (JSON lines + TensorBoard).", min=1)
+    label_fractions: list = opt([1, 5, 10, 25, 50, 100], "Label fractions (%) of the eval sweep.")
+    eval_seeds: int = opt(3, "Seeds (label subsets / supervised inits) per label fraction in `radvis eval`.", min=1)
+    supervised_epochs: int = opt(30, "Epochs of the supervised-from-scratch baseline and of fine-tuning "
+                                 "(at least 60 optimiser steps are taken at small label fractions).", min=1)
+    supervised_lr: float = opt(1e-3, "Adam learning rate of the supervised baseline and fine-tuning.", min=0)
+    # --- online learner (`radvis learn online`, docs/online.md) ---
+    online_buffer_size: int = opt(4096, "Online: replay buffer capacity in pairs (memory is allocated up front: "
+                                  "~65 KB per pair).", min=2)
+    online_policy: str = opt("redundancy", "Online: buffer eviction: redundancy (evict the entry most similar to "
+                             "another, MinRed-style, on the frozen image keys), reservoir (uniform over the stream), "
+                             "or fifo (naive baseline).", choices=["redundancy", "reservoir", "fifo"])
+    online_dedup_threshold: float = opt(0.98, "Online: skip a pair whose image key has cosine above this to the last "
+                                        "kept pair of its sequence (1 = keep everything).", min=0, max=1)
+    online_keep_interval_s: float = opt(1.0, "Online: keep at least one pair per this many seconds even when they "
+                                        "are near-duplicates (static scenes stay covered).", min=0)
+    online_min_separation_s: float = opt(2.0, "Online: pairs of one sequence in the same batch are at least this "
+                                         "far apart in time.", min=0)
+    online_exclusion_s: float = opt(2.0, "Online: queue negatives within this many seconds of the anchor in the "
+                                    "same sequence are masked (the live stream's neighbours are near-duplicates).",
+                                    min=0)
+    online_min_fill: int = opt(64, "Online: pairs in the buffer before the first training step.", min=1)
+    online_max_updates_per_pair: float = opt(8.0, "Online: cap on trained samples per admitted pair (replay ratio); "
+                                             "the trainer waits for new pairs above it (0 = no cap).", min=0)
+    online_center_pairs: int = opt(128, "Online: pairs used to fit the teacher's key centre before training when "
+                                   "centring is on (teacher_center) and no --from checkpoint provides one.", min=1)
+    online_rx_queue: int = opt(512, "Online: received pairs held between the socket thread and the trainer; "
+                               "when full, new pairs are dropped and counted (queue_full).", min=1)
+    online_ckpt_every_steps: int = opt(500, "Online: checkpoint every this many steps (0 = only by time).", min=0)
+    online_ckpt_every_s: float = opt(300.0, "Online: checkpoint at least this often in seconds (0 = only by steps).",
+                                     min=0)
+    online_eval_every_steps: int = opt(500, "Online: kNN + linear probe on the held-out set every this many steps "
+                                       "(0 = never).", min=0)
+    online_eval_data: str = opt("", "Online: labelled held-out set for the probe: a `radvis synth` / CRUW-layout "
+                                "directory (its test split); empty = live labels from held-out scenes.")
+    online_live_eval_fraction: float = opt(0.2, "Online: fraction of scenes (by truth.scene_id, emulated rigs) kept "
+                                           "out of training and used as the live probe set (0 = off).", min=0, max=0.9)
+    online_live_eval_size: int = opt(2000, "Online: most live held-out pairs kept (reservoir).", min=10)
+    online_offline_data: str = opt("", "Online: offline dataset directory mixed into every batch (empty = none).")
+    online_offline_mix: float = opt(0.0, "Online: fraction of each batch drawn from online_offline_data.",
+                                    min=0, max=0.9)
+    online_warmup_steps: int = opt(100, "Online: linear LR warm-up steps, then constant LR (a stream has no end "
+                                   "for a cosine schedule).", min=0)
 
 
 @dataclass
