@@ -25,7 +25,11 @@ stamp="$VENV/.radvis-deps"
 want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing dependencies into $VENV (torch==2.14.1, torchvision==0.29.1, ...)" >&2
-  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q -e ".[dev]" >&2
+  log="$VENV/pip-install.log"
+  if ! { "$VENV/bin/python" -m pip install -q --upgrade pip && "$VENV/bin/python" -m pip install -q -e ".[dev]"; } >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "bootstrap: pip install failed; full log in $log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
