@@ -87,7 +87,11 @@ class RadarConfig:
     dca_data_port: int = opt(4098, "DCA1000 raw-ADC UDP port.", min=1, max=65535)
     iq_order: str = opt("auto", "I/Q order of raw ADC: Q-first for SDK demo LVDS streaming, I-first for mmWave Studio.",
                         choices=["auto", "iq", "qi"])
-    faults: dict = opt({}, "Emulator fault injection, e.g. {corrupt_prob=0.01, drop_prob=0.0, stall_s=0}.")
+    faults: dict = opt({}, "Emulator fault injection, e.g. {corrupt_prob=0.01, drop_prob=0.0, stall_s=0}; keys: "
+                       "drop/duplicate/reorder/corrupt/stall _every (every Nth frame) or _prob, corrupt_bytes, "
+                       "corrupt_region (any, magic, payload), stall_s, seed.")
+    data_timeout_s: float = opt(0.0, "Raise (the capture daemon then reopens and reconfigures the radar) when the data "
+                                "port is silent this long; 0 = max(2 s, 20 frame periods).", min=0)
 
 
 @dataclass
@@ -104,6 +108,11 @@ class CameraConfig:
     encoding: str = opt("raw", "Encoding on the wire: raw RGB8 or JPEG.", choices=["raw", "jpeg"])
     jpeg_quality: int = opt(90, "JPEG quality when encoding = jpeg.", min=1, max=100)
     latency_ms: float = opt(0.0, "Known transport latency subtracted from arrival time when the camera has no device clock.", min=0)
+    hfov_deg: float = opt(80.0, "Horizontal field of view of the simulated camera (emulated-realsense, generator).",
+                          min=1, max=179)
+    timeout_ms: int = opt(1000, "A camera silent this long counts as disconnected and is reopened.", min=10)
+    reconnect_s: float = opt(30.0, "How long a camera driver keeps reopening a vanished device before it gives up "
+                             "and raises to the capture daemon (0 = forever).", min=0)
 
 
 @dataclass

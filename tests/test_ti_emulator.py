@@ -1,0 +1,283 @@
+"""Emulated TI board <-> driver round trips over real ptys: configuration through the CLI port, TLV frames
+on the data port, every fault-injection mode with exact counts, and the capture entry point open_radar."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import serial
+
+from drivers.sim.source import PointTargetSource
+from drivers.sim.ti_device import EmulatedTI
+from drivers.ti.cfg import parse_cfg
+from drivers.ti.cli_port import CliPort
+from drivers.ti.radar import RadarError, open_radar
+from drivers.ti.uart import UartParser
+from radvis import config as configmod
+from radvis import wire
+
+RADVIS_CFG = "drivers/ti/cfgs/radvis_iwr1843.cfg"
+PERIOD_MS = 20
+FAST = open(RADVIS_CFG).read().replace("frameCfg 0 1 64 0 100 1 0", f"frameCfg 0 1 16 0 {PERIOD_MS} 1 0")
+
+
+def run_device(n_frames: int, faults=None, source=None, cfg_text=FAST):
+    """Configure an emulated board over its CLI pty, read its data pty until it generated n_frames,
+    stop the sensor and drain. Returns (parser, frames, emulator, radar cfg)."""
+    rc = parse_cfg(cfg_text)
+    emu = EmulatedTI(cfg_text, source or PointTargetSource(), faults=faults).start()
+    try:
+        data = serial.serial_for_url(emu.data_port_url, baudrate=921600, timeout=0.02)
+        parser, frames = UartParser(rc.profile), []
+        with CliPort(emu.cli_port_url) as cli, data:
+            cli.configure(rc.lines)
+            deadline = time.monotonic() + 20
+            while emu.counts["frames"] < n_frames and time.monotonic() < deadline:
+                frames += parser.feed(data.read(65536))
+            cli.send("sensorStop")
+            quiet = time.monotonic()
+            while time.monotonic() - quiet < 0.25:
+                chunk = data.read(65536)
+                if chunk:
+                    quiet = time.monotonic()
+                    frames += parser.feed(chunk)
+            frames += parser.flush()
+    finally:
+        emu.stop()
+    return parser, frames, emu, rc
+
+
+def test_round_trip_headers_tlvs_and_timing():
+    parser, frames, emu, rc = run_device(12)
+    n = emu.counts["sent"]
+    assert n >= 12 and len(frames) == n == parser.stats.frames
+    assert [f.frame_number for f in frames] == list(range(1, n + 1))
+    assert parser.stats.bytes_skipped == 0 and not parser.stats.rejected and parser.stats.lost == 0
+    assert parser.stats.bytes_in == emu.counts["bytes_sent"]
+    for f in frames:
+        assert (f.version, f.platform, f.header_len, f.subframe_number) == (0x03050004, 0xA1843, 40, 0)
+        assert f.tlv_types == [1, 7, 2, 3, 4, 6, 9]          # guiMonitor -1 1 1 1 1 0 1, firmware order
+        assert f.total_packet_len % 32 == 0
+        assert f.tlvs[4]["heatmap"].shape == (rc.profile.num_range_bins, 8)
+        assert f.tlvs[2]["log2_mag"].shape == (128,)
+        used = 40 + sum(8 + f.spans[t][1] for t in f.tlv_types)
+        assert f.total_packet_len - used < 32
+        assert all(b != 0 for b in f.raw[used:])             # padding is garbage, never zero
+    # timeCpuCycles: 200 MHz, one frame period apart
+    d = np.diff([f.time_cpu_cycles for f in frames]) % (1 << 32)
+    assert np.all(np.abs(d - 200e6 * PERIOD_MS / 1000) <= 1)
+    # the points are the source's targets: a reflector at 6 m, -25 deg, and the walker at 20 deg
+    pts = frames[0].points
+    assert pts.shape == (2, 4)
+    np.testing.assert_allclose(pts[0, :2], [6 * math.sin(math.radians(-25)), 6 * math.cos(math.radians(-25))],
+                               atol=1e-5)
+    snr_db = frames[0].tlvs[7]["snr_noise_db"][:, 0]
+    assert np.all(snr_db > 20)
+    assert emu.truth[1]["objects"][0]["cls"] == "pedestrian"
+
+
+def test_heatmap_tlv_gives_the_target_in_the_ra_map():
+    dsp = pytest.importorskip("drivers.ti.dsp")
+    src = PointTargetSource(targets=[{"cls": "car", "range_m": 9.0, "azimuth_rad": math.radians(15),
+                                      "velocity_mps": 0.0, "amplitude": 800.0}])
+    parser, frames, emu, rc = run_device(2, source=src)
+    hm = frames[0].tlvs[4]["heatmap"]
+    assert np.iscomplexobj(hm)
+    # range profile and heatmap peak at the target's range bin
+    rbin = 9.0 / rc.profile.range_step_m
+    assert abs(int(np.argmax(np.abs(hm).sum(1))) - rbin) <= 1
+    assert abs(int(np.argmax(frames[0].tlvs[2]["log2_mag"])) - rbin) <= 1
+    ra = dsp.ra_from_azimuth_heatmap(hm, rc.profile)
+    mag = np.hypot(ra[..., 0], ra[..., 1])
+    i, j = np.unravel_index(np.argmax(mag), mag.shape)
+    assert abs(dsp.range_grid()[i] - 9.0) < 0.5
+    assert abs(dsp.azimuth_grid()[j] - math.radians(15)) < math.radians(4)
+
+
+def _before_last(fns, frames):
+    last = frames[-1].frame_number
+    return [fn for fn in fns if fn < last]
+
+
+def test_fault_drop_exact():
+    parser, frames, emu, _ = run_device(15, {"drop_every": 3})
+    dropped = emu.fault_frames["dropped"]
+    assert emu.counts["dropped"] == len(dropped) >= 4 and all(fn % 3 == 0 for fn in dropped)
+    assert parser.stats.lost == len(_before_last(dropped, frames))
+    assert len(frames) == emu.counts["sent"] and not set(dropped) & {f.frame_number for f in frames}
+
+
+def test_fault_duplicate_exact():
+    parser, frames, emu, _ = run_device(12, {"duplicate_every": 4})
+    assert emu.counts["duplicated"] == len(emu.fault_frames["duplicated"]) >= 3
+    assert parser.stats.duplicates == emu.counts["duplicated"] and parser.stats.lost == 0
+    assert len(frames) == emu.counts["sent"]
+
+
+def test_fault_reorder_exact():
+    parser, frames, emu, _ = run_device(12, {"reorder_every": 5})
+    held = emu.fault_frames["reordered"]
+    assert len(held) >= 2
+    assert parser.stats.reordered == len(held) and parser.stats.lost == 0 and parser.stats.duplicates == 0
+    order = [f.frame_number for f in frames]
+    for fn in held:
+        if fn + 1 in order:
+            assert order.index(fn) == order.index(fn + 1) + 1      # arrived right after its successor
+
+
+def test_fault_corrupt_magic_exact():
+    parser, frames, emu, _ = run_device(12, {"corrupt_every": 3, "corrupt_region": "magic", "seed": 7})
+    bad = emu.fault_frames["corrupted"]
+    assert len(bad) >= 3
+    assert parser.stats.lost == len(_before_last(bad, frames))
+    assert len(frames) == emu.counts["sent"] - len(bad)
+    assert parser.stats.bytes_in == emu.counts["bytes_sent"]
+    assert parser.stats.bytes_skipped == emu.counts["bytes_sent"] - sum(f.total_packet_len for f in frames)
+
+
+def test_fault_corrupt_payload_never_loses_sync():
+    parser, frames, emu, _ = run_device(12, {"corrupt_every": 2, "corrupt_region": "payload", "corrupt_bytes": 3})
+    assert emu.counts["corrupted"] >= 5
+    # no CRC: payload corruption is undetectable or rejects only that packet; the next one always decodes
+    got = {f.frame_number for f in frames}
+    assert all(fn in got for fn in range(1, emu.counts["sent"] + 1) if fn % 2)
+    for f in frames:
+        f.tlvs
+
+
+def test_fault_stall_exact():
+    parser, frames, emu, _ = run_device(20, {"stall_every": 8, "stall_s": 0.07})
+    stalled = emu.fault_frames["stalled"]
+    assert emu.counts["stalls"] >= 2 and len(stalled) >= emu.counts["stalls"] * 3
+    assert parser.stats.lost == len(_before_last(stalled, frames))
+
+
+def test_config_data_port_ack_ping_and_raw_sink():
+    rc = parse_cfg(FAST)
+    raw = []
+    with EmulatedTI(FAST, PointTargetSource(), mode="dca1000",
+                    raw_sink=lambda fn, adc, t: raw.append((fn, adc.shape, adc.dtype))) as emu, \
+            serial.serial_for_url(emu.data_port_url, timeout=0.3) as data, CliPort(emu.cli_port_url) as cli:
+        r = cli.send("configDataPort 921600 1")
+        assert r.lines == ["Data port baud rate changed to 921600", "Done"]
+        assert data.read(16) == b"\xff" * 16                  # the documented 16-byte acknowledgement
+        assert cli.send("configDataPort 4000000 0").lines[0] == "Ignored: Invalid baud rate (4000000) specified"
+        cli.configure(rc.lines)
+        assert cli.send("configDataPort 921600 1").lines[0] == \
+            "Ignored: This command is not allowed after sensor has started"
+        deadline = time.monotonic() + 5
+        while len(raw) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    # with LVDS streaming the demo still sends its UART TLVs; the DCA1000 side gets the ADC cube
+    assert [fn for fn, _, _ in raw[:3]] == [1, 2, 3]
+    assert raw[0][1:] == ((rc.profile.num_doppler_chirps, rc.profile.num_virtual, rc.profile.num_adc_samples),
+                          np.complex64)
+
+
+def test_bad_fault_key_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"radar.faults: unknown key\(s\) \['drop_rate'\]"):
+        EmulatedTI(FAST, faults={"drop_rate": 0.1})
+
+
+# ---- the capture entry point ----------------------------------------------------------------------
+def fast_config(tmp_path, **faults):
+    cfg_file = tmp_path / "fast.cfg"
+    cfg_file.write_text(FAST)
+    return configmod.load(None, [f"radar.cfg='{cfg_file}'", "radar.emulated=true", "radar.mode='uart'"] +
+                          [f"radar.faults.{k}={v}" for k, v in faults.items()])
+
+
+def test_open_radar_emulated_yields_frames(tmp_path):
+    cfg = fast_config(tmp_path, duplicate_every=3)
+    src = open_radar(cfg, source=PointTargetSource())
+    got = []
+    try:
+        for f in src:
+            got.append(f)
+            if len(got) == 6:
+                break
+    finally:
+        src.close()
+    fns = [f.frame_number for f in got]
+    assert fns == sorted(set(fns)) and fns[0] == 1                    # duplicates never reach the daemon
+    assert src.late_dropped >= 1
+    f = got[0]
+    assert f.t_device_ns == f.frame_number * PERIOD_MS * 1_000_000
+    assert f.arrays["points"].dtype == np.float32 and f.arrays["points"].shape == (2, 4)
+    assert f.meta["frame_number"] == f.frame_number and f.meta["mode"] == "uart"
+    assert f.meta["cfg_digest"] == parse_cfg(FAST).digest and f.meta["frame_period_ms"] == PERIOD_MS
+    assert f.meta["uart_bytes"] % 32 == 0 and f.meta["uart_time_s"] == pytest.approx(f.meta["uart_bytes"] * 10 / 921600)
+    assert f.meta["truth"]["objects"][0]["cls"] == "pedestrian"
+    assert all(g.t_mono_ns > f.t_mono_ns for g in got[1:])
+    # what the capture daemon publishes: arrays and meta must go through the wire format as they are
+    msg = wire.decode(wire.encode(wire.Message(kind="radar", source="radar0", buffers=f.arrays, meta=f.meta,
+                                               t_device_ns=f.t_device_ns)), wire.Limits())
+    assert msg.meta["truth"] == f.meta["truth"] and np.array_equal(msg.buffers["points"], f.arrays["points"])
+    try:
+        import drivers.ti.dsp  # noqa: F401
+    except ImportError:
+        return
+    assert f.arrays["ra"].shape == (128, 128, 2) and f.arrays["ra"].dtype == np.float32
+
+
+def test_port_vanishing_raises_radar_error(tmp_path):
+    src = open_radar(fast_config(tmp_path), source=PointTargetSource())
+    it = iter(src)
+    next(it)
+    src.emulator.stop()                                               # the board is unplugged
+    with pytest.raises(RadarError):
+        for _ in range(100):
+            next(it)
+    src.close()
+
+
+def test_silent_sensor_raises_radar_error(tmp_path):
+    src = open_radar(fast_config(tmp_path), source=PointTargetSource())
+    try:
+        src.stall_timeout_s = 0.3
+        it = iter(src)
+        next(it)
+        src.cli.send("sensorStop")
+        with pytest.raises(RadarError, match="no data"):
+            for _ in range(100):
+                next(it)
+    finally:
+        src.close()
+
+
+def test_open_radar_bad_cfg_fails_before_sending(tmp_path):
+    bad = tmp_path / "bad.cfg"
+    bad.write_text(FAST.replace("calibData 0 0 0\n", ""))
+    cfg = configmod.load(None, [f"radar.cfg='{bad}'"])
+    with pytest.raises(RadarError, match=r"bad.cfg:\d+: 'sensorStart'.*calibData"):
+        open_radar(cfg)
+
+
+def test_open_radar_dca1000_mode_end_to_end(tmp_path):
+    pytest.importorskip("drivers.ti.dca1000_capture")
+    dsp = pytest.importorskip("drivers.ti.dsp")
+    cfg_file = tmp_path / "fast_dca.cfg"
+    cfg_file.write_text(FAST.replace("lvdsStreamCfg -1 0 0 0", "lvdsStreamCfg -1 0 1 0"))
+    cfg = configmod.load(None, [f"radar.cfg='{cfg_file}'", "radar.mode='dca1000'"])
+    src = open_radar(cfg, source=PointTargetSource(targets=[
+        {"cls": "car", "range_m": 9.0, "azimuth_rad": math.radians(15), "velocity_mps": 0.0, "amplitude": 800.0}]))
+    got = []
+    try:
+        for f in src:
+            got.append(f)
+            if len(got) == 3:
+                break
+    finally:
+        src.close()
+    assert [f.frame_number for f in got] == [1, 2, 3]
+    assert all(f.meta["complete"] and f.meta["lost_bytes"] == 0 and f.meta["mode"] == "dca1000" for f in got)
+    assert got[0].t_device_ns == PERIOD_MS * 1_000_000
+    ra = got[0].arrays["ra"]
+    mag = np.hypot(ra[..., 0], ra[..., 1])
+    i, j = np.unravel_index(np.argmax(mag), mag.shape)
+    assert abs(dsp.range_grid()[i] - 9.0) < 0.5 and abs(dsp.azimuth_grid()[j] - math.radians(15)) < math.radians(4)
+    # a UART cfg (no LVDS streaming) is refused before anything is opened
+    with pytest.raises(RadarError, match=r"lvdsStreamCfg -1 0 1 0"):
+        open_radar(configmod.load(None, [f"radar.cfg='{RADVIS_CFG}'", "radar.mode='dca1000'"]))
