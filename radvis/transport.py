@@ -91,6 +91,13 @@ def _secure(sock: zmq.Socket, keys: CurveKeys | None, server: bool) -> None:
         sock.curve_serverkey = keys.server_public
 
 
+def stop_authenticator(ctx: zmq.Context | None = None) -> None:
+    """Stop the ZAP handler thread of `ctx` (call before ctx.term(), which would otherwise wait on it)."""
+    auth = _authenticators.pop(id(ctx or zmq.Context.instance()), None)
+    if auth is not None:
+        auth.stop()
+
+
 def keys_from_config(cfg) -> CurveKeys | None:
     """CURVE keys if [transport] curve = true, else None."""
     t = cfg.transport
@@ -183,7 +190,7 @@ class SubStats:
     lost: int = 0  # messages missing from sequence gaps, all publishers
     out_of_order: int = 0  # duplicates or messages older than the last seen
     restarts: int = 0  # publisher epochs that changed (publisher restarted)
-    per_source: dict = field(default_factory=dict)  # (source, kind) -> {"last": seq, "lost": n, "epoch": e}
+    per_source: dict = field(default_factory=dict)  # (source, epoch) -> {"last": seq, "lost": n, "epoch": e}
 
     def as_dict(self) -> dict:
         return {"received": self.received, "bytes": self.bytes, "rejected": dict(self.rejected),
@@ -207,18 +214,28 @@ class RateLimitedLog:
 
 
 class SeqTracker:
-    """Per-publisher sequence accounting: gaps are lost messages, an epoch change is a restart."""
+    """Per-publisher sequence accounting. A publisher numbers every message it sends (whatever its
+    kind) within one random epoch, so gaps are tracked per (source, epoch); a source showing a new
+    epoch is a restart, not a gap."""
+
+    MAX_TRACKED = 256  # publishers remembered; the oldest is forgotten (bounded memory under churn)
 
     def __init__(self, stats: SubStats):
         self.stats = stats
+        self.epochs: dict[str, set] = {}
 
     def update(self, msg: Message) -> int:
         """Returns the number of messages lost just before this one."""
-        key = (msg.source, msg.kind)
+        key = (msg.source, msg.epoch)
         st = self.stats.per_source.get(key)
-        if st is None or st["epoch"] != msg.epoch:
-            if st is not None:
+        if st is None:
+            seen = self.epochs.setdefault(msg.source, set())
+            if seen:
                 self.stats.restarts += 1
+            seen.add(msg.epoch)
+            if len(self.stats.per_source) >= self.MAX_TRACKED:
+                old = next(iter(self.stats.per_source))
+                del self.stats.per_source[old]
             self.stats.per_source[key] = {"last": msg.seq, "lost": 0, "epoch": msg.epoch}
             return 0
         gap = msg.seq - st["last"] - 1

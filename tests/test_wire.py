@@ -8,7 +8,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from radvis.transport import Publisher, Subscriber, make_keys, CurveKeys
+from radvis.transport import CurveKeys, Publisher, Subscriber, make_keys, stop_authenticator
 from radvis.wire import DTYPES, KINDS, Limits, Message, WireError, decode, encode
 
 
@@ -105,6 +105,23 @@ def test_sequence_gaps_are_counted_exactly(tmp_path):
         pub.send(m, keep_seq=True)
         assert sub.recv(timeout_ms=3000).epoch == pub2_epoch
         assert sub.stats.lost == len(skipped) and sub.stats.restarts == 1
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_one_publisher_many_kinds_is_not_a_gap(tmp_path):
+    pub = Publisher(f"ipc://{tmp_path}/k.sock")
+    sub = Subscriber(pub.endpoint)
+    try:
+        assert pub.wait_for_subscribers(1, 5.0)
+        for i in range(12):
+            m = sample(["pair", "event", "stats"][i % 3])
+            m.source = "sync0"
+            pub.send(m)
+        got = [sub.recv(timeout_ms=3000) for _ in range(12)]
+        assert [m.seq for m in got] == list(range(12))
+        assert sub.stats.lost == 0 and sub.stats.restarts == 0 and sub.stats.out_of_order == 0
     finally:
         sub.close()
         pub.close()
@@ -277,4 +294,5 @@ def test_curve_subscriber_without_key_gets_nothing(tmp_path):
     finally:
         for s in (good, plain, intruder, pub):
             s.close()
+        stop_authenticator(ctx)
         ctx.term()
