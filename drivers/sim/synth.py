@@ -1,0 +1,305 @@
+"""`radvis synth`: a synthetic dataset in the exact CRUW ROD2021 layout (reference: cruw.md §1 and §6).
+
+    <out>/sequences/train/<SEQ>/IMAGES_0/%010d.jpg
+    <out>/sequences/train/<SEQ>/RADAR_RA_H/%06d_%04d.npy     (128, 128, 2) float32, chirps 0, 64, 128, 192
+    <out>/annotations/train/<SEQ>.txt                        `frame_id range_m azimuth_rad class`, 4 decimals
+    <out>/calib/<date>/cam_0.yaml                            ROS camera_info-style intrinsics
+    <out>/sensor_config_rod2021.json, object_config.json     shaped like cruw-devkit's
+    <out>/synth_summary.json                                 what was generated (kinds, label counts, timing)
+
+Radar frames: the scene's scatterers rendered as raw ADC (render_radar) with a CRUW-like chirp (the rig's
+default cfg with 255 loops per frame at 30 fps, like ROD2021's 255 chirps) and turned into RA maps by the
+radar DSP (`drivers.ti.dsp.ra_map(adc, profile, chirp=i)`): only the 4 kept loops are rendered.
+Sequences are named `<date>_<CODE><NNNN>` with CRUW's codes: PMS pedestrian, BMS cyclist, CMS car,
+MLMS mixed, plus EMS for empty scenes (CRUW has no empty sequences, only empty frames).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from drivers.sim import render_camera, render_radar
+from drivers.sim.scene import CLASSES, Scene
+from drivers.ti import dsp
+from drivers.ti.cfg import parse_cfg
+
+CHIRP_IDS = (0, 64, 128, 192)
+N_CHIRPS = 255
+FPS = 30
+DATE = "2026_01_01"
+CODES = {"pedestrian": "PMS", "cyclist": "BMS", "car": "CMS", "mixed": "MLMS", "empty": "EMS"}
+# sequence kinds cycle in this order: the four classes of the paper's task, then a mixed one
+SCHEDULE = ("pedestrian", "cyclist", "car", "empty", "mixed")
+DEFAULT_CFG = Path(__file__).resolve().parents[1] / "ti" / "cfgs" / "radvis_iwr1843.cfg"
+
+
+def cruw_profile(cfg_path: str | Path = DEFAULT_CFG):
+    """The rig's chirp with ROD2021's frame: 255 loops (chirps per virtual array) per frame at 30 fps."""
+    p = parse_cfg(Path(cfg_path)).profile
+    return dataclasses.replace(p, num_loops=N_CHIRPS, chirps_per_frame=N_CHIRPS * p.num_tx,
+                               frame_period_ms=1000.0 / FPS)
+
+
+def plan(n_sequences: int, seed: int) -> list[tuple[str, str, int]]:
+    """(sequence name, kind, scene seed) for each sequence."""
+    out, count = [], {}
+    for i in range(n_sequences):
+        kind = SCHEDULE[i % len(SCHEDULE)] if n_sequences >= len(SCHEDULE) else SCHEDULE[i % 4]
+        k = count.get(kind, 0)
+        count[kind] = k + 1
+        out.append((f"{DATE}_{CODES[kind]}{k:04d}", kind, int(seed) * 100_003 + i))
+    return out
+
+
+def annotation_lines(frame_id: int, state) -> list[str]:
+    return [f"{frame_id} {o.range_m:.4f} {o.azimuth_rad:.4f} {o.cls}" for o in state.objects]
+
+
+def write_sequence(root: Path, name: str, kind: str, scene_seed: int, frames: int, image_size: tuple[int, int],
+                   cfg_path: str | Path = DEFAULT_CFG, noise: float = 1.0, jpeg_quality: int = 90,
+                   progress=None) -> dict:
+    """Render one sequence; returns its summary (frames per 4-class label)."""
+    profile = cruw_profile(cfg_path)
+    cam = render_camera.PinholeCamera(*image_size)
+    scene = Scene(scene_seed, scene_s=frames / FPS + 1.0, classes=(kind,), noise=noise)
+    seq = root / "sequences" / "train" / name
+    (seq / "IMAGES_0").mkdir(parents=True, exist_ok=True)
+    (seq / "RADAR_RA_H").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / "train").mkdir(parents=True, exist_ok=True)
+    lines, labels = [], {}
+    with threadpool_limits(1):   # small matmuls: a BLAS thread pool only spins against other processes
+        for f in range(frames):
+            _write_frame(seq, scene, kind, scene_seed, f, profile, cam, noise, jpeg_quality, lines, labels)
+            if progress is not None:
+                progress.update(1)
+    (root / "annotations" / "train" / f"{name}.txt").write_text("".join(ln + "\n" for ln in lines))
+    return {"name": name, "kind": kind, "seed": scene_seed, "frames": frames, "objects": len(lines),
+            "frame_labels": labels}
+
+
+def _write_frame(seq: Path, scene: Scene, kind: str, scene_seed: int, f: int, profile, cam, noise: float,
+                 jpeg_quality: int, lines: list, labels: dict) -> None:
+    state = scene.state(f / FPS, kind=kind)
+    adc = render_radar.render_adc(state, profile, rng=render_radar.frame_rng(scene_seed, f), noise=noise,
+                                  loops=CHIRP_IDS)
+    for i, c in enumerate(CHIRP_IDS):
+        ra = dsp.ra_map(adc, profile, chirp=i)
+        np.save(seq / "RADAR_RA_H" / f"{f:06d}_{c:04d}.npy", ra.astype("<f4"))
+    img = render_camera.render(state, cam, rng=render_camera.frame_rng(scene_seed, f), noise=noise)
+    ok = cv2.imwrite(str(seq / "IMAGES_0" / f"{f:010d}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                     [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    if not ok:
+        raise OSError(f"could not write {seq / 'IMAGES_0' / f'{f:010d}.jpg'}")
+    lines += annotation_lines(f, state)
+    labels[state.label] = labels.get(state.label, 0) + 1
+
+
+def _worker(job):
+    return write_sequence(*job)
+
+
+def sensor_config(image_size: tuple[int, int], profile, names: list[str]) -> dict:
+    """cruw-devkit's sensor_config_rod2021.json shape, with this dataset's values."""
+    return {
+        "dataset": "ROD2021",
+        "camera_cfg": {"image_width": image_size[0], "image_height": image_size[1], "frame_rate": FPS,
+                       "image_folder": "IMAGES_0", "ext": "jpg"},
+        "radar_cfg": {
+            "ramap_rsize": 128, "ramap_asize": 128, "frame_rate": FPS, "crop_num": dsp.CRUW_CROP,
+            "n_chirps": N_CHIRPS, "chirp_ids": list(CHIRP_IDS),
+            "sample_freq": profile.sample_rate_ksps * 1e3, "sweep_slope": profile.slope_mhz_us * 1e12,
+            "data_type": "ROD2021", "chirp_folder": "RADAR_RA_H", "ext": "npy",
+            "ramap_rsize_label": 122, "ramap_asize_label": 121, "ra_min_label": -60, "ra_max_label": 60,
+            "rr_min": 1.0, "rr_max": 25.0, "ra_min": -90, "ra_max": 90, "xz_dim": [200, 151], "z_max": 30.0},
+        "calib_cfg": {"cam_calib_paths": {DATE: [f"calib/{DATE}/cam_0.yaml"]},
+                      # camera and radar share one origin in the simulator
+                      "t_cl2cr": [0.35, 0.0, 0.0], "t_cl2rh": [0.0, 0.0, 0.0], "t_cl2rv": [0.0, 0.0, 0.0]},
+    }
+
+
+def cam_yaml(cam: render_camera.PinholeCamera) -> str:
+    k = [cam.fx, 0.0, cam.cx, 0.0, cam.fy, cam.cy, 0.0, 0.0, 1.0]
+    p = [cam.fx, 0.0, cam.cx, 0.0, 0.0, cam.fy, cam.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+    def mat(name, rows, cols, data):
+        return f"{name}:\n  rows: {rows}\n  cols: {cols}\n  data: [{', '.join(f'{v:.6f}' for v in data)}]\n"
+    return (f"image_width: {cam.width}\nimage_height: {cam.height}\ncamera_name: cam_0\n"
+            + mat("camera_matrix", 3, 3, k) + "distortion_model: plumb_bob\n"
+            + mat("distortion_coefficients", 1, 5, [0.0] * 5)
+            + mat("rectification_matrix", 3, 3, [1, 0, 0, 0, 1, 0, 0, 0, 1]) + mat("projection_matrix", 3, 4, p))
+
+
+def synth(out: str | Path, *, sequences: int = 10, frames: int = 300, seed: int = 0,
+          image_size: tuple[int, int] = (320, 192), workers: int = 1, cfg_path: str | Path = DEFAULT_CFG,
+          noise: float = 1.0, progress: bool = True) -> dict:
+    """Write the dataset; returns the summary also written to <out>/synth_summary.json."""
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    jobs = [(root, name, kind, s, frames, tuple(image_size), str(cfg_path), noise)
+            for name, kind, s in plan(sequences, seed)]
+    bar = tqdm(total=len(jobs) * frames, unit="frame", desc="synth", disable=not progress)
+    results = []
+    if workers > 1 and len(jobs) > 1:
+        ctx = mp.get_context("spawn")   # fork would copy other threads' state (BLAS, ZeroMQ) of the caller
+        with ctx.Pool(min(workers, len(jobs))) as pool:
+            for res in pool.imap_unordered(_worker, jobs):
+                results.append(res)
+                bar.update(res["frames"])
+    else:
+        for job in jobs:
+            results.append(write_sequence(*job, progress=bar))
+    bar.close()
+    results.sort(key=lambda r: r["name"])
+    profile = cruw_profile(cfg_path)
+    cam = render_camera.PinholeCamera(*image_size)
+    (root / "sensor_config_rod2021.json").write_text(json.dumps(sensor_config(tuple(image_size), profile,
+                                                                              [r["name"] for r in results]), indent=2))
+    (root / "object_config.json").write_text(json.dumps(
+        {"n_classes": 3, "classes": list(CLASSES), "sizes": {"pedestrian": 0.5, "cyclist": 1.0, "car": 3.0}}, indent=2))
+    calib = root / "calib" / DATE
+    calib.mkdir(parents=True, exist_ok=True)
+    (calib / "cam_0.yaml").write_text(cam_yaml(cam))
+    labels: dict[str, int] = {}
+    for r in results:
+        for k, v in r["frame_labels"].items():
+            labels[k] = labels.get(k, 0) + v
+    elapsed = time.perf_counter() - t0
+    summary = {"generator": "radvis synth", "seed": seed, "sequences": results, "frames": len(jobs) * frames,
+               "frame_labels": labels, "image_size": list(image_size), "fps": FPS, "cfg": str(cfg_path),
+               "intrinsics": cam.intrinsics(), "elapsed_s": round(elapsed, 2),
+               "frames_per_s": round(len(jobs) * frames / max(elapsed, 1e-9), 2)}
+    (root / "synth_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--image-size: expected WIDTHxHEIGHT (e.g. 320x192), got {text!r}") from None
+    if not (8 <= w <= 8192 and 8 <= h <= 8192):
+        raise ValueError(f"--image-size: width and height must be 8..8192, got {text!r}")
+    return w, h
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Difficulty check: a small supervised radar-only classifier on a written dataset
+# ---------------------------------------------------------------------------------------------
+
+def radar_features(ra_chirps: list[np.ndarray]) -> np.ndarray:
+    """Position-invariant features of one frame's 4 chirp RA maps: range-compensated (x r^2, an RCS proxy)
+    magnitude of chirp 0 and of the chirp 0 - chirp 128 difference (static clutter cancels, movers stay):
+    top-k values, the size of the strongest blob, and pixel counts above thresholds."""
+    r2 = (dsp.range_grid() ** 2)[:, None]
+    c = [ra[..., 0] + 1j * ra[..., 1] for ra in ra_chirps]
+    feats = []
+    for x in (np.abs(c[0]) * r2, np.abs(c[0] - c[2]) * r2):
+        lx = np.log(x + 1e-3)
+        top = np.sort(lx.ravel())[::-1]
+        feats += list(top[[0, 1, 3, 7, 15, 31, 63]])
+        i, j = np.unravel_index(x.argmax(), x.shape)
+        blob = x[max(0, i - 12):i + 13, max(0, j - 12):j + 13]
+        feats += [(blob > x.max() / 4).sum(), (blob > x.max() / 16).sum()]
+        feats += [(lx > t).sum() for t in (2, 4, 6)]
+    return np.array(feats, np.float64)
+
+
+def probe(root: str | Path, *, every: int = 1) -> dict:
+    """Train/test a logistic-regression 4-class probe (empty/pedestrian/cyclist/car) on radar features of a
+    synth dataset; mixed frames are dropped (the paper's rule); sequences are split in two halves (never
+    frames of one sequence on both sides, each class's sequences alternating) and both folds are averaged."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from drivers.sim.scene import LABELS, frame_label
+    root = Path(root)
+    X, y, groups = [], [], []
+    for ann in sorted((root / "annotations" / "train").glob("*.txt")):
+        seq = root / "sequences" / "train" / ann.stem
+        per_frame: dict[int, list[str]] = {}
+        for line in ann.read_text().splitlines():
+            fid, _, _, cls = line.split()
+            per_frame.setdefault(int(fid), []).append(cls)
+        n = len(list((seq / "IMAGES_0").glob("*.jpg")))
+        for f in range(0, n, every):
+            label = frame_label(per_frame.get(f, []))
+            if label not in LABELS:
+                continue
+            ras = [np.load(seq / "RADAR_RA_H" / f"{f:06d}_{c:04d}.npy").astype(np.float32) for c in CHIRP_IDS]
+            X.append(radar_features(ras))
+            y.append(LABELS.index(label))
+            groups.append(ann.stem)
+    X, y, groups = np.array(X), np.array(y), np.array(groups)
+    names = sorted(set(groups))
+    # two folds, stratified: each class's sequences alternate between the folds
+    fold_of, per_class = {}, {}
+    for n in names:
+        c = int(np.bincount(y[groups == n]).argmax())
+        fold_of[n] = per_class.get(c, 0) % 2
+        per_class[c] = per_class.get(c, 0) + 1
+    if len(per_class) < 4 or min(per_class.values()) < 2:
+        raise ValueError(f"probe needs at least 2 sequences of each of {LABELS}, got "
+                         f"{ {LABELS[c]: k for c, k in sorted(per_class.items())} } (use --sequences >= 10)")
+    accs, chance = [], []
+    confusion = np.zeros((4, 4), int)        # rows: true label, columns: predicted (order of LABELS)
+    for fold in range(2):
+        test = np.isin(groups, [n for n in names if fold_of[n] == fold])
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+        clf.fit(X[~test], y[~test])
+        pred = clf.predict(X[test])
+        np.add.at(confusion, (y[test], pred), 1)
+        accs.append(float(np.mean(pred == y[test])))
+        chance.append(float(np.bincount(y[test]).max() / len(y[test])))
+    return {"accuracy": float(np.mean(accs)), "folds": accs, "majority_baseline": float(np.mean(chance)),
+            "labels": list(LABELS), "confusion": confusion.tolist(),
+            "frames": int(len(y)), "sequences": len(names),
+            "class_counts": {LABELS[k]: int(v) for k, v in enumerate(np.bincount(y, minlength=4))}}
+
+
+def preview(root: str | Path, out: str | Path | None = None, frame: int = 0) -> Path:
+    """PNG of one frame per sequence: camera image with the labelled objects' columns, and the chirp-0 RA
+    magnitude (dB) with the labelled (range, azimuth) cells; what a person checks first."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = Path(root)
+    seqs = sorted((root / "sequences" / "train").iterdir())
+    cfg = json.loads((root / "sensor_config_rod2021.json").read_text())
+    w = cfg["camera_cfg"]["image_width"]
+    cam = render_camera.PinholeCamera(w, cfg["camera_cfg"]["image_height"])
+    rg, ag = dsp.range_grid(), dsp.azimuth_grid()
+    fig, axes = plt.subplots(len(seqs), 2, figsize=(8, 2.6 * len(seqs)), squeeze=False)
+    for (ax_img, ax_ra), seq in zip(axes, seqs):
+        img = cv2.imread(str(seq / "IMAGES_0" / f"{frame:010d}.jpg"))[..., ::-1]
+        ra = np.load(seq / "RADAR_RA_H" / f"{frame:06d}_0000.npy")
+        objs = [ln.split() for ln in (root / "annotations" / "train" / f"{seq.name}.txt").read_text().splitlines()
+                if int(ln.split()[0]) == frame]
+        ax_img.imshow(img)
+        ax_ra.imshow(20 * np.log10(dsp.ra_magnitude(ra) + 1e-3), origin="lower", aspect="auto", cmap="viridis",
+                     extent=(-1, 1, rg[0], rg[-1]))
+        for _, r, a, cls in objs:
+            ax_img.axvline(cam.column(float(a)), color="r", lw=0.8)
+            ax_ra.plot(np.sin(float(a)), float(r), "r+", ms=10)
+            ax_ra.annotate(cls, (np.sin(float(a)), float(r)), color="w", fontsize=7)
+        ax_img.set_title(f"{seq.name} frame {frame}", fontsize=8)
+        ax_img.axis("off")
+        ax_ra.set_xlabel("sin(azimuth)", fontsize=7)
+        ax_ra.set_ylabel("range m", fontsize=7)
+        ax_ra.tick_params(labelsize=6)
+    fig.tight_layout()
+    out = Path(out) if out else root / "preview.png"
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
