@@ -1,0 +1,126 @@
+"""`radvis capture radar|camera`, `radvis record [recover]`, `radvis replay`."""
+from __future__ import annotations
+
+import json
+import sys
+
+from radvis import log as rlog
+
+
+def _flush_zmq(fn):
+    """Terminate the ZeroMQ context before the interpreter exits: zero-copy sends still queued would
+    otherwise be freed by libzmq after Python has torn down (a crash at exit). Waits at most 5 s."""
+    def run(args) -> int:
+        import zmq
+        try:
+            return fn(args)
+        except zmq.ZMQError as e:  # e.g. an endpoint already bound by a live daemon: say which, no traceback
+            print(f"radvis {args.command}: ZeroMQ: {e} (check [endpoints] in {args.cfg.source})", file=sys.stderr)
+            return 1
+        finally:
+            import zmq
+            zmq.Context.instance().destroy(linger=5000)
+    run.__name__ = fn.__name__
+    return run
+
+
+@_flush_zmq
+def _capture(args) -> int:
+    from capture.daemon import capture_main
+    logger = rlog.setup(args.cfg.rig.log_level, f"capture-{args.kind}")
+    try:
+        opener_ok = True
+        from capture.daemon import camera_opener, radar_opener
+        (radar_opener if args.kind == "radar" else camera_opener)(args.cfg)
+    except (ImportError, AttributeError, ValueError) as e:
+        opener_ok = False
+        print(f"radvis capture {args.kind}: no frame source: {e!r} (set capture.{args.kind}_open=MODULE:FUNCTION "
+              f"or install the driver)", file=sys.stderr)
+    if not opener_ok:
+        return 2  # a configuration problem: the supervisor does not restart exit code 2
+    return capture_main(args.cfg, args.kind, max_frames=args.frames, logger=logger)
+
+
+@_flush_zmq
+def _record(args) -> int:
+    from capture.record import record_main
+    logger = rlog.setup(args.cfg.rig.log_level, "record")
+    return record_main(args.cfg, topics=args.topics, out=args.out, duration_s=args.duration,
+                       max_messages=args.max_messages, logger=logger)
+
+
+def _recover(args) -> int:
+    from capture.record import recover
+    rlog.setup(args.cfg.rig.log_level, "record")
+    try:
+        res = recover(args.file, args.out, compression=args.cfg.record.compression)
+    except (OSError, ValueError) as e:
+        print(f"radvis record recover: {args.file}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(res))
+    return 0
+
+
+@_flush_zmq
+def _replay(args) -> int:
+    from capture import replay
+    logger = rlog.setup(args.cfg.rig.log_level, "replay")
+    if args.rate <= 0:
+        print("radvis replay: --rate must be > 0", file=sys.stderr)
+        return 2
+    if bool(args.cruw) == bool(args.session):
+        print("radvis replay: give either SESSION or --cruw PATH --seq NAME", file=sys.stderr)
+        return 2
+    stop = replay.install_stop()
+    kw = dict(rate=args.rate, as_fast=args.max, start_s=args.start, end_s=args.end, loop=args.loop,
+              wait_subscribers=args.wait_subscribers, stop=stop)
+    try:
+        if args.cruw:
+            if not args.seq:
+                print("radvis replay: --cruw needs --seq NAME", file=sys.stderr)
+                return 2
+            st = replay.replay_cruw(args.cfg, args.cruw, args.seq, **kw)
+        else:
+            st = replay.replay_session(args.cfg, args.session, topics=args.topics, **kw)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"radvis replay: {e}", file=sys.stderr)
+        return 1
+    logger.info("replay done: %s", st.as_dict())
+    print(json.dumps(st.as_dict()))
+    return 0
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("capture", help="run a capture daemon: publish stamped device frames")
+    csub = p.add_subparsers(dest="capture_kind", metavar="DEVICE", required=True)
+    for kind in ("radar", "camera"):
+        c = csub.add_parser(kind, parents=[common], help=f"capture the configured {kind} (real or emulated)")
+        c.add_argument("--frames", type=int, default=0, help="stop after this many frames (0 = run until signalled)")
+        c.set_defaults(func=_capture, kind=kind)
+
+    r = sub.add_parser("record", parents=[common], help="record endpoints to MCAP segments (crash-safe)")
+    r.add_argument("--topics", nargs="+", default=None, metavar="NAME",
+                   help="endpoint names to record (default: record.topics)")
+    r.add_argument("--out", default=None, metavar="DIR", help="segment directory (default: record.out)")
+    r.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0 = until signalled)")
+    r.add_argument("--max-messages", type=int, default=0, help="stop after N messages (0 = no limit)")
+    r.set_defaults(func=_record)
+    rsub = r.add_subparsers(dest="record_command", metavar="ACTION")
+    rc = rsub.add_parser("recover", parents=[common], help="salvage every complete message of an unfinished segment")
+    rc.add_argument("file")
+    rc.add_argument("--out", default=None, help="output file (default: FILE's name + .recovered.mcap)")
+    rc.set_defaults(func=_recover)
+
+    y = sub.add_parser("replay", parents=[common], help="republish a recorded session (or a CRUW sequence) as live")
+    y.add_argument("session", nargs="?", default=None, help="session directory of .mcap segments, or one .mcap file")
+    y.add_argument("--cruw", default=None, metavar="PATH", help="CRUW/ROD2021 data root instead of a recording")
+    y.add_argument("--seq", default=None, metavar="NAME", help="CRUW sequence name, e.g. 2019_04_09_BMS1001")
+    y.add_argument("--topics", nargs="+", default=None, metavar="NAME", help="recorded topics to replay (default: all)")
+    y.add_argument("--rate", type=float, default=1.0, help="speed factor (2 = twice real time)")
+    y.add_argument("--max", action="store_true", help="as fast as subscribers take them (blocks, never drops)")
+    y.add_argument("--start", type=float, default=0.0, help="skip the first S seconds")
+    y.add_argument("--end", type=float, default=0.0, help="stop at S seconds from the start (0 = end)")
+    y.add_argument("--loop", action="store_true", help="start again at the end until signalled")
+    y.add_argument("--wait-subscribers", type=int, default=1, metavar="N",
+                   help="wait (transport.slow_joiner_s at most) for N subscribers per endpoint first")
+    y.set_defaults(func=_replay)

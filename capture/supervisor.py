@@ -1,0 +1,256 @@
+"""The rig supervisor: every enabled stage is a `radvis ...` child process in its own process group; a
+crashed stage is restarted with a doubling backoff; stop = SIGTERM to every group, SIGKILL after
+`rig.stop_timeout_s`. Children also get PR_SET_PDEATHSIG, so even a SIGKILLed supervisor leaves none behind.
+
+Stages that have no subcommand in this build (e.g. `radvis sync` before the sync package exists) are
+reported as unavailable and not started: nothing is faked.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("radvis.rig")
+
+# stage -> the radvis subcommand that runs it
+STAGE_ARGV = {
+    "radar": ["capture", "radar"],
+    "camera": ["capture", "camera"],
+    "sync": ["sync"],
+    "record": ["record"],
+    "learner": ["learn", "online"],
+}
+# the `stage` field daemons put in their stats messages -> rig stage
+STATS_STAGE = {"capture-radar": "radar", "capture-camera": "camera", "record": "record", "sync": "sync",
+               "learner": "learner", "learn-online": "learner", "learn": "learner"}
+BACKOFF_CAP_S = 30.0
+HEALTHY_S = 30.0  # a stage that ran this long starts again from the first backoff
+EXIT_CONFIG = 2  # exit code for a configuration/usage error: restarting cannot help
+
+
+def has_command(parser: argparse.ArgumentParser, words: list[str]) -> bool:
+    """True if `radvis WORDS...` is a registered subcommand of `parser`."""
+    for w in words:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or w not in subs[0].choices:
+            return False
+        parser = subs[0].choices[w]
+    return True
+
+
+def _pdeathsig() -> None:
+    """In the child before exec: die with the supervisor, whatever way it dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        pass
+
+
+@dataclass
+class Stage:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    state: str = "pending"  # pending, running, backoff, failed, stopped
+    restarts: int = 0
+    backoff_s: float = 1.0
+    next_start: float = 0.0
+    started_at: float = 0.0
+    last_rc: int | None = None
+    pids: list = field(default_factory=list)  # every pid this stage ever had (for cleanup checks)
+    stats: dict = field(default_factory=dict)
+    stats_t: float = 0.0
+    log_path: Path | None = None
+
+
+class Supervisor:
+    def __init__(self, stages: list[str], *, common_args: list[str], run_dir: str | Path, backoff_s: float = 1.0,
+                 stop_timeout_s: float = 5.0, control_endpoint: str | None = None, python: str = sys.executable):
+        self.run_dir = Path(run_dir)
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.common, self.python = list(common_args), python
+        self.first_backoff, self.stop_timeout = backoff_s, stop_timeout_s
+        self.stages = {n: Stage(n, STAGE_ARGV[n], backoff_s=backoff_s, log_path=self.run_dir / "logs" / f"{n}.log")
+                       for n in stages}
+        self.ctl = None
+        if control_endpoint:
+            try:
+                from radvis.transport import Subscriber
+                self.ctl = Subscriber(control_endpoint, bind=True, name="rig.control")
+            except Exception as e:  # stats are a nicety: the rig runs without them (log parsing fallback)
+                log.warning("cannot bind the control endpoint %s (%r); stage stats from logs only", control_endpoint, e)
+        self.t0 = time.monotonic()
+
+    # -- processes ------------------------------------------------------------------------------
+    def start(self, st: Stage) -> None:
+        cmd = [self.python, "-m", "radvis", *self.common, *st.argv]
+        with open(st.log_path, "ab") as logf:
+            st.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                       start_new_session=True,  # own process group: Ctrl-C reaches only us
+                                       preexec_fn=_pdeathsig)
+        st.pids.append(st.proc.pid)
+        st.state, st.started_at = "running", time.monotonic()
+        log.info("%s: started pid %d: %s", st.name, st.proc.pid, " ".join(st.argv))
+
+    def _killpg(self, st: Stage, sig: int) -> None:
+        if st.proc is None:
+            return
+        try:
+            os.killpg(st.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def check(self) -> None:
+        """Notice exits, schedule and perform restarts."""
+        now = time.monotonic()
+        for st in self.stages.values():
+            if st.state == "running" and st.proc.poll() is not None:
+                st.last_rc = st.proc.returncode
+                self._killpg(st, signal.SIGKILL)  # anything the stage left in its group goes with it
+                if now - st.started_at >= HEALTHY_S:
+                    st.backoff_s = self.first_backoff
+                if st.last_rc == EXIT_CONFIG:
+                    st.state = "failed"
+                    log.error("%s: exited with a configuration error (rc 2); not restarting; see %s",
+                              st.name, st.log_path)
+                    continue
+                st.state, st.next_start = "backoff", now + st.backoff_s
+                log.warning("%s: exited rc=%s; restarting in %.1f s", st.name, st.last_rc, st.backoff_s)
+                st.backoff_s = min(max(st.backoff_s * 2, 0.1), BACKOFF_CAP_S)
+            elif st.state == "backoff" and now >= st.next_start:
+                st.restarts += 1
+                self.start(st)
+            elif st.state == "pending":
+                self.start(st)
+
+    def stop(self) -> None:
+        """SIGTERM every process group, wait, then SIGKILL what is left."""
+        live = [s for s in self.stages.values() if s.proc is not None and s.proc.poll() is None]
+        for st in live:
+            self._killpg(st, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        for st in live:
+            try:
+                st.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s: did not stop within %.1f s; killing", st.name, self.stop_timeout)
+        for st in self.stages.values():
+            self._killpg(st, signal.SIGKILL)  # the group, in case a stage forked helpers (emulators)
+            if st.proc is not None:
+                st.proc.wait()
+                st.last_rc = st.proc.returncode
+            if st.state != "failed":
+                st.state = "stopped"
+        if self.ctl is not None:
+            self.drain_stats()
+            self.ctl.close()
+            self.ctl = None
+
+    # -- status ---------------------------------------------------------------------------------
+    def drain_stats(self) -> None:
+        if self.ctl is None:
+            return
+        while True:
+            m = self.ctl.recv(0)
+            if m is None:
+                return
+            if m.kind != "stats":
+                continue
+            name = STATS_STAGE.get(str(m.meta.get("stage", m.source)), str(m.meta.get("stage", m.source)))
+            if name in self.stages:
+                self.stages[name].stats, self.stages[name].stats_t = dict(m.meta), time.monotonic()
+
+    def _stats_from_log(self, st: Stage) -> None:
+        """Fallback for stages that log `stats {...}` (radvis.log.StatsLine) but do not publish them."""
+        if st.log_path is None or not st.log_path.exists() or time.monotonic() - st.stats_t < 10:
+            return
+        with open(st.log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+            tail = f.read().decode("utf-8", "replace")
+        for line in reversed(tail.splitlines()):
+            i = line.find(" stats {")
+            if i >= 0:
+                try:
+                    st.stats = json.loads(line[i + 7:])
+                except json.JSONDecodeError:
+                    continue
+                return
+
+    def status(self) -> dict:
+        self.drain_stats()
+        out = {}
+        for st in self.stages.values():
+            if not st.stats_t:
+                self._stats_from_log(st)
+            s = st.stats
+            rate = next((s[k] for k in ("frames_per_s", "written_per_s", "pairs_per_s", "steps_per_s") if k in s),
+                        next((v for k, v in s.items() if k.endswith("_per_s") and not k.startswith("bytes")), None))
+            out[st.name] = {"state": st.state, "pid": st.proc.pid if st.proc else None, "restarts": st.restarts,
+                            "last_rc": st.last_rc, "pids": st.pids, "rate_per_s": rate,
+                            "mb_per_s": round(s["bytes_per_s"] / 1e6, 3) if "bytes_per_s" in s else None,
+                            "drops": (s.get("dropped", 0) or 0) + (s.get("lost", 0) or 0) if s else None,
+                            "lag_ms": s.get("lag_ms"), "errors": s.get("device_errors")}
+        return out
+
+    def table(self, status: dict) -> str:
+        hdr = f"{'stage':<8} {'state':<8} {'pid':>7} {'restarts':>8} {'rate/s':>8} {'MB/s':>7} {'drops':>6} {'lag ms':>7} {'errors':>6}"
+        rows = [f"rig t={time.monotonic() - self.t0:7.1f} s", hdr]
+
+        def f(v, fmt):
+            return "-" if v is None else format(v, fmt)
+        for n, s in status.items():
+            rows.append(f"{n:<8} {s['state']:<8} {f(s['pid'], '>7')} {s['restarts']:>8} {f(s['rate_per_s'], '>8.1f')} "
+                        f"{f(s['mb_per_s'], '>7.2f')} {f(s['drops'], '>6')} {f(s['lag_ms'], '>7.1f')} {f(s['errors'], '>6')}")
+        return "\n".join(rows)
+
+    def write_status(self, status: dict) -> None:
+        tmp = self.run_dir / "status.json.tmp"
+        tmp.write_text(json.dumps({"t_s": round(time.monotonic() - self.t0, 3), "stages": status}))
+        os.replace(tmp, self.run_dir / "status.json")  # readers never see a half-written file
+
+
+def run(sup: Supervisor, *, duration_s: float = 0.0, interval_s: float = 5.0, out=sys.stdout,
+        unavailable: list[str] | None = None) -> int:
+    """Main loop: start, watch, print the status table; stop on SIGINT/SIGTERM or after duration_s."""
+    stopping = {"sig": None}
+
+    def on_signal(signum, frame):
+        stopping["sig"] = signum
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    t_end = time.monotonic() + duration_s if duration_s else None
+    next_print = next_status = 0.0
+    try:
+        if unavailable:
+            print(f"rig: not started (no such subcommand in this build): {', '.join(unavailable)}", file=out, flush=True)
+        while stopping["sig"] is None and not (t_end and time.monotonic() >= t_end):
+            sup.check()
+            now = time.monotonic()
+            if now >= next_print:
+                st = sup.status()
+                sup.write_status(st)
+                print(sup.table(st), file=out, flush=True)
+                next_print = now + interval_s
+            elif now >= next_status:  # keep status.json fresh between table prints
+                sup.write_status(sup.status())
+                next_status = now + 0.25
+            time.sleep(0.05)
+    finally:
+        sup.stop()
+        st = sup.status()
+        sup.write_status(st)
+        print(sup.table(st), file=out, flush=True)
+        for s, h in old.items():
+            signal.signal(s, h)
+    why = signal.Signals(stopping["sig"]).name if stopping["sig"] else f"duration {duration_s:g} s"
+    print(f"rig: stopped ({why}); all stages exited", file=out, flush=True)
+    return 0
