@@ -1,0 +1,292 @@
+"""`radvis sync`: radar + camera messages in, radar-camera `pair` messages out (docs/sync.md).
+
+`SyncProcessor` is the whole algorithm with no sockets: message in -> messages to publish. Each
+message's host stamp (t.mono_ns, taken by the capture daemon when the frame reached the host) and
+device time feed that sensor's ClockModel; the corrected capture time goes to the Matcher; final
+pairs become `pair` messages, unpaired frames `event` messages.
+
+Live vs replay: the messages are processed identically; only "now" differs. Live, now is this host's
+CLOCK_MONOTONIC on receipt and drives the arrival bound (frames older than max_latency are late, and a
+stalled stream cannot hold pairs back for longer). Replayed messages (replay=true) carry their original
+stamps and are paced by whoever replays them, so the arrival bound is not used: the output then
+depends only on the recorded messages (same recording, same pairs, at any replay speed); the last
+frames are flushed when the replay goes quiet. Host stamps going backwards (replay --loop) reset the
+matcher and the clock models.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+
+import numpy as np
+
+from radvis.log import StatsLine
+from radvis.transport import RateLimitedLog, publisher_from_config, subscriber_from_config
+from radvis.wire import Message
+from sync.clock import NS, ClockModel, Stamp
+from sync.matcher import CAMERA, INF, RADAR, Drop, Matcher, Pair
+
+log = logging.getLogger("radvis.sync")
+
+
+def _int_or_none(v) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _num_or_none(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) < 1e18 else None
+
+
+def _pct(values, q) -> float | None:
+    return round(float(np.percentile(np.fromiter(values, float), q)), 3) if values else None
+
+
+class SyncProcessor:
+    """Messages in, messages out; deterministic for replayed input."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        s = cfg.sync
+        self.camera_period_ns = NS / cfg.camera.fps
+        self.skew_ns = int(s.max_skew_ms * 1e6) if s.max_skew_ms > 0 else int(self.camera_period_ns / 2)
+        self.max_latency_ns = s.max_latency_ms * 1e6
+        self.radar_period_ns = s.radar_period_ms * 1e6 or None
+        self.matcher = self._new_matcher()
+        self.clocks: dict[tuple[str, str], ClockModel] = {}
+        self.last_fn: dict[tuple[str, str], int] = {}
+        self.last_mono: dict[str, int] = {}
+        self.counts = Counter()  # radar_in, camera_in, pairs, ignored, errors, resets
+        self.skews = deque(maxlen=2000)  # ms
+        self.added = deque(maxlen=2000)  # ms: publish time - arrival of the later frame of the pair
+        self.last_input_wall = time.monotonic()
+        self.replay_seen = False
+        self.ratelog = RateLimitedLog(log)
+
+    def _new_matcher(self) -> Matcher:
+        s = self.cfg.sync
+        frac = s.min_period_fraction
+        m = Matcher(self.skew_ns, camera_min_period_ns=frac * self.camera_period_ns,
+                    radar_min_period_ns=frac * (self.radar_period_ns or 0),
+                    max_latency_ns=self.max_latency_ns, radar_reorder_ns=s.reorder_ms * 1e6,
+                    camera_reorder_ns=s.reorder_ms * 1e6, buffer_frames=s.buffer_frames)
+        return m
+
+    # -- clocks -------------------------------------------------------------------------------------
+    def clock(self, kind: str, source: str) -> ClockModel:
+        key = (kind, source)
+        if key not in self.clocks:
+            s = self.cfg.sync
+            latency = (s.radar_latency_ms if kind == RADAR else self.cfg.camera.latency_ms) * 1e6
+            wrap = (s.radar_wrap_s if kind == RADAR else s.camera_wrap_s) * NS
+            self.clocks[key] = ClockModel(f"{kind}:{source}", latency_ns=int(latency), wrap_ns=wrap,
+                                          window_bins=max(4, int(s.clock_window_s * 2)),
+                                          restart_ns=int(s.restart_ms * 1e6))
+        return self.clocks[key]
+
+    def device_time(self, msg: Message) -> float | None:
+        """The device time (ns) this message's clock model uses, or None (no device clock)."""
+        s = self.cfg.sync
+        mode = s.radar_clock if msg.kind == RADAR else s.camera_clock
+        if msg.kind == RADAR and mode in ("auto", "frame"):
+            fn = _int_or_none(msg.meta.get("frame_number"))
+            period = self.radar_period_ns or (_num_or_none(msg.meta.get("frame_period_ms")) or 0) * 1e6
+            if fn is not None and fn >= 0 and period > 0:
+                return fn * period  # TI SWRA574B: the frame period has no trigger uncertainty
+            if mode == "frame":
+                self.ratelog.warning("no_frame", "radar_clock = frame but a radar message lacks meta "
+                                     "frame_number/frame_period_ms; using arrival time")
+                return None
+        if mode in ("auto", "device", "frame") and msg.t_device_ns is not None:
+            return float(msg.t_device_ns)
+        return None
+
+    # -- processing ---------------------------------------------------------------------------------
+    def process(self, msg: Message, now_ns: int | None = None) -> list[Message]:
+        """One received message -> messages to publish. Never raises on bad input (counted)."""
+        try:
+            return self._process(msg, now_ns)
+        except Exception as e:  # a device/network message must never take the daemon down
+            self.counts["errors"] += 1
+            self.ratelog.warning("error", f"dropped a {msg.kind} message that could not be processed: {e!r}")
+            return []
+
+    def _process(self, msg: Message, now_ns: int | None) -> list[Message]:
+        if msg.kind not in (RADAR, CAMERA):
+            self.counts["ignored"] += 1
+            return []
+        self.last_input_wall = time.monotonic()
+        out: list[Message] = []
+        replay = bool(msg.replay)
+        self.replay_seen |= replay
+        # replay --loop (or any backwards step of a stream's host stamps): start over
+        last = self.last_mono.get(msg.kind)
+        if last is not None and msg.t_mono_ns < last - self.cfg.sync.time_jump_s * NS:
+            out += self.reset("time_jump")  # clears last_mono
+        self.last_mono[msg.kind] = max(msg.t_mono_ns, self.last_mono.get(msg.kind, 0))
+
+        self.counts[f"{msg.kind}_in"] += 1
+        stamp = self._stamp(msg)
+        if msg.kind == RADAR and not self.radar_period_ns:
+            period = _num_or_none(msg.meta.get("frame_period_ms"))
+            if period and period > 0:
+                self.radar_period_ns = period * 1e6
+                self.matcher.set_min_period(RADAR, self.cfg.sync.min_period_fraction * self.radar_period_ns)
+        now = None if replay else (now_ns if now_ns is not None else time.monotonic_ns())
+        events = self.matcher.push(msg.kind, stamp.t_ns, key=msg.seq, data=(msg, stamp), now_ns=now)
+        return out + self._emit(events, now)
+
+    def _stamp(self, msg: Message) -> Stamp:
+        clock = self.clock(msg.kind, msg.source)
+        dev = self.device_time(msg)
+        key = (msg.kind, msg.source)
+        fn = _int_or_none(msg.meta.get("frame_number"))
+        hint = False
+        if fn is not None:
+            prev = self.last_fn.get(key)
+            hint = prev is not None and fn < prev - 8  # counter went back: device restarted (not reordering)
+            self.last_fn[key] = fn if prev is None or fn > prev or hint else prev
+        tx, baud = 0, 0
+        if msg.kind == RADAR and self.cfg.sync.uart_tx_correction and self.cfg.radar.mode == "uart":
+            tx = next((v for k in ("uart_bytes", "packet_bytes", "total_packet_len")
+                       if (v := _int_or_none(msg.meta.get(k))) is not None and 0 < v < 1 << 24), 0)
+            baud = self.cfg.radar.data_baud
+        return clock.update(msg.t_mono_ns, dev, tx_bytes=tx, baud=baud, restart_hint=hint and dev is not None)
+
+    def tick(self, now_ns: int | None = None) -> list[Message]:
+        """Idle: live, let the arrival bound decide; replay gone quiet, flush what is left."""
+        if self.replay_seen:
+            quiet = max(1.0, 2 * self.max_latency_ns / NS)
+            if time.monotonic() - self.last_input_wall > quiet and (self.matcher.pending or self._buffered()):
+                return self.flush()
+            return []
+        if not self.matcher.pending:
+            return []
+        now = now_ns if now_ns is not None else time.monotonic_ns()
+        return self._emit(self.matcher.poll(now), now)
+
+    def _buffered(self) -> bool:
+        return any(not f.done for st in self.matcher.s.values() for f in st.frames)
+
+    def flush(self) -> list[Message]:
+        return self._emit(self.matcher.flush(), None)
+
+    def reset(self, why: str) -> list[Message]:
+        self.counts["resets"] += 1
+        log.info("sync reset (%s): matcher and clock models start over", why)
+        out = self._emit(self.matcher.reset(), None)
+        for c in self.clocks.values():
+            c.reset()
+        self.last_fn.clear()
+        self.last_mono.clear()
+        return out
+
+    def deadline_ns(self) -> float:
+        return INF if self.replay_seen else self.matcher.next_deadline()
+
+    # -- output -------------------------------------------------------------------------------------
+    def _emit(self, events: list, now: int | None) -> list[Message]:
+        out = []
+        for ev in events:
+            if isinstance(ev, Pair):
+                out.append(self.pair_message(ev))
+                self.counts["pairs"] += 1
+                self.skews.append(ev.skew_ns / 1e6)
+                if now is not None:
+                    self.added.append((now - max(ev.radar.arrival, ev.camera.arrival)) / 1e6)
+            elif isinstance(ev, Drop):
+                if self.cfg.sync.events and (ev.stream == RADAR or ev.reason != "no_partner"):
+                    out.append(self.drop_message(ev))
+        return out
+
+    def pair_message(self, p: Pair) -> Message:
+        (rm, rs), (cm, cs) = p.radar.data, p.camera.data
+        buffers = {f"radar.{k}": v for k, v in rm.buffers.items()}
+        buffers.update({f"camera.{k}": v for k, v in cm.buffers.items()})
+        meta = {"radar": self._header(rm), "camera": self._header(cm),
+                "skew_ns": int(p.skew_ns), "t_pair_ns": int(rs.t_ns), "t_radar_ns": int(rs.t_ns),
+                "t_camera_ns": int(cs.t_ns), "unc_ns": {"radar": rs.unc_ns, "camera": cs.unc_ns},
+                "clock": {"radar": self.clock(RADAR, rm.source).state(),
+                          "camera": self.clock(CAMERA, cm.source).state()}}
+        replay = rm.replay or cm.replay
+        m = Message(kind="pair", source=self.cfg.sync.source, buffers=buffers, meta=meta, replay=replay)
+        if replay:  # a replayed pair carries recorded stamps, like its inputs
+            m.t_mono_ns, m.t_wall_ns = max(rm.t_mono_ns, cm.t_mono_ns), max(rm.t_wall_ns, cm.t_wall_ns)
+        return m
+
+    @staticmethod
+    def _header(m: Message) -> dict:
+        h = m.header_dict()
+        del h["buffers"]  # the arrays travel in the pair's buffers, prefixed radar./camera.
+        return h
+
+    def drop_message(self, d: Drop) -> Message:
+        msg, stamp = d.frame.data
+        meta = {"event": "unpaired", "stream": d.stream, "reason": d.reason, "source": msg.source,
+                "seq": msg.seq, "epoch": msg.epoch, "t_ns": stamp.t_ns}
+        m = Message(kind="event", source=self.cfg.sync.source, meta=meta, replay=msg.replay)
+        if msg.replay:
+            m.t_mono_ns, m.t_wall_ns = msg.t_mono_ns, msg.t_wall_ns
+        return m
+
+    # -- stats --------------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        m = self.matcher
+        return {"pairs": self.counts["pairs"], "radar_in": self.counts["radar_in"],
+                "camera_in": self.counts["camera_in"],
+                "skew_ms_p50": _pct(self.skews, 50), "skew_ms_p99": _pct(self.skews, 99),
+                "added_ms_p50": _pct(self.added, 50), "added_ms_p99": _pct(self.added, 99),
+                "unmatched": {RADAR: dict(m.counts[RADAR]), CAMERA: dict(m.counts[CAMERA])},
+                "pending": len(m.pending), "resets": self.counts["resets"], "errors": self.counts["errors"],
+                "ignored": self.counts["ignored"],
+                "clock": {f"{k}:{s}": c.state() for (k, s), c in self.clocks.items()}}
+
+
+class SyncDaemon:
+    """Sockets around a SyncProcessor: SUB to the radar and camera endpoints, PUB on the pairs endpoint."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.proc = SyncProcessor(cfg)
+        self.sub = subscriber_from_config(cfg, ["radar", "camera"], topics=[RADAR, CAMERA], name="sync")
+        self.pub = publisher_from_config(cfg, "pairs")
+        self.statsline = StatsLine(log, cfg.rig.stats_interval_s, rates=("pairs", "radar_in", "camera_in"))
+
+    def stats(self) -> dict:
+        d = self.proc.stats()
+        d["sub"] = self.sub.stats.as_dict()
+        d["pub_dropped_hwm"] = self.pub.stats.dropped_hwm
+        return d
+
+    def serve(self, duration_s: float | None = None, stop=None) -> dict:
+        """Run until `duration_s` passes or `stop` (a threading.Event) is set. Returns the final stats."""
+        end = None if not duration_s else time.monotonic() + duration_s
+        while not (stop is not None and stop.is_set()) and (end is None or time.monotonic() < end):
+            # wake up for the next arrival-bound decision, or at least every 100 ms to check stop/stats
+            timeout = 100
+            dl = self.proc.deadline_ns()
+            if dl < INF:
+                timeout = int(min(100, max(0, (dl - time.monotonic_ns()) / 1e6 + 1)))
+            msg = self.sub.recv(timeout_ms=timeout)
+            outs = self.proc.process(msg) if msg is not None else self.proc.tick()
+            for m in outs:
+                self.pub.send(m)
+            if self.statsline.due():
+                self.statsline.tick(self.stats())
+        self.statsline.tick(self.stats(), force=True)
+        return self.stats()
+
+    def close(self) -> None:
+        self.sub.close()
+        self.pub.close()
+
+
+def run(cfg, duration_s: float | None = None, stop=None) -> int:
+    d = SyncDaemon(cfg)
+    log.info("sync: %s + %s -> %s (max skew %.1f ms)", cfg.endpoints.radar, cfg.endpoints.camera,
+             d.pub.endpoint, d.proc.skew_ns / 1e6)
+    try:
+        d.serve(duration_s, stop)
+    finally:
+        d.close()
+    return 0
