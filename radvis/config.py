@@ -145,13 +145,16 @@ class SyncConfig:
     radar_latency_ms: float = opt(0.0, "Known minimum radar latency (capture to host arrival), subtracted from the "
                                   "clock-mapped or arrival time; camera.latency_ms is the camera's.", min=0)
     source: str = opt("sync0", "Source id written into every pair message.")
-    max_latency_ms: float = opt(200.0, "Arrival bound: a frame reaching the synchroniser more than this after its "
-                                "corrected capture time is late (also lets a pair be final when the other stream stalls).",
+    max_latency_ms: float = opt(1000.0, "Arrival bound: a frame reaching the synchroniser more than this after its "
+                                "corrected capture time is late; also how long a stalled stream can hold pairs back "
+                                "(UART wire time + capture processing + transport must stay below it).",
                                 min=0.1)
     reorder_ms: float = opt(0.0, "How far (in corrected time) a frame may arrive behind the newest frame of its stream "
                             "and still be used; 0 = streams arrive in order.", min=0)
-    min_period_fraction: float = opt(0.95, "Inter-message lower bound as a fraction of the nominal frame period "
-                                     "(lets a pair be published without waiting for the next frame).", min=0, max=1)
+    min_period_fraction: float = opt(0.99, "Inter-message lower bound as a fraction of the nominal frame period "
+                                     "(lets a pair be published without waiting for the next frame); keep "
+                                     "1 - fraction above 3 x the corrected-time jitter / period (lower it for "
+                                     "sensors without a device clock).", min=0, max=1)
     radar_period_ms: float = opt(0.0, "Radar frame period; 0 = from the radar messages' meta frame_period_ms.", min=0)
     radar_clock: str = opt("auto", "Radar device time: frame_number x frame period, the message's device stamp, or none "
                            "(arrival minus radar_latency_ms); auto = the first available in that order.",
@@ -165,7 +168,7 @@ class SyncConfig:
     clock_window_s: float = opt(120.0, "Sliding window of the clock models' lower-envelope fit.", min=1)
     restart_ms: float = opt(500.0, "A device-time sample this far off the fitted clock is a device restart.", min=1)
     time_jump_s: float = opt(1.0, "Host stamps going back by more than this (replay --loop) reset the matcher.", min=0)
-    uart_tx_correction: bool = opt(True, "Subtract the UART transmission time (meta packet_bytes x 10 / radar.data_baud) "
+    uart_tx_correction: bool = opt(True, "Subtract the UART transmission time (meta uart_bytes x 10 / radar.data_baud) "
                                    "from radar arrival stamps.")
     events: bool = opt(True, "Publish an `event` message for each unpaired radar frame and each late or overflowed frame.")
 
@@ -222,6 +225,8 @@ class LearnerConfig:
     supervised_epochs: int = opt(30, "Epochs of the supervised-from-scratch baseline and of fine-tuning "
                                  "(at least 60 optimiser steps are taken at small label fractions).", min=1)
     supervised_lr: float = opt(1e-3, "Adam learning rate of the supervised baseline and fine-tuning.", min=0)
+    supervised_min_steps: int = opt(60, "Fewest optimiser steps of a supervised/fine-tuning run (tiny label "
+                                    "fractions get extra epochs).", min=1)
     # --- online learner (`radvis learn online`, docs/online.md) ---
     online_buffer_size: int = opt(4096, "Online: replay buffer capacity in pairs (memory is allocated up front: "
                                   "~65 KB per pair).", min=2)
