@@ -211,6 +211,10 @@ def stats_publisher(cfg) -> Publisher | None:
 def capture_main(cfg, kind: str, *, max_frames: int = 0, logger: logging.Logger | None = None) -> int:
     """`radvis capture radar|camera`."""
     logger = logger or log
+    # per-frame numpy work is on small matrices, where BLAS thread pools only add contention with the
+    # other stages on the same cores (measured 10-80x slower matmuls on a loaded 2-core machine)
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(1)
     if kind == "radar":
         opener = radar_opener(cfg)
         source = cfg.radar.source

@@ -107,7 +107,7 @@ class CameraConfig:
     depth: bool = opt(False, "RealSense: also stream depth aligned to colour.")
     encoding: str = opt("raw", "Encoding on the wire: raw RGB8 or JPEG.", choices=["raw", "jpeg"])
     jpeg_quality: int = opt(90, "JPEG quality when encoding = jpeg.", min=1, max=100)
-    latency_ms: float = opt(0.0, "Known transport latency subtracted from arrival time when the camera has no device clock.", min=0)
+    latency_ms: float = opt(0.0, "Known minimum camera latency (exposure to host arrival), subtracted from the clock-mapped or arrival time.", min=0)
     hfov_deg: float = opt(80.0, "Horizontal field of view of the simulated camera (emulated-realsense, generator).",
                           min=1, max=179)
     timeout_ms: int = opt(1000, "A camera silent this long counts as disconnected and is reopened.", min=10)

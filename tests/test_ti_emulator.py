@@ -281,3 +281,20 @@ def test_open_radar_dca1000_mode_end_to_end(tmp_path):
     # a UART cfg (no LVDS streaming) is refused before anything is opened
     with pytest.raises(RadarError, match=r"lvdsStreamCfg -1 0 1 0"):
         open_radar(configmod.load(None, [f"radar.cfg='{RADVIS_CFG}'", "radar.mode='dca1000'"]))
+
+
+
+def test_frame_number_reset_is_a_restart_not_late_frames():
+    """After a device restart the frame counter starts again from 1; those frames must flow on
+    (the synchroniser's clock model handles the restart), not be dropped as late."""
+    from drivers.sim.ti_device import build_packet
+    from drivers.ti.radar import UartRadar
+    from drivers.ti.uart import UartParser
+    rcfg = parse_cfg(open(RADVIS_CFG).read())
+    r = UartRadar(rcfg, "loop://", "loop://")
+    parser = UartParser(rcfg.profile)
+    rng = np.random.default_rng(0)
+    stream = b"".join(build_packet(fn, 0, [], 0, rng) for fn in [500, 501, 501, 499, 1, 2])
+    kept = [f.frame_number for f in parser.feed(stream) + parser.flush() if r._frame(f) is not None]
+    assert kept == [500, 501, 1, 2]
+    assert (r.late_dropped, r.restarts) == (2, 1)

@@ -65,6 +65,8 @@ def resolve_cfg_path(path: str, config_source: str | None = None) -> Path:
 class UartRadar:
     """The demo's UART output as RadarFrames. Open with `.open()`; iterate; `.close()`."""
 
+    RESTART_JUMP = 100  # a frame number this far below the last one is a device restart, not a late frame
+
     def __init__(self, rcfg: RadarCfg, cli_url: str, data_url: str, *, cli_baud: int = 115200,
                  data_baud: int = 921600, source_id: str = "radar0", emulator=None, stall_timeout_s: float | None = None,
                  mode: str = "uart"):
@@ -78,6 +80,7 @@ class UartRadar:
         self.cli = None
         self.replies = []
         self.late_dropped = 0
+        self.restarts = 0
         self._last_fn = None
         self._closed = False
 
@@ -98,6 +101,7 @@ class UartRadar:
     def stats(self) -> dict:
         d = self.parser.stats.to_dict()
         d["late_dropped"] = self.late_dropped
+        d["restarts"] = self.restarts
         return d
 
     def close(self) -> None:
@@ -144,8 +148,10 @@ class UartRadar:
     def _frame(self, f) -> RadarFrame | None:
         fn = f.frame_number
         if self._last_fn is not None and fn <= self._last_fn:
-            self.late_dropped += 1       # duplicates and late packets would break time order downstream
-            return None
+            if self._last_fn - fn < self.RESTART_JUMP:
+                self.late_dropped += 1   # duplicates and late packets would break time order downstream
+                return None
+            self.restarts += 1           # the frame counter went far back: the device restarted
         self._last_fn = fn
         t_mono, t_wall = time.monotonic_ns(), time.time_ns()
         prof = self.rcfg.profile
