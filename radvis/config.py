@@ -85,6 +85,8 @@ class RadarConfig:
     dca_board: str = opt("127.0.0.1", "DCA1000 board address (192.168.33.180 on hardware).")
     dca_config_port: int = opt(4096, "DCA1000 configuration UDP port.", min=1, max=65535)
     dca_data_port: int = opt(4098, "DCA1000 raw-ADC UDP port.", min=1, max=65535)
+    ra_chirp: int = opt(-1, "dca1000 mode: -1 = frame range-azimuth map (Doppler-integrated); i >= 0 = the CRUW-style "
+                        "map of chirp (loop) i alone, as in the CRUW dataset and `radvis synth`.", min=-1)
     iq_order: str = opt("auto", "I/Q order of raw ADC: Q-first for SDK demo LVDS streaming, I-first for mmWave Studio.",
                         choices=["auto", "iq", "qi"])
     faults: dict = opt({}, "Emulator fault injection, e.g. {corrupt_prob=0.01, drop_prob=0.0, stall_s=0}; keys: "
@@ -219,6 +221,8 @@ class LearnerConfig:
     val_fraction: float = opt(0.1, "Tail of each training sequence held out of pretraining for the label-free "
                               "radar->image retrieval signal that picks the best epoch.", min=0, max=0.5)
     chirp: int = opt(0, "Which released CRUW chirp file to read per frame (0, 64, 128 or 192).", min=0)
+    clutter_removal: bool = opt(False, "Offline: subtract each sequence's mean complex RA map (static clutter) "
+                                "from every radar frame before the encoder.")
     log_every: int = opt(10, "Steps between metric lines (JSON lines + TensorBoard).", min=1)
     label_fractions: list = opt([1, 5, 10, 25, 50, 100], "Label fractions (%) of the eval sweep.")
     eval_seeds: int = opt(3, "Seeds (label subsets / supervised inits) per label fraction in `radvis eval`.", min=1)

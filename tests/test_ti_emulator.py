@@ -255,12 +255,13 @@ def test_open_radar_bad_cfg_fails_before_sending(tmp_path):
         open_radar(cfg)
 
 
-def test_open_radar_dca1000_mode_end_to_end(tmp_path):
+@pytest.mark.parametrize("ra_chirp", [-1, 0])
+def test_open_radar_dca1000_mode_end_to_end(tmp_path, ra_chirp):
     pytest.importorskip("drivers.ti.dca1000_capture")
     dsp = pytest.importorskip("drivers.ti.dsp")
     cfg_file = tmp_path / "fast_dca.cfg"
     cfg_file.write_text(FAST.replace("lvdsStreamCfg -1 0 0 0", "lvdsStreamCfg -1 0 1 0"))
-    cfg = configmod.load(None, [f"radar.cfg='{cfg_file}'", "radar.mode='dca1000'"])
+    cfg = configmod.load(None, [f"radar.cfg='{cfg_file}'", "radar.mode='dca1000'", f"radar.ra_chirp={ra_chirp}"])
     src = open_radar(cfg, source=PointTargetSource(targets=[
         {"cls": "car", "range_m": 9.0, "azimuth_rad": math.radians(15), "velocity_mps": 0.0, "amplitude": 800.0}]))
     got = []
@@ -273,6 +274,7 @@ def test_open_radar_dca1000_mode_end_to_end(tmp_path):
         src.close()
     assert [f.frame_number for f in got] == [1, 2, 3]
     assert all(f.meta["complete"] and f.meta["lost_bytes"] == 0 and f.meta["mode"] == "dca1000" for f in got)
+    assert all(f.meta["ra_chirp"] == ra_chirp for f in got)
     assert got[0].t_device_ns == PERIOD_MS * 1_000_000
     ra = got[0].arrays["ra"]
     mag = np.hypot(ra[..., 0], ra[..., 1])

@@ -249,8 +249,11 @@ class DcaRadar:
     Frame k of the byte stream (0-based) is the device's frame k+1, so numbers match UART mode."""
 
     def __init__(self, rcfg: RadarCfg, capture, cli_url: str, *, cli_baud: int = 115200, emulator=None,
-                 stall_timeout_s: float | None = None):
+                 stall_timeout_s: float | None = None, ra_chirp: int = -1):
         self.rcfg, self.capture, self.cli_url, self.cli_baud, self.emulator = rcfg, capture, cli_url, cli_baud, emulator
+        if ra_chirp >= rcfg.profile.num_loops:
+            raise RadarError(f"radar.ra_chirp = {ra_chirp} but {rcfg.source} has {rcfg.profile.num_loops} loops per frame")
+        self.ra_chirp = None if ra_chirp < 0 else ra_chirp
         period = rcfg.profile.frame_period_ms / 1000.0
         self.stall_timeout_s = stall_timeout_s if stall_timeout_s is not None else max(2.0, 20 * period)
         self.cli = None
@@ -313,9 +316,10 @@ class DcaRadar:
                 fn = raw.frame_number + 1
                 arrays = {}
                 if _dsp is not None:
-                    arrays["ra"] = np.ascontiguousarray(_dsp.ra_map(adc, prof), np.float32)
+                    arrays["ra"] = np.ascontiguousarray(_dsp.ra_map(adc, prof, chirp=self.ra_chirp), np.float32)
                 meta = {"frame_number": fn, "cfg_digest": self.rcfg.digest, "frame_period_ms": prof.frame_period_ms,
                         "mode": "dca1000", "units": {"ra": tlvmod.UNITS["ra"]}, "complete": bool(raw.complete),
+                        "ra_chirp": -1 if self.ra_chirp is None else self.ra_chirp,
                         "lost_bytes": int(raw.lost_bytes), "packets": int(raw.packets)}
                 if self.emulator is not None:
                     truth = self.emulator.truth.get(fn)
@@ -351,5 +355,5 @@ def _open_dca(cfg, rcfg: RadarCfg, source=None):
         raise RadarError("radar.cli_port must be set when radar.emulated = false (the radar is configured "
                          "over its CLI port also in dca1000 mode)")
     src = DcaRadar(rcfg, cap, cli_url, cli_baud=r.cli_baud, emulator=emu,
-                   stall_timeout_s=getattr(r, "data_timeout_s", 0.0) or None)
+                   stall_timeout_s=getattr(r, "data_timeout_s", 0.0) or None, ra_chirp=r.ra_chirp)
     return src.open()
