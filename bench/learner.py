@@ -1,0 +1,154 @@
+"""Offline pretraining throughput: pairs/s of `radvis learn offline` steps with the frozen-teacher key
+cache vs without it (every step decodes the JPEGs and runs the teacher), target >= 2x; on a CUDA device
+also the paper's VGG-16 radar encoder at 224x224, bf16 autocast + channels_last, with cached keys
+(target >= 1000 pairs/s on one H100, ~10x the paper's ~109 pairs/s per GPU).
+
+    .venv/bin/python -m bench.learner [--quick]
+
+Data: a small `radvis synth` tree (320x192 JPEGs, CRUW layout) written to a temp dir. Timed steps exclude
+the one-off cache build (reported in the metric name) and the first 2 warm-up steps.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+PAPER_PAIRS_PER_S_PER_GPU = 47_000 * 400 / (12 * 3600) / 4   # ~109 (learner.md §4.4)
+
+
+def _pairs_per_s(cfg, data, out, cache_dir, steps) -> tuple[float, float]:
+    from learner.train_offline import train
+    warm = train(dataclasses.replace(cfg, teacher_cache=cfg.teacher_cache), data, out / "warm", progress=False,
+                 cache_dir=cache_dir, max_steps=2, log=lambda *a: None)
+    s = train(cfg, data, out / "timed", progress=False, cache_dir=cache_dir, max_steps=steps, log=lambda *a: None)
+    return s["pairs_per_s"], warm["cache_build_s"]
+
+
+def bench_cache(teacher: str, data: Path, tmp: Path, steps: int, batch: int) -> dict:
+    from radvis.config import LearnerConfig
+    cfg = LearnerConfig(radar_encoder="tiny", vision_encoder=teacher, weights="none", batch_size=batch, queue_size=256,
+                        epochs=1, device="cpu", log_every=1000, val_fraction=0.0)
+    cached, build_s = _pairs_per_s(cfg, data, tmp / f"{teacher}-cache", tmp / "cache", steps)
+    live, _ = _pairs_per_s(dataclasses.replace(cfg, teacher_cache=False), data, tmp / f"{teacher}-live", tmp / "cache", steps)
+    return dict(stage="learn offline", metric=f"pairs/s tiny radar enc, {teacher} teacher, key cache "
+                f"(built once in {build_s:.1f} s) vs live teacher, cpu", value=round(cached, 1), unit="pairs/s",
+                baseline=round(live, 1), ratio=round(cached / live, 2), need=">= 2x")
+
+
+def bench_vgg16_cuda(steps: int, batch: int = 128) -> dict:
+    """VGG-16 radar encoder training step on random RA maps + cached 4096-d keys, all on the GPU."""
+    import torch
+
+    from learner.loss import info_nce
+    from learner.models import build_radar_encoder
+    from learner.queue import NegativeQueue
+    dev = "cuda"
+    model = build_radar_encoder("vgg16", 4096).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+    queue = NegativeQueue(4096, 320).to(dev)
+    x = torch.randn(batch, 2, 128, 128, device=dev).contiguous(memory_format=torch.channels_last)
+    k = torch.nn.functional.normalize(torch.randn(batch, 4096, device=dev), dim=1)
+    t = torch.zeros(batch, dtype=torch.int64, device=dev)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            q = model(x)
+        loss, _ = info_nce(q, k, queue, queue.mask(t, t, 0.0), 0.07)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        queue.enqueue(k, t, t)
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    rate = steps * batch / (time.perf_counter() - t0)
+    return dict(stage="learn offline", metric=f"pairs/s VGG-16 radar enc 224x224 B={batch} bf16+channels_last, "
+                f"cached keys, {torch.cuda.get_device_name()}", value=round(rate, 1), unit="pairs/s",
+                baseline=round(PAPER_PAIRS_PER_S_PER_GPU, 1), ratio=round(rate / PAPER_PAIRS_PER_S_PER_GPU, 2),
+                need=">= 1000 pairs/s (H100)")
+
+
+def compare_teachers(data: str, out: str, teachers: list[str], seeds: int, epochs: int, fractions=(1, 10, 100)) -> list[dict]:
+    """Weight-free teacher comparison (how AUTO_FALLBACK was chosen): pretrain the tiny radar encoder
+    against each teacher for several seeds, pick each run's epoch by held-out InfoNCE (label-free), and
+    linear-probe it on the sequence-level test split. Writes OUT/teachers.json."""
+    import json
+
+    import numpy as np
+
+    from learner.evaluate import evaluate
+    from learner.train_offline import train
+    from radvis.config import LearnerConfig
+    res = []
+    for spec in teachers:
+        name, _, centre = spec.partition(":")
+        for seed in range(seeds):
+            cfg = LearnerConfig(radar_encoder="tiny", vision_encoder=name, weights="none", batch_size=64,
+                                queue_size=1024, epochs=epochs, device="cpu", seed=seed, log_every=20,
+                                teacher_center=centre or "auto")
+            run = Path(out) / f"{spec.replace(':', '-')}-s{seed}"
+            s = train(cfg, data, run, progress=False, cache_dir=Path(out) / "cache", log=lambda *a: None)
+            r = evaluate(cfg, run, data, fractions=list(fractions), seeds=3, supervised=False, finetune=False,
+                         progress=False, tsne=False)
+            row = {"teacher": spec, "seed": seed, "key_cos_raw": s["key_cos_raw"], "key_cos_used": s["key_cos_used"],
+                   "best_epoch": s["best"]["epoch"], "val_top5": s["best"].get("val_top5"),
+                   **{f"ssl@{t['fraction']:g}%": t["ssl"][0] for t in r["table"]},
+                   **{f"random@{t['fraction']:g}%": t["random_init"][0] for t in r["table"]}}
+            res.append(row)
+            print(json.dumps(row), flush=True)
+    Path(out, "teachers.json").write_text(json.dumps(res, indent=1))
+    print(f"{'teacher':<16} " + " ".join(f"{'ssl@' + str(f) + '%':>14}" for f in fractions) + f" {'key cos':>8}")
+    for spec in teachers:
+        rs = [r for r in res if r["teacher"] == spec]
+        cells = [f"{100 * np.mean([r[f'ssl@{f:g}%'] for r in rs]):6.1f}±{100 * np.std([r[f'ssl@{f:g}%'] for r in rs]):4.1f}"
+                 for f in fractions]
+        print(f"{spec:<16} " + " ".join(f"{c:>14}" for c in cells) + f" {np.mean([r['key_cos_raw'] for r in rs]):8.3f}")
+    return res
+
+
+def main(argv=None) -> list[dict]:
+    import torch
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (< 60 s on 2 CPU cores)")
+    ap.add_argument("--compare-teachers", nargs=2, metavar=("DATA", "OUT"),
+                    help="instead of timing: compare weight-free teachers by probe accuracy on a synth dataset")
+    ap.add_argument("--teachers", default="descriptor,random-cnn,tiny",
+                    help="for --compare-teachers: names, optionally name:on|off for key centring")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=4)
+    args = ap.parse_args(argv)
+    if args.compare_teachers:
+        torch.set_num_threads(1)
+        compare_teachers(*args.compare_teachers, args.teachers.split(","), args.seeds, args.epochs)
+        return []
+    torch.set_num_threads(1)     # shared 2-core machines: one thread measures steadier than two fighting others
+    from drivers.sim.synth import synth
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        seqs, frames = (3, 24) if args.quick else (4, 80)
+        synth(tmp / "data", sequences=seqs, frames=frames, seed=0, progress=False)
+        steps, batch = (12, 16) if args.quick else (30, 32)
+        # random-cnn (ResNet-18 at 128^2) stands for any CNN teacher; descriptor is the cheapest teacher there
+        # is, so its ratio is the floor; vgg16 (random weights: same FLOPs as ImageNet's) is the paper's.
+        teachers = ["random-cnn"] if args.quick else ["descriptor", "random-cnn", "vgg16"]
+        for t in teachers:
+            rows.append(bench_cache(t, tmp / "data", tmp, 4 if t == "vgg16" else steps, 8 if t == "vgg16" else batch))
+    if torch.cuda.is_available():
+        rows.append(bench_vgg16_cuda(10 if args.quick else 50))
+    print(f"{'stage':<14} {'metric':<100} {'value':>9} {'unit':<8} {'baseline':>9} {'ratio':>6}  need")
+    for r in rows:
+        print(f"{r['stage']:<14} {r['metric']:<100} {r['value']:>9} {r['unit']:<8} {r['baseline']:>9} {r['ratio']:>6}  {r['need']}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Frozen-teacher cache: the vision encoder never changes, so each frame's image key is computed once and
+stored as a float16 memmap keyed by frame ("split/SEQ/frame_id"). Pretraining then never decodes a JPEG
+or runs the vision network again (Radical does the same with precomputed CLIP features).
+
+On disk (one folder per teacher):  keys.f16  (rows of `dim` float16, L2-normalised, uncentred)
+                                    index.json  {"teacher", "dim", "frames": [key, ...]}  (row order)
+Rows are appended, then the index is replaced atomically, so an interrupted build loses nothing it
+finished and never leaves an index pointing at rows that are not on disk.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+def cache_dir_for(base: str | Path, teacher) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", teacher.name)
+    return Path(base) / f"{slug}-{teacher.dim}"
+
+
+class KeyCache:
+    def __init__(self, directory: str | Path, teacher_name: str, dim: int):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.teacher_name, self.dim = teacher_name, dim
+        self.index_path, self.keys_path = self.dir / "index.json", self.dir / "keys.f16"
+        self.frames: list[str] = []
+        if self.index_path.exists():
+            meta = json.loads(self.index_path.read_text())
+            if meta.get("teacher") != teacher_name or int(meta.get("dim", -1)) != dim:
+                raise ValueError(f"{self.index_path}: cache belongs to teacher {meta.get('teacher')!r} "
+                                 f"(dim {meta.get('dim')}), not {teacher_name!r} (dim {dim}); use another cache dir")
+            self.frames = list(meta["frames"])
+        # rows beyond the index (an interrupted append) are dropped
+        nbytes = len(self.frames) * dim * 2
+        if self.keys_path.exists() and self.keys_path.stat().st_size != nbytes:
+            with open(self.keys_path, "r+b") as f:
+                f.truncate(nbytes)
+        self.row = {k: i for i, k in enumerate(self.frames)}
+
+    def missing(self, keys: list[str]) -> list[int]:
+        return [i for i, k in enumerate(keys) if k not in self.row]
+
+    def append(self, keys: list[str], vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors, dtype=np.float16).reshape(len(keys), self.dim)
+        with open(self.keys_path, "ab") as f:
+            f.write(vectors.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        for k in keys:
+            self.row[k] = len(self.frames)
+            self.frames.append(k)
+        tmp = self.index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"teacher": self.teacher_name, "dim": self.dim, "frames": self.frames}))
+        os.replace(tmp, self.index_path)
+
+    def memmap(self) -> np.ndarray:
+        if not self.frames:
+            return np.zeros((0, self.dim), np.float16)
+        return np.memmap(self.keys_path, dtype=np.float16, mode="r", shape=(len(self.frames), self.dim))
+
+    def lookup(self, keys: list[str]) -> np.ndarray:
+        """(len(keys), dim) float16 for keys already cached (KeyError names the first absent one)."""
+        rows = [self.row[k] for k in keys]
+        return np.asarray(self.memmap()[rows])
+
+
+@torch.no_grad()
+def build_key_cache(frames, indices, teacher, directory: str | Path, batch: int = 32, progress: bool = True) -> np.ndarray:
+    """Keys (float16, uncentred) for frames[indices], computing only those not cached yet."""
+    cache = KeyCache(directory, teacher.name, teacher.dim)
+    keys = [frames.key(int(i)) for i in indices]
+    todo = cache.missing(keys)
+    bar = tqdm(total=len(todo), desc=f"teacher cache ({teacher.name})", unit="img", disable=not progress or not todo)
+    for s in range(0, len(todo), batch):
+        chunk = [int(indices[j]) for j in todo[s:s + batch]]
+        k = teacher.embed_uncentered(frames.images(chunk, min_side=teacher.input_size))
+        cache.append([frames.key(i) for i in chunk], k.cpu().numpy())
+        bar.update(len(chunk))
+    bar.close()
+    return cache.lookup(keys)

@@ -1,0 +1,52 @@
+"""`radvis learn offline|online` and `radvis eval`."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+
+def _offline(args) -> int:
+    from learner.train_offline import run
+    return run(args)
+
+
+def _eval(args) -> int:
+    from learner.evaluate import run
+    return run(args)
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("learn", help="train the radar encoder against the frozen camera teacher")
+    lsub = p.add_subparsers(dest="learn_command", metavar="MODE", required=True)
+    o = lsub.add_parser("offline", parents=[common],
+                        help="pretrain on a CRUW/ROD2021 tree (real or `radvis synth` output); "
+                             "DDP: torchrun --nproc-per-node=N -m learner.train_offline ...")
+    o.add_argument("--data", required=True, help="CRUW root (contains sequences/ and annotations/)")
+    o.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, tb/, split.json")
+    o.add_argument("--epochs", type=int, default=None, help="override learner.epochs")
+    o.add_argument("--cache-dir", default=None, help="frozen-teacher key cache (default DATA/.radvis_cache)")
+    o.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    o.set_defaults(func=_offline)
+    try:
+        online = importlib.import_module("learner.online.cli")
+    except ImportError as e:
+        # the online learner is optional: `learn offline` and `eval` must work without it
+        online = None
+        if not (isinstance(e, ModuleNotFoundError) and e.name == "learner.online.cli"):
+            print(f"radvis: `learn online` unavailable: learner.online.cli failed to import: {e}", file=sys.stderr)
+    if online is not None and hasattr(online, "register"):
+        online.register(lsub, common)
+
+    e = sub.add_parser("eval", parents=[common], help="linear probe, label efficiency, fine-tuning, t-SNE of a run")
+    e.add_argument("--run", required=True, help="run directory written by `radvis learn offline`")
+    e.add_argument("--data", required=True, help="the CRUW root the run was trained on")
+    e.add_argument("--json", action="store_true", help="print the numbers as JSON on stdout")
+    e.add_argument("--checkpoint", default="best.pt", help="checkpoint in the run dir (default best.pt)")
+    e.add_argument("--fractions", default=None, help="comma-separated label %% (default learner.label_fractions)")
+    e.add_argument("--seeds", type=int, default=None, help="seeds per fraction (default learner.eval_seeds)")
+    e.add_argument("--no-supervised", action="store_true", help="skip the supervised-from-scratch baseline")
+    e.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning curve")
+    e.add_argument("--queue-sweep", default=None, metavar="K1,K2,...",
+                   help="also pretrain short runs at these queue sizes and probe each (paper Fig. 4)")
+    e.add_argument("--out", default=None, help="where report.md and PNGs go (default RUN/eval)")
+    e.set_defaults(func=_eval)

@@ -1,0 +1,377 @@
+"""`radvis eval --run RUN --data DIR [--json]`: the paper's evaluation protocol (§V-C, §VI) on a run.
+
+- Linear probe (linear layer + softmax = multinomial logistic regression) on frozen backbone features of
+  the pretrained encoder, and of the same architecture at random init (is it the pretraining or the
+  architecture?), test split = the run's held-out sequences (no labels ever touched during pretraining).
+- Label efficiency: 1, 5, 10, 25, 50, 100 % of the balanced labelled training pool (stratified, >= 1
+  per class), several seeds, vs a supervised-from-scratch encoder trained on the same labels.
+- Fine-tuning curve: test loss per epoch, SSL-initialised vs from scratch (paper Fig. 6).
+- t-SNE of penultimate features, random-init vs trained (Fig. 7); confusion matrix of the 100 % probe.
+- Optional queue-size sweep (Fig. 4): short pretraining runs at several K, each probed at 100 %.
+Writes RUN/eval/report.md, PNGs and results.json; `--json` prints the results.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from learner.data import CLASSES, CRUWFrames, balanced, label_subset
+from learner.models import build_radar_encoder
+from learner.train_offline import load_checkpoint
+
+CHANCE = 1.0 / len(CLASSES)
+
+
+# evaluation settings come from the current config; everything else from the run's checkpoint
+EVAL_KEYS = ("label_fractions", "eval_seeds", "supervised_epochs", "supervised_lr", "supervised_min_steps", "device")
+
+
+def cfg_from_checkpoint(state: dict, base):
+    """LearnerConfig as the run was trained, with the current config's evaluation settings."""
+    known = {f.name for f in dataclasses.fields(base)}
+    return dataclasses.replace(base, **{k: v for k, v in state["config"].items() if k in known and k not in EVAL_KEYS})
+
+
+@torch.no_grad()
+def extract(model: nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+    model.eval()
+    return torch.cat([model.features(x[s:s + batch]).float() for s in range(0, len(x), batch)]).numpy()
+
+
+def linear_probe(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.ndarray) -> tuple[float, np.ndarray]:
+    """Multinomial logistic regression (= linear FC + softmax) on standardised frozen features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    if len(np.unique(ytr)) < 2:
+        pred = np.full(len(yte), ytr[0])
+    else:
+        sc = StandardScaler().fit(ftr)
+        clf = LogisticRegression(max_iter=2000, C=1.0).fit(sc.transform(ftr), ytr)
+        pred = clf.predict(sc.transform(fte))
+    return float((pred == yte).mean()), pred
+
+
+class Classifier(nn.Module):
+    def __init__(self, encoder: nn.Module, n_classes: int = len(CLASSES)):
+        super().__init__()
+        self.encoder, self.fc = encoder, nn.Linear(encoder.feat_dim, n_classes)
+
+    def forward(self, x):
+        return self.fc(self.encoder.features(x))
+
+
+def train_classifier(model: Classifier, xtr, ytr, xte, yte, epochs: int, lr: float, seed: int,
+                     batch: int = 32, min_steps: int = 60) -> dict:
+    """End-to-end training (supervised baseline or fine-tuning) with Adam; records test loss/acc per epoch.
+    Small label sets get more epochs so every run takes at least `min_steps` optimiser steps."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    ytr_t, yte_t = torch.from_numpy(ytr), torch.from_numpy(yte)
+    per_epoch = max(1, int(np.ceil(len(xtr) / batch)))
+    epochs = max(epochs, int(np.ceil(min_steps / per_epoch)))
+    curve = []
+    for ep in range(epochs):
+        model.train()
+        perm = torch.randperm(len(xtr), generator=g)
+        for s in range(per_epoch):
+            idx = perm[s * batch:(s + 1) * batch]
+            if len(idx) < 2 and len(xtr) >= 2:     # BatchNorm needs 2+ samples
+                continue
+            loss = F.cross_entropy(model(xtr[idx]), ytr_t[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            logits = torch.cat([model(xte[s:s + 256]) for s in range(0, len(xte), 256)])
+            curve.append({"epoch": ep + 1, "test_loss": float(F.cross_entropy(logits, yte_t)),
+                          "test_acc": float((logits.argmax(1) == yte_t).float().mean())})
+    return {"acc": curve[-1]["test_acc"], "curve": curve}
+
+
+def _mean_std(v):
+    v = np.asarray(v, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str = "best.pt", fractions=None, seeds=None,
+             supervised: bool = True, finetune: bool = True, queue_sweep=None, out: str | Path | None = None,
+             progress: bool = True, tsne: bool = True, log=print) -> dict:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    run = Path(run)
+    out = Path(out) if out else run / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_checkpoint(run / checkpoint)
+    cfg_l = cfg_from_checkpoint(state, cfg_l)
+    fractions = [float(f) for f in (fractions or cfg_l.label_fractions)]
+    seeds = int(seeds or cfg_l.eval_seeds)
+    split = json.loads((run / "split.json").read_text())
+    frames = CRUWFrames(data, ("train",), chirp=cfg_l.chirp, clutter_removal=cfg_l.clutter_removal)
+    if len(frames) != split["n_frames"]:
+        raise ValueError(f"{data}: has {len(frames)} frames but the run was trained on {split['n_frames']} "
+                         f"({split['data']}); evaluate on the same data directory")
+    pool = balanced(np.array(split["train"] + split["val"], np.int64), frames.label, seed=0)
+    test = balanced(np.array(split["test"], np.int64), frames.label, seed=0)
+    if len(pool) == 0 or len(test) == 0:
+        raise ValueError("no labelled frames in the train pool or the test split (annotations missing?)")
+    t0 = time.time()
+    X = torch.from_numpy(frames.radar_batch(np.concatenate([pool, test])))
+    xpool, xtest = X[:len(pool)], X[len(pool):]
+    ypool, ytest = frames.label[pool], frames.label[test]
+    arch, dim = cfg_l.radar_encoder, int(state["teacher"]["dim"])
+
+    def fresh(seed):
+        torch.manual_seed(seed)
+        return build_radar_encoder(arch, dim, vgg_layer=cfg_l.vgg_layer)
+
+    ssl = fresh(0)
+    ssl.load_state_dict(state["model"])
+    rnd = fresh(cfg_l.seed + 12345)
+    f_ssl, f_rnd = extract(ssl, X), extract(rnd, X)
+    fs_pool, fs_test, fr_pool, fr_test = f_ssl[:len(pool)], f_ssl[len(pool):], f_rnd[:len(pool)], f_rnd[len(pool):]
+
+    rows = []
+    curves_sup = None
+    jobs = [(fr, sd) for fr in fractions for sd in range(seeds)]
+    bar = tqdm(jobs, desc="label-efficiency sweep", disable=not progress)
+    for fr, sd in bar:
+        sub = label_subset(np.arange(len(pool)), ypool, fr / 100.0, seed=1000 * sd + int(fr * 10))
+        acc_ssl, pred_ssl = linear_probe(fs_pool[sub], ypool[sub], fs_test, ytest)
+        acc_rnd, _ = linear_probe(fr_pool[sub], ypool[sub], fr_test, ytest)
+        row = {"fraction": fr, "seed": sd, "n_labels": int(len(sub)), "ssl": acc_ssl, "random_init": acc_rnd}
+        if supervised:
+            res = train_classifier(Classifier(fresh(100 + sd)), xpool[sub], ypool[sub], xtest, ytest,
+                                   cfg_l.supervised_epochs, cfg_l.supervised_lr, seed=sd,
+                                   min_steps=cfg_l.supervised_min_steps)
+            row["supervised"] = res["acc"]
+            if fr == max(fractions) and sd == 0:
+                curves_sup = res["curve"]
+        if fr == max(fractions) and sd == 0:
+            confusion = _confusion(ytest, pred_ssl)
+        rows.append(row)
+        bar.set_postfix(frac=fr, ssl=f"{acc_ssl:.2f}", sup=f"{row.get('supervised', float('nan')):.2f}")
+    table = []
+    for fr in fractions:
+        rs = [r for r in rows if r["fraction"] == fr]
+        entry = {"fraction": fr, "n_labels": int(np.mean([r["n_labels"] for r in rs]))}
+        for key in ("ssl", "random_init", "supervised"):
+            if key in rs[0]:
+                entry[key] = _mean_std([r[key] for r in rs])
+        table.append(entry)
+
+    ft = None
+    if finetune:
+        cls = Classifier(copy.deepcopy(ssl))
+        full = np.arange(len(pool))
+        ft = train_classifier(cls, xpool[full], ypool, xtest, ytest, cfg_l.supervised_epochs, cfg_l.supervised_lr,
+                              seed=0, min_steps=cfg_l.supervised_min_steps)
+
+    sweep = []
+    if queue_sweep:
+        sweep = _queue_sweep(cfg_l, run, data, queue_sweep, pool, test, frames, log)
+
+    plots = {"label_efficiency": _plot_efficiency(table, out / "label_efficiency.png"),
+             "confusion": _plot_confusion(confusion, out / "confusion.png")}
+    if tsne:
+        plots["tsne"] = _plot_tsne(fr_test, fs_test, ytest, out / "tsne.png")
+    if ft is not None:
+        plots["finetune"] = _plot_finetune(ft["curve"], curves_sup, out / "finetune.png")
+    if sweep:
+        plots["queue_sweep"] = _plot_sweep(sweep, out / "queue_sweep.png")
+    results = {"run": str(run), "checkpoint": checkpoint, "epoch": int(state["epoch"]), "teacher": state["teacher"]["name"],
+               "radar_encoder": arch, "data": str(data), "n_frames": len(frames),
+               "n_pretrain_pairs": len(split["train"]), "n_probe_pool": int(len(pool)), "n_test": int(len(test)),
+               "test_sequences": split["test_sequences"], "split": split["mode"], "seeds": seeds,
+               "table": table, "rows": rows, "confusion": confusion.tolist(),
+               "finetune_curve": ft["curve"] if ft else None, "supervised_curve": curves_sup,
+               "queue_sweep": sweep, "plots": {k: str(v) for k, v in plots.items()}, "eval_s": time.time() - t0,
+               "best": state.get("best")}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "report.md").write_text(_report(results))
+    return results
+
+
+def _confusion(y, pred) -> np.ndarray:
+    m = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+    np.add.at(m, (y, pred), 1)
+    return m
+
+
+def _queue_sweep(cfg_l, run, data, ks, pool, test, frames, log) -> list[dict]:
+    from learner.train_offline import train
+    out = []
+    for K in ks:
+        d = Path(run) / "eval" / f"queue_{K}"
+        s = train(dataclasses.replace(cfg_l, queue_size=int(K)), data, d, progress=False, log=lambda *a: None)
+        st = load_checkpoint(d / "best.pt")
+        torch.manual_seed(0)
+        m = build_radar_encoder(cfg_l.radar_encoder, int(st["teacher"]["dim"]), vgg_layer=cfg_l.vgg_layer)
+        m.load_state_dict(st["model"])
+        f = extract(m, torch.from_numpy(frames.radar_batch(np.concatenate([pool, test]))))
+        acc, _ = linear_probe(f[:len(pool)], frames.label[pool], f[len(pool):], frames.label[test])
+        out.append({"K": int(K), "linear_acc": acc, "val_nce": s["best"].get("val_nce")})
+        log(f"queue sweep: K={K} linear probe {acc:.3f}")
+    return out
+
+
+# ---- plots and report ---------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _plot_tsne(f_rnd, f_ssl, y, path):
+    from sklearn.manifold import TSNE
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, f, title in ((axes[0], f_rnd, "random-init encoder"), (axes[1], f_ssl, "self-supervised encoder")):
+        z = TSNE(n_components=2, perplexity=min(30, max(2, len(f) // 4)), init="pca", random_state=0).fit_transform(f)
+        for c, name in enumerate(CLASSES):
+            ax.scatter(z[y == c, 0], z[y == c, 1], s=6, label=name)
+        ax.set_title(f"t-SNE of penultimate features: {title}")
+        ax.set_xticks([]), ax.set_yticks([])
+    axes[1].legend(markerscale=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_efficiency(table, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = [t["fraction"] for t in table]
+    for key, label in (("ssl", "self-supervised (linear probe)"), ("supervised", "supervised from scratch"),
+                       ("random_init", "random-init features (linear probe)")):
+        if key in table[0]:
+            m = [100 * t[key][0] for t in table]
+            s = [100 * t[key][1] for t in table]
+            ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=label)
+    ax.axhline(100 * CHANCE, color="grey", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("labels used (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_confusion(m, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(m, cmap="Blues")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center")
+    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=30)
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("linear probe, 100 % labels")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_finetune(ft, sup, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([c["epoch"] for c in ft], [c["test_loss"] for c in ft], label="fine-tuned (SSL init)")
+    if sup:
+        ax.plot([c["epoch"] for c in sup], [c["test_loss"] for c in sup], label="supervised from scratch")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_sweep(sweep, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([s["K"] for s in sweep], [100 * s["linear_acc"] for s in sweep], marker="o")
+    ax.set_xlabel("queue size K")
+    ax.set_ylabel("linear probe accuracy (%)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt(ms):
+    return f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"
+
+
+def _report(r: dict) -> str:
+    L = [f"# Evaluation of {r['run']}", "",
+         f"- checkpoint `{r['checkpoint']}` (epoch {r['epoch']}, chosen by held-out radar→image InfoNCE, label-free); "
+         f"teacher `{r['teacher']}`; radar encoder `{r['radar_encoder']}`",
+         f"- data `{r['data']}`: {r['n_frames']} frames, {r['n_pretrain_pairs']} pretraining pairs; "
+         f"{r['split']} split, test sequences: {', '.join(r['test_sequences'])}",
+         f"- balanced labelled pool {r['n_probe_pool']} frames, balanced test set {r['n_test']} frames; "
+         f"{r['seeds']} seed(s) per fraction (mean ± std); chance = {100 * CHANCE:.0f} %", "",
+         "## Label efficiency (test accuracy, %)", "",
+         "| labels | n | self-supervised (linear) | random-init (linear) | supervised from scratch | SSL − supervised |",
+         "|---|---|---|---|---|---|"]
+    for t in r["table"]:
+        sup = t.get("supervised")
+        gap = f"{100 * (t['ssl'][0] - sup[0]):+.1f}" if sup else "–"
+        L.append(f"| {t['fraction']:g} % | {t['n_labels']} | {_fmt(t['ssl'])} | {_fmt(t['random_init'])} | "
+                 f"{_fmt(sup) if sup else '–'} | {gap} |")
+    L += ["", "![label efficiency](label_efficiency.png)", "", "## Confusion matrix (linear probe, 100 % labels, seed 0)", "",
+          "| true \\ predicted | " + " | ".join(CLASSES) + " |", "|---" * (len(CLASSES) + 1) + "|"]
+    for i, c in enumerate(CLASSES):
+        L.append(f"| {c} | " + " | ".join(str(v) for v in r["confusion"][i]) + " |")
+    L += ["", "![confusion](confusion.png)", ""]
+    if r["finetune_curve"]:
+        ft, sup = r["finetune_curve"], r["supervised_curve"]
+        L += ["## Fine-tuning (100 % labels)", "",
+              f"Final test accuracy: fine-tuned {100 * ft[-1]['test_acc']:.1f} %"
+              + (f", supervised from scratch {100 * sup[-1]['test_acc']:.1f} %" if sup else "")
+              + f"; lowest test loss: fine-tuned {min(c['test_loss'] for c in ft):.3f}"
+              + (f", supervised {min(c['test_loss'] for c in sup):.3f}" if sup else "") + ".", "",
+              "![fine-tuning](finetune.png)", ""]
+    if r["queue_sweep"]:
+        L += ["## Queue size sweep", "", "| K | linear probe (%) | held-out InfoNCE |", "|---|---|---|"]
+        L += [f"| {s['K']} | {100 * s['linear_acc']:.1f} | {s['val_nce']:.3f} |" for s in r["queue_sweep"]]
+        L += ["", "![queue sweep](queue_sweep.png)", ""]
+    if "tsne" in r["plots"]:
+        L += ["## t-SNE", "", "![t-SNE](tsne.png)", ""]
+    return "\n".join(L)
+
+
+def run(args) -> int:
+    fr = [float(x) for x in args.fractions.split(",")] if args.fractions else None
+    ks = [int(x) for x in args.queue_sweep.split(",")] if args.queue_sweep else None
+    res = evaluate(args.cfg.learner, args.run, args.data, checkpoint=args.checkpoint, fractions=fr, seeds=args.seeds,
+                   supervised=not args.no_supervised, finetune=not args.no_finetune, queue_sweep=ks, out=args.out,
+                   progress=not args.json, log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print)
+    if args.json:
+        print(json.dumps({k: v for k, v in res.items() if k != "rows"} | {"rows": res["rows"]}))
+    else:
+        for t in res["table"]:
+            sup = f", supervised {_fmt(t['supervised'])}" if "supervised" in t else ""
+            print(f"{t['fraction']:g} % labels: SSL {_fmt(t['ssl'])}, random-init {_fmt(t['random_init'])}{sup}")
+        print(f"report: {Path(res['plots']['confusion']).parent / 'report.md'}")
+    return 0

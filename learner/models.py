@@ -1,0 +1,116 @@
+"""Radar encoders: (B, 2, 128, 128) range-azimuth maps (real, imag) -> (B, out_dim) embeddings.
+
+Every encoder is `backbone` (-> penultimate features, what the linear probe and t-SNE look at)
+followed by `head` (-> the embedding contrasted with the frozen image keys). Names:
+
+- `vgg16`: paper-faithful (Alloulah et al. §IV-C): RA magnitude resized to 224x224, replicated to 3
+  channels, torchvision VGG-16 sliced in its classifier stage (4096-d). `vgg_layer` picks the slice:
+  4 = output of classifier[3] (fc7, pre-ReLU; "4th layer" 1-indexed), 5 = after its ReLU. The head is the
+  identity when out_dim == 4096 (the paper contrasts the 4096-d vectors directly), else a linear map.
+- `resnet18`: CPU-friendly; ResNet-18 with a 2-channel stem at native 128x128 and an MLP head.
+- `tiny`: log-magnitude, 2x max-pool, a 4-layer CNN: tests and quick CPU runs (~0.4k img/s training on 1 core).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RADAR_ENCODERS = ("vgg16", "resnet18", "tiny")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_radar(x: torch.Tensor) -> torch.Tensor:
+    """Per-frame RMS normalisation of the (real, imag) map: CRUW values are not on a fixed scale, and
+    a scale-free input keeps recordings from different radars/gains comparable."""
+    rms = x.float().pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+    return x / (rms + 1e-6)
+
+
+class RadarEncoder(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, feat_dim: int, name: str):
+        super().__init__()
+        self.backbone, self.head, self.feat_dim, self.name = backbone, head, feat_dim, name
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (what the linear probe / t-SNE use)."""
+        return self.backbone(normalize_radar(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class VGGRadarBackbone(nn.Module):
+    """Magnitude -> 224x224 -> 3 channels -> VGG-16 features -> classifier[:vgg_layer]."""
+
+    def __init__(self, vgg: nn.Module, vgg_layer: int = 4):
+        super().__init__()
+        if vgg_layer not in (1, 2, 4, 5):
+            raise ValueError(f"vgg_layer must be 1, 2, 4 or 5 (a 4096-d slice of the classifier), got {vgg_layer}")
+        self.features, self.avgpool = vgg.features, vgg.avgpool
+        self.classifier = vgg.classifier[:vgg_layer]
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mag = torch.sqrt(x[:, 0:1].float() ** 2 + x[:, 1:2].float() ** 2)
+        mag = torch.log1p(mag)  # heatmap dynamic range is large; log keeps weak targets visible
+        lo = mag.amin(dim=(2, 3), keepdim=True)
+        hi = mag.amax(dim=(2, 3), keepdim=True)
+        img = (mag - lo) / (hi - lo + 1e-6)                      # [0, 1] like an image
+        img = F.interpolate(img, size=(224, 224), mode="bilinear", align_corners=False)
+        img = (img.expand(-1, 3, -1, -1) - self.mean) / self.std  # replicated x3 (paper §IV-C)
+        return self.classifier(torch.flatten(self.avgpool(self.features(img.to(x.dtype))), 1))
+
+
+def _vgg16_radar(out_dim: int, weights=None, vgg_layer: int = 4) -> RadarEncoder:
+    import torchvision
+    vgg = torchvision.models.vgg16(weights=None)
+    if weights is not None:
+        from learner.teachers import load_imagenet_state
+        vgg.load_state_dict(load_imagenet_state("vgg16", weights))
+    head = nn.Identity() if out_dim == 4096 else nn.Linear(4096, out_dim)
+    return RadarEncoder(VGGRadarBackbone(vgg, vgg_layer), head, 4096, "vgg16")
+
+
+def _resnet18_radar(out_dim: int) -> RadarEncoder:
+    import torchvision
+    net = torchvision.models.resnet18(weights=None)
+    # 2-channel stem at native 128x128 (7x7/s2 + maxpool kept: 0.58 GMAC, CPU friendly)
+    net.conv1 = nn.Conv2d(2, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    net.fc = nn.Identity()
+    head = nn.Sequential(nn.Linear(512, 512), nn.ReLU(inplace=True), nn.Linear(512, out_dim))
+    return RadarEncoder(net, head, 512, "resnet18")
+
+
+class LogMagnitude(nn.Module):
+    """(real, imag) -> log(1 + |z|), one channel: phase of a single RA frame is close to random, so the
+    small encoder spends no capacity learning the magnitude."""
+
+    def forward(self, x):
+        return torch.log1p(torch.sqrt(x[:, 0:1] ** 2 + x[:, 1:2] ** 2))
+
+
+def _tiny_radar(out_dim: int, width: int = 32) -> RadarEncoder:
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    # max-pool the magnitude to 64x64 first (keeps point-target peaks, 4x cheaper on a CPU)
+    backbone = nn.Sequential(LogMagnitude(), nn.MaxPool2d(2), *block(1, width // 2), *block(width // 2, width),
+                             *block(width, 2 * width), *block(2 * width, 2 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    head = nn.Sequential(nn.Linear(2 * width, 2 * width), nn.ReLU(inplace=True), nn.Linear(2 * width, out_dim))
+    return RadarEncoder(backbone, head, 2 * width, "tiny")
+
+
+def build_radar_encoder(name: str, out_dim: int, *, weights=None, vgg_layer: int = 4) -> nn.Module:
+    """(B, 2, 128, 128) float -> (B, out_dim). `weights` (vgg16 only): None, "imagenet" or a .pth path —
+    the paper initialises the radar VGG-16 from ImageNet too."""
+    if name == "vgg16":
+        return _vgg16_radar(out_dim, weights, vgg_layer)
+    if weights not in (None, "none"):
+        raise ValueError(f"radar encoder {name!r} has no pretrained weights (got weights={weights!r})")
+    if name == "resnet18":
+        return _resnet18_radar(out_dim)
+    if name == "tiny":
+        return _tiny_radar(out_dim)
+    raise ValueError(f"unknown radar encoder {name!r}; expected one of {', '.join(RADAR_ENCODERS)}")

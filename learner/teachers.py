@@ -1,0 +1,321 @@
+"""Frozen vision teachers: camera image -> L2-normalised key (the k in InfoNCE).
+
+A teacher never trains: it is built in eval() and `train()` cannot switch it back (dropout in VGG's
+classifier would otherwise make keys random). Options (config `learner.vision_encoder`):
+
+- `vgg16` / `resnet18`: torchvision models; weights `imagenet` (torchvision weights API, file looked up in
+  its $TORCH_HOME cache first so an offline machine fails with an actionable message instead of a
+  URLError), a local .pth path, or `none` (random init).
+- `random-cnn`: a seeded random-init ResNet-18 at 128x128 — needs no weights.
+- `descriptor`: training-free gradient-orientation histograms (HOG-like, two cell scales) plus a coarse
+  colour layout — needs no weights and no network.
+- `tiny`: a small random CNN for tests.
+- `auto`: VGG-16 + ImageNet when the weights file is present, else `AUTO_FALLBACK` (the weight-free teacher
+  that probed best on synthetic data, see docs/learner.md), announced in `teacher.announcement`.
+
+Key centring (`teacher_center`): subtract the mean key (fitted on the training frames) before the L2
+normalisation. Random CNN and descriptor keys share a large common component (mean pairwise cosine close
+to 1), which leaves InfoNCE almost nothing to contrast; centring removes it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from learner.models import IMAGENET_MEAN, IMAGENET_STD
+
+log = logging.getLogger("radvis.learner")
+
+TEACHERS = ("auto", "vgg16", "resnet18", "random-cnn", "descriptor", "tiny")
+WEIGHT_FREE = ("random-cnn", "descriptor", "tiny")
+AUTO_FALLBACK = "descriptor"   # best weight-free teacher by probe accuracy on synth data (docs/learner.md)
+
+_TV_WEIGHTS = {"vgg16": "VGG16_Weights", "resnet18": "ResNet18_Weights"}
+_SIZES = {"vgg16": "528 MB", "resnet18": "45 MB"}
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights are needed but absent on this (offline) machine."""
+
+
+def _imagenet_url(arch: str) -> str:
+    import torchvision
+    return getattr(torchvision.models, _TV_WEIGHTS[arch]).IMAGENET1K_V1.url
+
+
+def imagenet_candidates(arch: str) -> tuple[str, list[Path]]:
+    """The file torchvision would download for `arch`, and every place it may already be cached."""
+    fname = os.path.basename(_imagenet_url(arch))
+    hub = Path(torch.hub.get_dir())
+    places = [hub / "checkpoints" / fname]
+    th = os.environ.get("TORCH_HOME")
+    legacy = Path(th) / "checkpoints" / fname if th else None   # pre-1.6 torch layout
+    if legacy and legacy not in places:
+        places.append(legacy)
+    return fname, places
+
+
+def find_imagenet_weights(arch: str) -> Path | None:
+    _, places = imagenet_candidates(arch)
+    return next((p for p in places if p.is_file()), None)
+
+
+def missing_weights_message(arch: str) -> str:
+    fname, places = imagenet_candidates(arch)
+    url = _imagenet_url(arch)
+    hub_ck = places[0].parent
+    return (f"ImageNet weights for {arch} not found: expected file {fname} (~{_SIZES[arch]}, sha256 prefix "
+            f"{fname.rsplit('-', 1)[-1].split('.')[0]}). Looked in: {', '.join(str(p) for p in places)} "
+            f"(torch.hub.get_dir() = {torch.hub.get_dir()}, TORCH_HOME = {os.environ.get('TORCH_HOME', '<unset>')}). "
+            f"This machine cannot download it. On a connected machine run:  curl -LO {url}  (or "
+            f"python -c \"import torchvision; torchvision.models.{arch}(weights='IMAGENET1K_V1')\" which saves it "
+            f"under ~/.cache/torch/hub/checkpoints/), copy the file to {hub_ck}/ on this machine (mkdir -p it), "
+            f"or pass its path with --set learner.weights=\"/path/to/{fname}\"; or use a weight-free teacher: "
+            f"--set learner.vision_encoder=\"descriptor\".")
+
+
+def load_imagenet_state(arch: str, weights: str | os.PathLike) -> dict:
+    """State dict for `arch` from `weights` = "imagenet" (torchvision cache) or a file path. Checks the file
+    exists before anything could try to download it."""
+    if str(weights) == "imagenet":
+        path = find_imagenet_weights(arch)
+        if path is None:
+            raise WeightsNotFoundError(missing_weights_message(arch))
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"{arch} weights file not found: {path} (learner.weights must be "
+                                       f"'imagenet', 'none' or an existing .pth file)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def to_float_images(images, size: int) -> torch.Tensor:
+    """uint8 (B,H,W,3) RGB (numpy or torch) -> float (B,3,size,size) in [0,1]. The whole frame is resized
+    (no centre crop): objects at the image edge are still objects the radar sees."""
+    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"images must be (B,H,W,3) RGB uint8, got shape {tuple(x.shape)}")
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+def mean_pairwise_cosine(keys: torch.Tensor) -> float:
+    """Mean cosine over distinct pairs; ~1 means every key points the same way (nothing to contrast)."""
+    k = F.normalize(keys.float(), dim=1)
+    n = k.shape[0]
+    if n < 2:
+        return float("nan")
+    s = k.sum(0)
+    return float(((s @ s) - n) / (n * (n - 1)))
+
+
+class Teacher(nn.Module):
+    """Base: subclasses implement `raw(x float (B,3,S,S) in [0,1]) -> (B, dim)`."""
+
+    name = "teacher"
+
+    def __init__(self, dim: int, input_size: int):
+        super().__init__()
+        self.dim, self.input_size = dim, input_size
+        self.register_buffer("center", torch.zeros(dim))
+        self.register_buffer("centered", torch.zeros((), dtype=torch.bool))
+        self.announcement = ""
+
+    def train(self, mode: bool = True):       # frozen: always eval (no dropout, BN running stats)
+        return super().train(False)
+
+    @torch.no_grad()
+    def embed_uncentered(self, images) -> torch.Tensor:
+        dev = self.center.device
+        x = to_float_images(images, self.input_size).to(dev)
+        return F.normalize(self.raw(x).float(), dim=1)
+
+    @torch.no_grad()
+    def embed(self, images) -> torch.Tensor:
+        """uint8 (B,H,W,3) -> (B, dim) L2-normalised float32 keys (centred first if a centre is set)."""
+        return self.finish(self.embed_uncentered(images))
+
+    def finish(self, k: torch.Tensor) -> torch.Tensor:
+        """Apply centring + L2 normalisation to already-normalised uncentred keys (e.g. from the cache)."""
+        k = k.float()
+        if bool(self.centered):
+            k = k - self.center.to(k.device)
+        return F.normalize(k, dim=1)
+
+    def set_center(self, mean: torch.Tensor | None) -> None:
+        if mean is None:
+            self.centered.fill_(False)
+            self.center.zero_()
+        else:
+            self.center.copy_(mean.float().to(self.center.device))
+            self.centered.fill_(True)
+
+
+class _Imagenorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class VGG16Teacher(Teacher):
+    """Paper teacher: VGG-16 at 224, sliced after classifier[:vgg_layer] -> 4096-d."""
+
+    def __init__(self, weights: str | None = "imagenet", vgg_layer: int = 4):
+        super().__init__(4096, 224)
+        import torchvision
+        if str(weights) == "imagenet":
+            if find_imagenet_weights("vgg16") is None:           # fail before torchvision tries to download
+                raise WeightsNotFoundError(missing_weights_message("vgg16"))
+            net = torchvision.models.vgg16(weights="IMAGENET1K_V1")  # weights API, loads from the hub cache
+        else:
+            net = torchvision.models.vgg16(weights=None)
+            if weights not in (None, "none"):
+                net.load_state_dict(load_imagenet_state("vgg16", weights))
+        self.norm = _Imagenorm()
+        self.features, self.avgpool, self.classifier = net.features, net.avgpool, net.classifier[:vgg_layer]
+        self.name = f"vgg16[{weights or 'none'}]/fc{vgg_layer}"
+        self.requires_grad_(False)
+        self.eval()
+
+    def raw(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(self.norm(x))), 1))
+
+
+class ResNet18Teacher(Teacher):
+    def __init__(self, weights: str | None = "imagenet", input_size: int = 224, seed: int = 0, name=None):
+        super().__init__(512, input_size)
+        import torchvision
+        if str(weights) == "imagenet":
+            if find_imagenet_weights("resnet18") is None:
+                raise WeightsNotFoundError(missing_weights_message("resnet18"))
+            net = torchvision.models.resnet18(weights="IMAGENET1K_V1")
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)       # a random teacher must be the same on every rank and rerun
+                net = torchvision.models.resnet18(weights=None)
+            if weights not in (None, "none"):
+                net.load_state_dict(load_imagenet_state("resnet18", weights))
+        net.fc = nn.Identity()
+        self.norm, self.net = _Imagenorm(), net
+        self.name = name or f"resnet18[{weights or 'none'}]"
+        self.requires_grad_(False)
+        self.eval()
+
+    def raw(self, x):
+        return self.net(self.norm(x))
+
+
+class TinyTeacher(Teacher):
+    """Small random CNN (tests)."""
+
+    def __init__(self, seed: int = 0, dim: int = 64):
+        super().__init__(dim, 64)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = nn.Sequential(nn.Conv2d(3, 16, 5, 2, 2), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
+                                     nn.Conv2d(32, dim, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                                     nn.Linear(4 * dim, dim))
+        self.name = "tiny"
+        self.requires_grad_(False)
+        self.eval()
+
+    def raw(self, x):
+        return self.net(x - 0.5)
+
+
+class DescriptorTeacher(Teacher):
+    """Training-free: gradient-orientation histograms (9 unsigned bins, soft-assigned, over 8x8 and 4x4
+    cells, square-rooted like Hellinger-HOG) + a 4x4 colour layout (chromaticity and brightness)."""
+
+    def __init__(self, input_size: int = 128, bins: int = 9, cells=(8, 4), colour_cells: int = 4,
+                 colour_weight: float = 0.5):
+        self.bins, self.cells, self.colour_cells, self.colour_weight = bins, tuple(cells), colour_cells, colour_weight
+        dim = bins * sum(c * c for c in self.cells) + 3 * colour_cells * colour_cells
+        super().__init__(dim, input_size)
+        sob = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+        self.register_buffer("kx", sob.view(1, 1, 3, 3), persistent=False)
+        self.register_buffer("ky", sob.t().contiguous().view(1, 1, 3, 3), persistent=False)
+        self.name = "descriptor"
+        self.eval()
+
+    def raw(self, x):
+        gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        gx = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), self.kx)
+        gy = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), self.ky)
+        mag = torch.sqrt(gx * gx + gy * gy)
+        ang = torch.remainder(torch.atan2(gy, gx), torch.pi) / torch.pi * self.bins   # [0, bins)
+        lo = torch.floor(ang)
+        w_hi = ang - lo
+        lo = lo.long() % self.bins
+        hi = (lo + 1) % self.bins
+        b, _, h, w = mag.shape
+        hist = torch.zeros(b, self.bins, h, w, dtype=mag.dtype, device=mag.device)
+        hist.scatter_add_(1, lo, mag * (1 - w_hi))
+        hist.scatter_add_(1, hi, mag * w_hi)
+        parts = []
+        for c in self.cells:
+            hc = F.adaptive_avg_pool2d(hist, c)
+            hc = hc / (hc.sum(1, keepdim=True) + 1e-3)        # per-cell contrast normalisation
+            parts.append(torch.sqrt(hc).flatten(1) / c)        # equal weight per scale
+        col = F.adaptive_avg_pool2d(x, self.colour_cells)
+        bright = col.mean(1, keepdim=True)
+        chroma = col - bright
+        parts.append(self.colour_weight * torch.cat([chroma[:, :2], bright], 1).flatten(1) * 2.0)
+        return torch.cat(parts, 1)
+
+
+def build_teacher(cfg_learner) -> Teacher:
+    """Teacher from `cfg.learner`: vision_encoder, weights, vgg_layer, teacher_center (applied later by
+    the caller that fits the centre on training frames — see `wants_centering`)."""
+    kind = getattr(cfg_learner, "vision_encoder", "auto")
+    weights = getattr(cfg_learner, "weights", "imagenet")
+    weights = None if str(weights) == "none" else weights
+    vgg_layer = int(getattr(cfg_learner, "vgg_layer", 4))
+    seed = int(getattr(cfg_learner, "teacher_seed", 0))
+    note = ""
+    if kind == "auto":
+        if weights is not None and (str(weights) != "imagenet" or find_imagenet_weights("vgg16") is not None):
+            kind, note = "vgg16", "auto: using VGG-16 with ImageNet weights (paper setting)"
+        else:
+            fname, places = imagenet_candidates("vgg16")
+            why = "learner.weights = none" if weights is None else f"no {fname} in {places[0].parent}"
+            kind = AUTO_FALLBACK
+            note = (f"auto: {why}; using the weight-free '{AUTO_FALLBACK}' teacher (best weight-free teacher "
+                    f"by probe accuracy on synthetic data; see docs/learner.md)")
+    if kind == "vgg16":
+        t = VGG16Teacher(weights, vgg_layer)
+    elif kind == "resnet18":
+        t = ResNet18Teacher(weights)
+    elif kind == "random-cnn":
+        t = ResNet18Teacher(None, input_size=128, seed=seed, name=f"random-cnn[resnet18,seed={seed}]")
+    elif kind == "descriptor":
+        t = DescriptorTeacher()
+    elif kind == "tiny":
+        t = TinyTeacher(seed)
+    else:
+        raise ValueError(f"unknown vision encoder {kind!r}; expected one of {', '.join(TEACHERS)}")
+    t.announcement = note or f"teacher: {t.name}"
+    if note:
+        log.info(note)
+    return t
+
+
+def wants_centering(cfg_learner, teacher: Teacher) -> bool:
+    mode = str(getattr(cfg_learner, "teacher_center", "auto"))
+    if mode == "auto":
+        return teacher.name.split("[")[0] in ("random-cnn", "descriptor", "tiny")
+    return mode == "on"
