@@ -305,8 +305,7 @@ def replay_cruw(cfg, root: str, seq: str, *, rate: float = 1.0, as_fast: bool = 
                 for ep, m in msgs:
                     pub = pubs[ep]
                     m.stamp()  # host stamps now, as a live capture would
-                    m.seq, m.epoch = pub.seq, pub.epoch
-                    pub.seq += 1
+                    m.seq, m.epoch = pub.next_seq(m.kind), pub.epoch
                     pacer.send(ep, encode(m), t_dev)
             p += 1
             pacer.stats.passes = p

@@ -75,13 +75,15 @@ class Stage:
 
 class Supervisor:
     def __init__(self, stages: list[str], *, common_args: list[str], run_dir: str | Path, backoff_s: float = 1.0,
-                 stop_timeout_s: float = 5.0, control_endpoint: str | None = None, python: str = sys.executable):
+                 stop_timeout_s: float = 5.0, control_endpoint: str | None = None, python: str = sys.executable,
+                 extra_args: dict[str, list[str]] | None = None):
         self.run_dir = Path(run_dir)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.common, self.python = list(common_args), python
         self.first_backoff, self.stop_timeout = backoff_s, stop_timeout_s
-        self.stages = {n: Stage(n, STAGE_ARGV[n], backoff_s=backoff_s, log_path=self.run_dir / "logs" / f"{n}.log")
-                       for n in stages}
+        extra = extra_args or {}
+        self.stages = {n: Stage(n, STAGE_ARGV[n] + list(extra.get(n, [])), backoff_s=backoff_s,
+                                log_path=self.run_dir / "logs" / f"{n}.log") for n in stages}
         self.ctl = None
         if control_endpoint:
             try:

@@ -48,6 +48,12 @@ class RigConfig:
     stats_interval_s: float = opt(5.0, "Seconds between the one-line stats each daemon logs.", min=0.1)
     restart_backoff_s: float = opt(1.0, "First delay before restarting a crashed stage (doubles, capped at 30 s).", min=0)
     stop_timeout_s: float = opt(5.0, "On stop, how long a stage gets to exit after SIGTERM before it is killed.", min=0)
+    heldout_sequences: int = opt(16, "Sequences of the held-out `radvis synth` set the learner is evaluated on "
+                                 "(0 = no evaluation).", min=0)
+    heldout_frames: int = opt(60, "Frames per held-out sequence.", min=1)
+    eval_fractions: list = opt([1, 5, 10, 25, 50, 100], "Label fractions (%) of the rig's final evaluation.")
+    eval_seeds: int = opt(2, "Label subsets per fraction in the rig's final evaluation.", min=1)
+    verify_replay: bool = opt(True, "After the run, replay the recording through a fresh sync and check the pairs.")
 
 
 @dataclass
@@ -193,7 +199,7 @@ class LearnerConfig:
     radar_encoder: str = opt("resnet18", "Radar encoder.", choices=["vgg16", "resnet18", "tiny"])
     vision_encoder: str = opt("auto", "Frozen vision teacher: auto = vgg16 with ImageNet weights if present, "
                               "else the best weight-free teacher.",
-                              choices=["auto", "vgg16", "resnet18", "random-cnn", "descriptor", "tiny"])
+                              choices=["auto", "vgg16", "resnet18", "random-cnn", "descriptor", "fg-descriptor", "tiny"])
     weights: str = opt("imagenet", "Teacher weights: imagenet (torchvision cache in $TORCH_HOME), a local file path, or none.")
     feature_dim: int = opt(128, "Dimension of the embedding both encoders project into.", min=2)
     queue_size: int = opt(4096, "K: number of past image encodings kept as negatives.", min=1)
@@ -206,6 +212,9 @@ class LearnerConfig:
     epochs: int = opt(50, "Offline epochs.", min=1)
     seed: int = opt(0, "Training seed.")
     device: str = opt("auto", "auto = cuda if available else cpu.", choices=["auto", "cpu", "cuda"])
+    threads: int = opt(0, "CPU threads torch may use (0 = auto: all cores offline; half the cores online, where the "
+                       "capture stages share the machine and oversubscribed OpenMP threads spin instead of working).",
+                       min=0)
     vgg_layer: int = opt(4, "VGG-16 classifier slice giving the 4096-d features (paper: '4th layer'): 4 = fc7 "
                          "output before ReLU, 5 = after ReLU; 1/2 = fc6 before/after ReLU.", choices=[1, 2, 4, 5])
     teacher_center: str = opt("auto", "Subtract the mean training key before L2 normalisation (auto = on for "

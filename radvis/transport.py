@@ -127,7 +127,8 @@ class Publisher:
         (self.sock.bind if bind else self.sock.connect)(endpoint)
         self.endpoint = self.sock.last_endpoint.decode() if bind else endpoint
         self.epoch = random.getrandbits(62)  # lets subscribers tell a restart from a sequence gap
-        self.seq = 0
+        # one counter per kind: a subscriber that filters topics (pairs but not events) sees no false gaps
+        self.seqs: dict[str, int] = {}
         self.subscribers = 0
         self.stats = PubStats()
 
@@ -159,10 +160,15 @@ class Publisher:
         Returns False when the message was dropped at the high-water mark (counted)."""
         msg.stamp()
         if not keep_seq:
-            msg.seq, msg.epoch = self.seq, self.epoch
-            self.seq += 1
+            msg.seq, msg.epoch = self.next_seq(msg.kind), self.epoch
         frames = encode(msg)
         return self.send_frames(frames)
+
+    def next_seq(self, kind: str) -> int:
+        """Take the next sequence number of `kind` (for callers that encode messages themselves)."""
+        n = self.seqs.get(kind, 0)
+        self.seqs[kind] = n + 1
+        return n
 
     def send_frames(self, frames: list) -> bool:
         try:
@@ -190,7 +196,7 @@ class SubStats:
     lost: int = 0  # messages missing from sequence gaps, all publishers
     out_of_order: int = 0  # duplicates or messages older than the last seen
     restarts: int = 0  # publisher epochs that changed (publisher restarted)
-    per_source: dict = field(default_factory=dict)  # (source, epoch) -> {"last": seq, "lost": n, "epoch": e}
+    per_source: dict = field(default_factory=dict)  # (source, epoch, kind) -> {"last": seq, "lost": n, "epoch": e}
 
     def as_dict(self) -> dict:
         return {"received": self.received, "bytes": self.bytes, "rejected": dict(self.rejected),
@@ -214,11 +220,11 @@ class RateLimitedLog:
 
 
 class SeqTracker:
-    """Per-publisher sequence accounting. A publisher numbers every message it sends (whatever its
-    kind) within one random epoch, so gaps are tracked per (source, epoch); a source showing a new
+    """Per-publisher sequence accounting. A publisher numbers each kind of message it sends from 0
+    within one random epoch, so gaps are tracked per (source, epoch, kind); a source showing a new
     epoch is a restart, not a gap."""
 
-    MAX_TRACKED = 256  # publishers remembered; the oldest is forgotten (bounded memory under churn)
+    MAX_TRACKED = 256  # streams remembered; the oldest is forgotten (bounded memory under churn)
 
     def __init__(self, stats: SubStats):
         self.stats = stats
@@ -226,11 +232,11 @@ class SeqTracker:
 
     def update(self, msg: Message) -> int:
         """Returns the number of messages lost just before this one."""
-        key = (msg.source, msg.epoch)
+        key = (msg.source, msg.epoch, msg.kind)
         st = self.stats.per_source.get(key)
         if st is None:
             seen = self.epochs.setdefault(msg.source, set())
-            if seen:
+            if seen and msg.epoch not in seen:
                 self.stats.restarts += 1
             seen.add(msg.epoch)
             if len(self.stats.per_source) >= self.MAX_TRACKED:

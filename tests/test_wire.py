@@ -92,7 +92,7 @@ def test_sequence_gaps_are_counted_exactly(tmp_path):
         for i in range(20):
             m = sample("stats")
             if i in skipped:  # numbered but never sent: what a lossy link looks like
-                pub.seq += 1
+                pub.next_seq(m.kind)
                 continue
             pub.send(m)
         got = [sub.recv(timeout_ms=3000) for _ in range(20 - len(skipped))]
@@ -110,20 +110,28 @@ def test_sequence_gaps_are_counted_exactly(tmp_path):
         pub.close()
 
 
-def test_one_publisher_many_kinds_is_not_a_gap(tmp_path):
+def test_one_publisher_many_kinds_filtered_by_topic_is_not_a_gap(tmp_path):
+    """sync publishes pairs and drop events from one socket; a learner subscribed to pairs only must
+    not count the events it filtered out as lost pairs."""
     pub = Publisher(f"ipc://{tmp_path}/k.sock")
-    sub = Subscriber(pub.endpoint)
+    everything = Subscriber(pub.endpoint)
+    pairs_only = Subscriber(pub.endpoint, topics=["pair"])
     try:
-        assert pub.wait_for_subscribers(1, 5.0)
-        for i in range(12):
-            m = sample(["pair", "event", "stats"][i % 3])
+        assert pub.wait_for_subscribers(2, 5.0)
+        kinds = ["pair", "event", "pair", "stats", "event", "event", "pair"] * 3
+        for k in kinds:
+            m = sample(k)
             m.source = "sync0"
             pub.send(m)
-        got = [sub.recv(timeout_ms=3000) for _ in range(12)]
-        assert [m.seq for m in got] == list(range(12))
-        assert sub.stats.lost == 0 and sub.stats.restarts == 0 and sub.stats.out_of_order == 0
+        got = [everything.recv(timeout_ms=3000) for _ in kinds]
+        pairs = [pairs_only.recv(timeout_ms=3000) for _ in range(kinds.count("pair"))]
+        assert [m.seq for m in pairs] == list(range(kinds.count("pair")))
+        assert [m.kind for m in got] == kinds
+        for sub in (everything, pairs_only):
+            assert sub.stats.lost == 0 and sub.stats.restarts == 0 and sub.stats.out_of_order == 0
     finally:
-        sub.close()
+        everything.close()
+        pairs_only.close()
         pub.close()
 
 

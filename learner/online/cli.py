@@ -24,6 +24,13 @@ def _handler(args) -> int:
         if cfg.learner.online_offline_mix == 0:
             cfg.learner.online_offline_mix = 0.25
             log.info("--offline-data without learner.online_offline_mix: mixing 25%% offline pairs per batch")
+    import os
+
+    import torch
+    # the online learner shares the cores with capture, sync and record: with every core's worth of
+    # OpenMP threads, a tiny-encoder step took 16x longer on 2 cores (threads spin waiting for each other)
+    threads = cfg.learner.threads or max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(threads)
     from learner.online.trainer import OnlineLearner
     try:
         lrn = OnlineLearner(cfg, args.out, endpoint=args.endpoint, from_ckpt=args.from_ckpt, naive=args.naive,
