@@ -249,7 +249,7 @@ class GapCounter:
         self.out_of_order = {n: 0 for n in names}
 
     def update(self, name: str, msg: Message) -> int:
-        key = (name, msg.epoch)
+        key = (name, msg.epoch, msg.kind)  # publishers number each kind separately
         last = self.last.get(key)
         if last is not None and msg.seq <= last:
             self.out_of_order[name] += 1
@@ -377,7 +377,8 @@ def record_main(cfg, topics: list[str] | None = None, out: str | None = None, du
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())  # finish the loop iteration, then close the file cleanly
-    rec = Recorder(eps, out or rc.out, compression=rc.compression, chunk_bytes=rc.chunk_bytes,
+    out = out or rc.out or str(Path(cfg.rig.run_dir) / "session")
+    rec = Recorder(eps, out, compression=rc.compression, chunk_bytes=rc.chunk_bytes,
                    rotate_s=rc.rotate_s, rotate_mb=rc.rotate_mb, fsync_s=rc.fsync_s, prefix=rc.prefix,
                    hwm=cfg.transport.rcvhwm, limits=Limits.from_config(cfg.transport), curve=keys_from_config(cfg),
                    metadata={"rig": cfg.rig.name, "config": cfg.source, "topics": ",".join(names)})

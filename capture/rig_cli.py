@@ -65,7 +65,8 @@ def evaluate(cfg, learner_dir: Path, heldout: Path, common: list[str]) -> dict |
     argv = ["eval", "--run", str(learner_dir), "--data", str(heldout), "--checkpoint", "encoder.pt", "--json",
             "--fractions", ",".join(f"{f:g}" for f in cfg.rig.eval_fractions), "--seeds", str(cfg.rig.eval_seeds),
             "--no-finetune", "--out", str(learner_dir.parent / "eval")]
-    p = _radvis(common, *argv, stdout=subprocess.PIPE, text=True)
+    p = _radvis(common + ["--set", f"learner.supervised_epochs={cfg.rig.eval_supervised_epochs}"], *argv,
+                stdout=subprocess.PIPE, text=True)
     if p.returncode != 0:
         print(f"rig: radvis eval failed (rc {p.returncode})", flush=True)
         return None
@@ -202,8 +203,7 @@ def _rig(args) -> int:
     for s in getattr(args, "set", None) or []:
         common += ["--set", s]
     extra, heldout = {}, None
-    if "record" in stages:
-        extra["record"] = ["--out", str(run_dir / "session")]
+    session = Path(cfg.record.out or run_dir / "session")
     if "learner" in stages:
         extra["learner"] = ["--out", str(run_dir / "learner")]
         if cfg.rig.heldout_sequences and not args.no_eval:
@@ -226,7 +226,7 @@ def _rig(args) -> int:
     if "record" in stages and "sync" in stages and cfg.rig.verify_replay and not args.no_eval:
         print("rig: replaying the recorded session through sync", flush=True)
         try:
-            rep = verify_replay(cfg, run_dir / "session", common)
+            rep = verify_replay(cfg, session, common)
             print(f"replay: {rep['identical']}/{rep['live_pairs']} live pairs reproduced, {rep['only_live']} missing, "
                   f"{rep['only_replay']} extra -> {'same pairs' if rep['same_pairs'] else 'DIFFERENT pairs'}")
         except (OSError, ValueError) as e:

@@ -40,7 +40,7 @@ def opt(default, help: str, *, min=None, max=None, choices=None):
 class RigConfig:
     name: str = opt("radvis-rig", "Free-form name of this rig, written into every recording.")
     run_dir: str = opt("runs/rig", "Directory for this run's logs, metrics, checkpoints and report.")
-    duration_s: float = opt(300.0, "How long `radvis rig` runs before stopping cleanly (0 = until Ctrl-C).", min=0)
+    duration_s: float = opt(240.0, "How long `radvis rig` runs before stopping cleanly (0 = until Ctrl-C).", min=0)
     stages: list = opt(["radar", "camera", "sync", "record", "learner"],
                        "Stages `radvis rig` starts, each as its own process.",
                        choices=["radar", "camera", "sync", "record", "learner"])
@@ -48,9 +48,11 @@ class RigConfig:
     stats_interval_s: float = opt(5.0, "Seconds between the one-line stats each daemon logs.", min=0.1)
     restart_backoff_s: float = opt(1.0, "First delay before restarting a crashed stage (doubles, capped at 30 s).", min=0)
     stop_timeout_s: float = opt(5.0, "On stop, how long a stage gets to exit after SIGTERM before it is killed.", min=0)
-    heldout_sequences: int = opt(16, "Sequences of the held-out `radvis synth` set the learner is evaluated on "
+    heldout_sequences: int = opt(48, "Sequences of the held-out `radvis synth` set the learner is evaluated on "
                                  "(0 = no evaluation).", min=0)
-    heldout_frames: int = opt(60, "Frames per held-out sequence.", min=1)
+    heldout_frames: int = opt(40, "Frames per held-out sequence.", min=1)
+    eval_supervised_epochs: int = opt(5, "Epochs of the supervised baseline in the rig's final evaluation "
+                                      "(learner.supervised_epochs for `radvis eval`).", min=1)
     eval_fractions: list = opt([1, 5, 10, 25, 50, 100], "Label fractions (%) of the rig's final evaluation.")
     eval_seeds: int = opt(2, "Label subsets per fraction in the rig's final evaluation.", min=1)
     verify_replay: bool = opt(True, "After the run, replay the recording through a fresh sync and check the pairs.")
@@ -79,10 +81,11 @@ class TransportConfig:
 @dataclass
 class RadarConfig:
     source: str = opt("radar0", "Source id written into every radar message.")
-    mode: str = opt("uart", "Radar data path: UART TLV stream from the demo firmware, or raw ADC via DCA1000.",
+    mode: str = opt("dca1000", "Radar data path: UART TLV stream from the demo firmware, or raw ADC via DCA1000.",
                     choices=["uart", "dca1000"])
     emulated: bool = opt(True, "Use the emulated TI device (pty + loopback UDP) instead of hardware.")
-    cfg: str = opt("drivers/ti/cfgs/radvis_iwr1843.cfg", "TI chirp configuration (.cfg) sent over the CLI port.")
+    cfg: str = opt("drivers/ti/cfgs/radvis_iwr1843_dca.cfg", "TI chirp configuration (.cfg) sent over the CLI port "
+                   "(radvis_iwr1843.cfg for UART mode: the same chirp without LVDS raw-ADC streaming).")
     cli_port: str = opt("", "pyserial URL of the CLI port (e.g. /dev/ttyACM0, socket://host:port); empty = emulator's pty.")
     data_port: str = opt("", "pyserial URL of the data port (e.g. /dev/ttyACM1); empty = emulator's pty.")
     cli_baud: int = opt(115200, "CLI port baud rate.", min=1)
@@ -91,7 +94,7 @@ class RadarConfig:
     dca_board: str = opt("127.0.0.1", "DCA1000 board address (192.168.33.180 on hardware).")
     dca_config_port: int = opt(4096, "DCA1000 configuration UDP port.", min=1, max=65535)
     dca_data_port: int = opt(4098, "DCA1000 raw-ADC UDP port.", min=1, max=65535)
-    ra_chirp: int = opt(-1, "dca1000 mode: -1 = frame range-azimuth map (Doppler-integrated); i >= 0 = the CRUW-style "
+    ra_chirp: int = opt(0, "dca1000 mode: -1 = frame range-azimuth map (Doppler-integrated); i >= 0 = the CRUW-style "
                         "map of chirp (loop) i alone, as in the CRUW dataset and `radvis synth`.", min=-1)
     iq_order: str = opt("auto", "I/Q order of raw ADC: Q-first for SDK demo LVDS streaming, I-first for mmWave Studio.",
                         choices=["auto", "iq", "qi"])
@@ -184,7 +187,7 @@ class SyncConfig:
 @dataclass
 class RecordConfig:
     enabled: bool = opt(True, "Record the session when the rig runs.")
-    out: str = opt("runs/rig/session", "Directory for MCAP segments.")
+    out: str = opt("", "Directory for MCAP segments (empty = <rig.run_dir>/session).")
     topics: list = opt(["radar", "camera", "pairs"], "Endpoints (by name in [endpoints]) to record.")
     compression: str = opt("zstd", "MCAP chunk compression.", choices=["zstd", "lz4", "none"])
     chunk_bytes: int = opt(1024 * 1024, "MCAP chunk size; at most this much is lost on a crash.", min=0)
@@ -196,7 +199,8 @@ class RecordConfig:
 
 @dataclass
 class LearnerConfig:
-    radar_encoder: str = opt("resnet18", "Radar encoder.", choices=["vgg16", "resnet18", "tiny"])
+    radar_encoder: str = opt("tiny", "Radar encoder: tiny (CPU, the default rig), resnet18 (CPU/GPU), vgg16 "
+                             "(paper-faithful, GPU).", choices=["vgg16", "resnet18", "tiny"])
     vision_encoder: str = opt("auto", "Frozen vision teacher: auto = vgg16 with ImageNet weights if present, "
                               "else the best weight-free teacher.",
                               choices=["auto", "vgg16", "resnet18", "random-cnn", "descriptor", "fg-descriptor", "tiny"])

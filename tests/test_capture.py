@@ -264,6 +264,7 @@ def test_emulated_radar_stall_leads_to_reopen_not_exit(tmp_path):
     pytest.importorskip("drivers.ti.radar")
     pytest.importorskip("drivers.sim.ti_device")
     sets = ipc_sets(tmp_path) + ["--set", "rig.stats_interval_s=0.3", "--set", "capture.reconnect_backoff_s=0.05",
+                                 "--set", "radar.mode='uart'", "--set", "radar.cfg='drivers/ti/cfgs/radvis_iwr1843.cfg'",
                                  "--set", "radar.faults={stall_every=25, stall_s=2.0}",
                                  "--set", "radar.data_timeout_s=0.5"]
     sub = Subscriber(f"ipc://{tmp_path}/radar.sock")

@@ -66,7 +66,8 @@ def test_record_stores_exact_wire_messages_and_counts_gaps(tmp_path):
     try:
         for k in range(12):
             if k == 6:
-                pubs["radar"].seq += 3  # three radar messages "lost" upstream: the recorder must say so
+                for _ in range(3):  # three radar messages "lost" upstream: the recorder must say so
+                    pubs["radar"].next_seq("radar")
             sent["radar"].append(_send(pubs["radar"], _radar(k)))
             sent["camera"].append(_send(pubs["camera"], _camera(k)))
             time.sleep(0.01)
@@ -182,11 +183,11 @@ def test_recover_unchunked_truncated_mid_message(tmp_path):
     assert got == datas[:4] and info["messages"] == 4
 
 
-def test_gap_counter_follows_one_publisher_counter_across_kinds():
+def test_gap_counter_follows_each_kinds_counter():
     from capture.record import GapCounter
     g = GapCounter(["pairs"])
-    # a synchroniser numbers pairs and drop events with one counter: 0 pair, 1 event, 2 pair, then 5 (3, 4 lost)
-    for seq, kind in [(0, "pair"), (1, "event"), (2, "pair"), (5, "pair"), (5, "pair")]:
+    # a synchroniser numbers pairs and drop events separately: pairs 0, 1, 4 (2, 3 lost), events 0, 1
+    for seq, kind in [(0, "pair"), (0, "event"), (1, "pair"), (1, "event"), (4, "pair"), (4, "pair")]:
         g.update("pairs", Message(kind=kind, source="sync", seq=seq, epoch=11))
     g.update("pairs", Message(kind="pair", source="sync", seq=0, epoch=12))  # publisher restarted: no gap
     assert g.lost == {"pairs": 2} and g.out_of_order == {"pairs": 1}
