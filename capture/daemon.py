@@ -12,6 +12,7 @@ a device error and lead to a reopen after `reconnect_backoff_s` (doubling up to 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import signal
 import threading
@@ -99,11 +100,18 @@ class CaptureStats:
     bad_frames: int = 0  # frames that could not be turned into a message (skipped)
     lag_ms: float = 0.0  # host arrival -> published, exponential average
     last_error: str = ""
+    device: dict | None = None  # the open driver's own counters (parser rejects, lost bytes, ...)
+    emulator: dict | None = None  # what an emulated device says it did (injected faults), for exact checks
 
     def as_dict(self) -> dict:
-        return {"frames": self.frames, "sent": self.sent, "bytes": self.bytes, "dropped": self.dropped,
-                "device_errors": self.device_errors, "reconnects": self.reconnects,
-                "bad_frames": self.bad_frames, "lag_ms": round(self.lag_ms, 3), "last_error": self.last_error}
+        d = {"frames": self.frames, "sent": self.sent, "bytes": self.bytes, "dropped": self.dropped,
+             "device_errors": self.device_errors, "reconnects": self.reconnects,
+             "bad_frames": self.bad_frames, "lag_ms": round(self.lag_ms, 3), "last_error": self.last_error}
+        if self.device is not None:
+            d["device"] = self.device
+        if self.emulator is not None:
+            d["emulator"] = self.emulator
+        return d
 
 
 def _sleep(stop: threading.Event, seconds: float) -> None:
@@ -123,8 +131,12 @@ def run_capture(kind: str, open_source: Callable[[], object], to_message: Callab
     had_error = False
     stage = stage or kind
 
+    live = {"src": None}
+
     def report(force: bool = False) -> None:
         st.dropped = pub.stats.dropped_hwm
+        if (force or (stats_line is not None and stats_line.due())) and live["src"] is not None:
+            st.device, st.emulator = _device_stats(live["src"])
         d = st.as_dict()
         line = stats_line.tick(d, force=force) if stats_line else None
         if line is not None and stats_pub is not None:
@@ -136,6 +148,7 @@ def run_capture(kind: str, open_source: Callable[[], object], to_message: Callab
             src = None
             try:
                 src = open_source()
+                live["src"] = src
                 if had_error:
                     st.reconnects += 1
                     log.info("%s: device reopened after %d error(s)", kind, st.device_errors)
@@ -168,8 +181,10 @@ def run_capture(kind: str, open_source: Callable[[], object], to_message: Callab
                 had_error = True
                 log.warning("%s: device error (%s); reopening in %.2f s", kind, st.last_error, backoff)
                 if src is not None:
+                    st.device, st.emulator = _device_stats(src)
                     _close(src)
                     src = None
+                    live["src"] = None
                 report()
                 _sleep(stop, backoff)
                 backoff = min(max(backoff * 2, 0.01), backoff_max_s)
@@ -180,6 +195,26 @@ def run_capture(kind: str, open_source: Callable[[], object], to_message: Callab
         log.info("%s: shutting down", kind)
     report(force=True)
     return st
+
+
+def _device_stats(src) -> tuple[dict | None, dict | None]:
+    """JSON-safe copies of a driver's counters and, for emulated devices, the emulator's fault counts."""
+    def plain(d):
+        return json.loads(json.dumps(d, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+    try:
+        dev = getattr(src, "stats", None)
+        dev = plain(dev if isinstance(dev, dict) else vars(dev)) if dev is not None else None
+        emu = getattr(src, "emulator", None)
+        counts = getattr(emu, "counts", None)
+        out = plain(dict(counts)) if counts is not None else None
+        dca = getattr(getattr(src, "capture", None), "emulator", None)  # raw mode: faults act on the UDP stream
+        if dca is not None and hasattr(dca, "stats"):
+            d = dca.stats.to_dict() if hasattr(dca.stats, "to_dict") else vars(dca.stats)
+            out = (out or {}) | {"dca": plain({k: len(v) if isinstance(v, list) else v for k, v in d.items()})}
+        return dev, out
+    except Exception as e:  # counters are diagnostics: never let them break capture
+        log.debug("device stats failed: %r", e)
+        return None, None
 
 
 def _close(src) -> None:

@@ -1,0 +1,329 @@
+"""Fault-injection suite: real processes on ipc:// sockets, the faults a real rig meets, and for each one
+what the counters say — plus a check that nothing else was lost.
+
+(Camera unplug/replug and a radar that stops streaming are in test_capture.py; recorder kill -9 +
+recover in test_record.py; CURVE in test_wire.py.)
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from radvis.transport import Publisher, Subscriber
+from radvis.wire import Limits, Message, encode
+
+from .conftest import REPO
+
+UART_CFG = "drivers/ti/cfgs/radvis_iwr1843.cfg"
+
+
+def endpoints(tmp: Path) -> list[str]:
+    out = []
+    for name in ("radar", "camera", "pairs", "control"):
+        out += ["--set", f"endpoints.{name}='ipc://{tmp}/{name}.sock'"]
+    return out + ["--set", "rig.stats_interval_s=0.5", "--set", "transport.slow_joiner_s=1.0"]
+
+
+def start(tmp: Path, name: str, args: list[str]) -> subprocess.Popen:
+    """A `radvis` process logging to tmp/NAME.log (files, not pipes: a chatty daemon never blocks)."""
+    log = open(tmp / f"{name}.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "radvis", *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+
+
+def stop(p: subprocess.Popen, timeout: float = 20) -> int:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        return p.wait()
+
+
+def last_stats(tmp: Path, name: str) -> dict:
+    """The last `stats {...}` line a daemon logged (it logs a final one on exit)."""
+    lines = [l for l in (tmp / f"{name}.log").read_text().splitlines() if " stats {" in l]
+    assert lines, f"{name} logged no stats:\n" + (tmp / f"{name}.log").read_text()[-2000:]
+    return json.loads(lines[-1].split(" stats ", 1)[1])
+
+
+def final_json(tmp: Path, name: str) -> dict:
+    lines = [l for l in (tmp / f"{name}.log").read_text().splitlines() if l.startswith("{")]
+    assert lines, (tmp / f"{name}.log").read_text()[-2000:]
+    return json.loads(lines[-1])
+
+
+def drain(sub: Subscriber, until, timeout_s: float) -> list[Message]:
+    got, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not until(got):
+        m = sub.recv(100)
+        if m is not None:
+            got.append(m)
+    return got
+
+
+# ---------------------------------------------------------------------------------------------
+# Device faults
+# ---------------------------------------------------------------------------------------------
+
+def test_corrupt_uart_bytes_are_skipped_and_counted(tmp_path):
+    """Corrupted magic words: those frames are lost, nothing else; the parser's gap count, the emulator's
+    corruption count and the frames that reached a subscriber all agree."""
+    args = endpoints(tmp_path) + ["--set", "radar.mode='uart'", "--set", f"radar.cfg='{UART_CFG}'",
+                                  "--set", "radar.faults={corrupt_every=4, corrupt_region='magic', seed=3}"]
+    sub = Subscriber(f"ipc://{tmp_path}/radar.sock")
+    p = start(tmp_path, "radar", ["capture", "radar", *args])
+    try:
+        got = drain(sub, lambda g: len(g) >= 24, 60)
+    finally:
+        assert stop(p) == 0
+    st = last_stats(tmp_path, "radar")
+    dev, emu = st["device"], st["emulator"]
+    fns = [m.meta["frame_number"] for m in got]
+    missing = sorted(set(range(fns[0], fns[-1] + 1)) - set(fns))
+    assert len(got) >= 24 and fns == sorted(fns)
+    assert missing, "some frames must have been corrupted"
+    # every frame missing in the middle of the stream was one the emulator corrupted, and counted lost
+    assert dev["lost"] >= len(missing) and emu["corrupted"] >= dev["lost"]
+    assert emu["corrupted"] - dev["lost"] <= 1  # at most the last corrupted frame had no successor yet
+    assert dev["bytes_skipped"] > 0 and st["device_errors"] == 0 and st["reconnects"] == 0
+    assert st["sent"] >= len(got) and sub.stats.lost == 0  # nothing lost between capture and subscriber
+
+
+def test_dca1000_loss_duplicates_reorder_are_counted_exactly(tmp_path):
+    """Raw ADC over UDP with lost, duplicated and reordered packets: lost bytes are zero-filled and
+    counted per frame, the sum over published frames equals the receiver's count, and the receiver's
+    count equals what the emulated board dropped (except drops in the frame still open at shutdown)."""
+    args = endpoints(tmp_path) + ["--set", "radar.faults={drop_every=97, duplicate_every=61, reorder_every=53}"]
+    sub = Subscriber(f"ipc://{tmp_path}/radar.sock")
+    p = start(tmp_path, "radar", ["capture", "radar", *args])
+    try:
+        got = drain(sub, lambda g: len(g) >= 20, 60)
+    finally:
+        assert stop(p) == 0
+    st = last_stats(tmp_path, "radar")
+    dev, dca = st["device"], st["emulator"]["dca"]
+    assert len(got) >= 20 and sub.stats.lost == 0
+    lost = [m.meta["lost_bytes"] for m in got]
+    assert all((lb == 0) == m.meta["complete"] for lb, m in zip(lost, got))
+    assert sum(1 for lb in lost if lb) >= 10, "drops every 97 packets hit most frames"
+    # what the capture daemon published is what the receiver counted (frames it emitted after we stopped
+    # listening are in the device count too, so >=)
+    assert dev["lost_bytes"] >= sum(lost) > 0
+    frame_bytes = 262144
+    assert 0 <= dca["dropped_bytes"] - dev["lost_bytes"] <= frame_bytes
+    assert dca["duplicated"] - dev["duplicates"] <= frame_bytes // 1456 + 1 and dev["duplicates"] > 0
+    assert dev["reordered"] > 0 and dev["malformed"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Rogue publisher: malformed and oversized messages to every subscriber
+# ---------------------------------------------------------------------------------------------
+
+def _good(kind: str, i: int) -> list:
+    if kind == "radar":
+        m = Message(kind="radar", source="radar0", buffers={"ra": np.full((128, 128, 2), i, np.float32)},
+                    meta={"frame_number": i + 1, "frame_period_ms": 100.0}, t_device_ns=(i + 1) * 100_000_000)
+    else:
+        m = Message(kind="camera", source="camera0", buffers={"image": np.full((24, 32, 3), i % 255, np.uint8)},
+                    meta={"frame_number": i, "width": 32, "height": 24, "encoding": "raw"},
+                    t_device_ns=i * 33_333_333)
+    return m
+
+
+BAD = [[b"radar"], [b"radar", b"not json"], [b"radar", b'{"v": 9}'],
+       [b"radar", json.dumps({"v": 1, "kind": "radar", "source": "x", "seq": 0, "epoch": 1,
+                              "t": {"mono_ns": 1, "wall_ns": 1, "device_ns": None}, "meta": {},
+                              "buffers": [{"name": "ra", "dtype": "|O", "shape": [1], "nbytes": 8}]}).encode(), b"\0" * 8],
+       [b"radar", json.dumps({"v": 1, "kind": "radar", "source": "x", "seq": 0, "epoch": 1,
+                              "t": {"mono_ns": 1, "wall_ns": 1, "device_ns": None}, "meta": {},
+                              "buffers": [{"name": "ra", "dtype": "<f4", "shape": [10 ** 9], "nbytes": 4 * 10 ** 9}]}).encode(),
+        b"\0" * 16]]
+
+
+def test_rogue_publisher_cannot_crash_sync_or_recorder(tmp_path):
+    """A rogue publisher sits where the capture daemons should be and sends malformed messages and an
+    oversized one between good frames: sync and the recorder drop and count every malformed one, keep
+    running, and still pair/record the good frames."""
+    args = endpoints(tmp_path) + ["--set", "transport.max_message_bytes=1048576"]
+    ctx = zmq.Context()
+    pubs = {k: Publisher(f"ipc://{tmp_path}/{k}.sock", ctx=ctx) for k in ("radar", "camera")}
+    sync = start(tmp_path, "sync", ["sync", *args])
+    rec = start(tmp_path, "record", ["record", "--topics", "radar", "camera", "--out", str(tmp_path / "session"), *args])
+    pairs = Subscriber(f"ipc://{tmp_path}/pairs.sock", topics=["pair"])
+    try:
+        for p in pubs.values():
+            assert p.wait_for_subscribers(2, 20), "sync and record did not subscribe"
+        t0 = time.monotonic_ns()
+        n_bad = 0
+        for i in range(30):
+            for j in range(3):  # camera at 3x the radar rate
+                m = _good("camera", 3 * i + j)
+                m.t_mono_ns = t0 + (3 * i + j) * 33_333_333
+                pubs["camera"].send(m)
+            m = _good("radar", i)
+            m.t_mono_ns = t0 + i * 100_000_000 + 1_000_000
+            pubs["radar"].send(m)
+            if i % 5 == 2:
+                for bad in BAD:
+                    pubs["radar"].send_frames(bad)
+                    n_bad += 1
+            time.sleep(0.02)
+        got = drain(pairs, lambda g: len(g) >= 25, 30)
+        # last: an oversized frame (libzmq cuts that connection off before allocating it)
+        pubs["camera"].send_frames([b"camera", b"{}", b"\0" * (2 << 20)])
+        time.sleep(1.0)
+        assert sync.poll() is None and rec.poll() is None, "a daemon died on bad input"
+    finally:
+        rc_sync, rc_rec = stop(sync), stop(rec)
+        pairs.close()
+        for p in pubs.values():
+            p.close()
+        ctx.term()
+    assert rc_sync == 0 and rc_rec == 0
+    st = last_stats(tmp_path, "sync")
+    assert sum(st["sub"]["rejected"].values()) == n_bad == 6 * len(BAD)
+    assert st["sub"]["received"] == 30 * 4
+    assert len(got) >= 25 and st["pairs"] >= 25
+    r = final_json(tmp_path, "record")
+    assert r["rejected"] == n_bad and r["written"] == 30 * 4, r
+
+
+# ---------------------------------------------------------------------------------------------
+# A slow learner: every pair is trained on, dropped with a counted reason, or recorded
+# ---------------------------------------------------------------------------------------------
+
+def _pair(i: int, t0: int) -> Message:
+    rng = np.random.default_rng(i)
+    t = t0 + i * 10_000_000
+    rh = {"kind": "radar", "source": "radar0", "seq": i, "epoch": 1, "t": {"mono_ns": t, "wall_ns": t, "device_ns": t},
+          "meta": {"frame_number": i + 1, "truth": {"label": ["empty", "pedestrian", "cyclist", "car"][i // 50 % 4],
+                                                     "scene_id": i // 50}}}
+    ch = {"kind": "camera", "source": "camera0", "seq": i, "epoch": 2, "t": {"mono_ns": t, "wall_ns": t, "device_ns": t},
+          "meta": {"width": 32, "height": 24, "encoding": "raw"}}
+    return Message(kind="pair", source="sync0", meta={"radar": rh, "camera": ch, "skew_ns": 0, "t_pair_ns": t},
+                   buffers={"radar.ra": rng.standard_normal((128, 128, 2)).astype(np.float32),
+                            "camera.image": rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)})
+
+
+def test_slow_learner_loses_nothing_silently(tmp_path):
+    """Pairs arrive faster than a ResNet-18 learner on 2 cores can train: its receiver queue overflows.
+    Every pair sync published is accounted for: trained-on/buffered (kept), skipped as a duplicate,
+    held out, or dropped with a counted reason — and the recorder has every one of them."""
+    n = 240
+    args = endpoints(tmp_path) + [
+        "--set", "learner.radar_encoder='resnet18'", "--set", "learner.online_rx_queue=4",
+        "--set", "learner.online_center_pairs=8", "--set", "learner.online_min_fill=8",
+        "--set", "learner.online_dedup_threshold=1.0", "--set", "learner.online_live_eval_fraction=0.0",
+        "--set", "learner.vision_encoder='descriptor'", "--set", "learner.threads=1"]
+    ctx = zmq.Context()
+    pub = Publisher(f"ipc://{tmp_path}/pairs.sock", ctx=ctx)
+    lrn = start(tmp_path, "learner", ["learn", "online", "--out", str(tmp_path / "run"), *args])
+    rec = start(tmp_path, "record", ["record", "--topics", "pairs", "--out", str(tmp_path / "session"), *args])
+    try:
+        assert pub.wait_for_subscribers(2, 60), (tmp_path / "learner.log").read_text()[-3000:]
+        t0 = time.monotonic_ns()
+        for i in range(n):
+            pub.send(_pair(i, t0))
+            time.sleep(0.01)  # 100 pairs/s: ten times the rig's rate
+        time.sleep(2.0)
+        assert lrn.poll() is None and rec.poll() is None
+    finally:
+        rc_l, rc_r = stop(lrn, 60), stop(rec)
+        pub.close()
+        ctx.term()
+    assert rc_l == 0 and rc_r == 0
+    m = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    last = m[-1]
+    reasons = last["dropped_by_reason"]
+    assert reasons.get("queue_full", 0) > 0, f"the learner was not slow enough to overflow: {last}"
+    accounted = last["kept"] + last["duplicates_skipped"] + last["heldout"] + last["dropped"]
+    assert accounted == n, f"{accounted} of {n} pairs accounted for: {last}"
+    assert last["dropped"] == sum(reasons.values())
+    assert last["step"] > 0
+    r = final_json(tmp_path, "record")
+    assert r["written"] == n and r["lost"] == 0, r
+
+
+# ---------------------------------------------------------------------------------------------
+# kill -9 of each stage in turn, under the rig supervisor
+# ---------------------------------------------------------------------------------------------
+
+def _status(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "status.json").read_text())["stages"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _wait(pred, timeout_s: float, what: str, log: Path | None = None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{log.read_text()[-3000:]}" if log else ""))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_kill9_each_stage_in_turn_the_rig_recovers(tmp_path):
+    """The real rig (emulated radar via DCA1000, emulated RealSense, sync, recorder, online learner):
+    SIGKILL each stage in turn; the supervisor restarts exactly that stage, the learner resumes from its
+    checkpoint, every killed recording segment is salvageable, and Ctrl-C leaves no process behind."""
+    run_dir = tmp_path / "run"
+    args = endpoints(tmp_path) + ["--set", f"rig.run_dir='{run_dir}'", "--set", "rig.restart_backoff_s=0.2",
+                                  "--set", "learner.online_ckpt_every_s=2.0", "--set", "learner.online_center_pairs=16",
+                                  "--set", "learner.online_min_fill=16", "--set", "learner.threads=1"]
+    rig = start(tmp_path, "rig", ["rig", "--no-eval", "--duration", "0", *args])
+    learner_log = run_dir / "logs" / "learner.log"
+    try:
+        _wait(lambda: (run_dir / "learner" / "ckpt.pt").exists(), 120, "the learner's first checkpoint", learner_log)
+        killed = []
+        for name in ("radar", "camera", "sync", "record", "learner"):
+            pid = _status(run_dir)[name]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(name)
+            st = _wait(lambda: (s := _status(run_dir)) and s[name]["restarts"] == 1 and s[name]["state"] == "running"
+                       and s[name]["pid"] != pid and s, 60, f"{name} restarted", tmp_path / "rig.log")
+            assert {n: v["restarts"] for n, v in st.items()} == {n: int(n in killed) for n in st}  # only that one
+        # data flows again end to end after every stage was killed once: the learner receives new pairs
+        _wait(lambda: "resumed from" in learner_log.read_text(), 60,
+              "the learner to resume from its checkpoint", learner_log)
+        pids = [p for v in _status(run_dir).values() for p in v["pids"]]
+        rig.send_signal(signal.SIGINT)
+        assert rig.wait(60) == 0
+    finally:
+        if rig.poll() is None:
+            os.killpg(rig.pid, signal.SIGKILL)
+            rig.wait()
+    assert not [p for p in pids if _alive(p)], "orphan stage processes"
+    final = _status(run_dir)
+    assert all(v["restarts"] == 1 and v["state"] == "stopped" for v in final.values()), final
+    # the recorder killed mid-write left an unfinished segment; every complete message in it is readable
+    from capture.record import ScanResult, scan, segments
+    segs = segments(run_dir / "session")
+    assert len(segs) >= 2
+    res = ScanResult()
+    n = sum(1 for _ in scan(segs[0], res))
+    assert n > 0 and not res.complete  # killed: no footer, yet its messages are salvaged
