@@ -4,7 +4,8 @@ or runs the vision network again (Radical does the same with precomputed CLIP fe
 
 On disk (one folder per teacher):  keys.f16  (rows of `dim` float16, L2-normalised, uncentred)
                                     index.json  {"teacher", "dim", "frames": [key, ...]}  (row order)
-Rows are appended, then the index is replaced atomically, so an interrupted build loses nothing it
+A teacher that subtracts the static scene (`fg-descriptor`) gets each frame's sequence background (the
+per-sequence median image) with it. Rows are appended, then the index is replaced atomically, so an interrupted build loses nothing it
 finished and never leaves an index pointing at rows that are not on disk.
 """
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from learner.teachers import takes_background
 
 
 def cache_dir_for(base: str | Path, teacher) -> Path:
@@ -71,6 +74,24 @@ class KeyCache:
         return np.asarray(self.memmap()[rows])
 
 
+def teacher_inputs(frames, idx, teacher) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decoded images of frames[idx] and, for a teacher that subtracts the static scene, each frame's
+    sequence background (the per-sequence median image, `CRUWFrames.background`), cropped alike."""
+    images = frames.images(idx, min_side=teacher.input_size)
+    if not takes_background(teacher):
+        return images, None
+    bg = frames.backgrounds(idx, min_side=teacher.input_size)
+    h, w = min(images.shape[1], bg.shape[1]), min(images.shape[2], bg.shape[2])
+    return images[:, :h, :w], bg[:, :h, :w]
+
+
+@torch.no_grad()
+def embed_frames(frames, idx, teacher) -> torch.Tensor:
+    """Uncentred keys of frames[idx] (the one place offline code runs a teacher on dataset frames)."""
+    images, bg = teacher_inputs(frames, idx, teacher)
+    return teacher.embed_uncentered(images, bg) if bg is not None else teacher.embed_uncentered(images)
+
+
 @torch.no_grad()
 def build_key_cache(frames, indices, teacher, directory: str | Path, batch: int = 32, progress: bool = True) -> np.ndarray:
     """Keys (float16, uncentred) for frames[indices], computing only those not cached yet."""
@@ -80,7 +101,7 @@ def build_key_cache(frames, indices, teacher, directory: str | Path, batch: int 
     bar = tqdm(total=len(todo), desc=f"teacher cache ({teacher.name})", unit="img", disable=not progress or not todo)
     for s in range(0, len(todo), batch):
         chunk = [int(indices[j]) for j in todo[s:s + batch]]
-        k = teacher.embed_uncentered(frames.images(chunk, min_side=teacher.input_size))
+        k = embed_frames(frames, chunk, teacher)
         cache.append([frames.key(i) for i in chunk], k.cpu().numpy())
         bar.update(len(chunk))
     bar.close()

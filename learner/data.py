@@ -137,6 +137,7 @@ class CRUWFrames:
         self.chirp = chirp
         self.clutter_removal = clutter_removal
         self._static: dict[int, np.ndarray] = {}
+        self._background: dict[tuple[int, int], np.ndarray] = {}
         self.fps = _read_fps(self.root)
         self.seq = np.concatenate([np.full(len(s.frame_ids), i, np.int64) for i, s in enumerate(self.sequences)])
         self.frame = np.concatenate([s.frame_ids for s in self.sequences])
@@ -215,6 +216,25 @@ class CRUWFrames:
         h = min(im.shape[0] for im in ims)
         w = min(im.shape[1] for im in ims)
         return np.stack([im[:h, :w] for im in ims])
+
+    def background(self, si: int, min_side: int = 0, max_frames: int = 64) -> np.ndarray:
+        """Camera background of sequence `si` (uint8 H,W,3): the per-pixel median of its frames (up to
+        `max_frames`, evenly spaced; the rig camera is fixed), for teachers that describe the foreground.
+        The camera-side twin of `static_clutter`; label-free."""
+        from learner.teachers import median_background
+        if (si, min_side) not in self._background:
+            idx = np.flatnonzero(self.seq == si)
+            if len(idx) > max_frames:
+                idx = idx[np.linspace(0, len(idx) - 1, max_frames).round().astype(int)]
+            self._background[(si, min_side)] = median_background(self.images(idx, min_side), max_frames)
+        return self._background[(si, min_side)]
+
+    def backgrounds(self, idx, min_side: int = 0) -> np.ndarray:
+        """One background per frame of `idx` (N,H,W,3), cropped like `images(idx, min_side)`."""
+        bgs = [self.background(int(self.seq[i]), min_side) for i in idx]
+        h = min(b.shape[0] for b in bgs)
+        w = min(b.shape[1] for b in bgs)
+        return np.stack([b[:h, :w] for b in bgs])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,6 +9,12 @@ classifier would otherwise make keys random). Options (config `learner.vision_en
 - `random-cnn`: a seeded random-init ResNet-18 at 128x128 — needs no weights.
 - `descriptor`: training-free gradient-orientation histograms (HOG-like, two cell scales) plus a coarse
   colour layout — needs no weights and no network.
+- `fg-descriptor`: the same kind of descriptor on the *foreground* only: the camera is fixed on the rig, so
+  the static scene is removed by background subtraction (a per-pixel median of the stream's frames,
+  `median_background`; offline one per sequence, online a running `Background` per stream) and the key
+  describes what moves: foreground-gated gradient-orientation histograms, a position-free shape histogram,
+  the foreground mask layout and its extent. Without it every key is a fingerprint of the place and the
+  radar learns "which place", not "which object" (docs/learner.md).
 - `tiny`: a small random CNN for tests.
 - `auto`: VGG-16 + ImageNet when the weights file is present, else `AUTO_FALLBACK` (the weight-free teacher
   that probed best on synthetic data, see docs/learner.md), announced in `teacher.announcement`.
@@ -32,9 +38,9 @@ from learner.models import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("radvis.learner")
 
-TEACHERS = ("auto", "vgg16", "resnet18", "random-cnn", "descriptor", "tiny")
-WEIGHT_FREE = ("random-cnn", "descriptor", "tiny")
-AUTO_FALLBACK = "descriptor"   # best weight-free teacher by probe accuracy on synth data (docs/learner.md)
+TEACHERS = ("auto", "vgg16", "resnet18", "random-cnn", "descriptor", "fg-descriptor", "tiny")
+WEIGHT_FREE = ("random-cnn", "descriptor", "fg-descriptor", "tiny")
+AUTO_FALLBACK = "fg-descriptor"   # best weight-free teacher by probe accuracy on synth data (docs/learner.md)
 
 _TV_WEIGHTS = {"vgg16": "VGG16_Weights", "resnet18": "ResNet18_Weights"}
 _SIZES = {"vgg16": "528 MB", "resnet18": "45 MB"}
@@ -119,10 +125,69 @@ def mean_pairwise_cosine(keys: torch.Tensor) -> float:
     return float(((s @ s) - n) / (n * (n - 1)))
 
 
+def median_background(images, max_frames: int = 64) -> np.ndarray:
+    """Background of a fixed camera: the per-pixel median of its frames, uint8 (H, W, 3) from uint8
+    (N, H, W, 3). Objects that move are in any one pixel for a minority of the frames, so the median keeps
+    only the static scene (walls, poles, road, sky). At most `max_frames` evenly spaced frames are used."""
+    a = np.asarray(images)
+    if a.ndim != 4 or a.shape[-1] != 3 or len(a) == 0:
+        raise ValueError(f"median_background needs (N,H,W,3) images with N >= 1, got shape {a.shape}")
+    if len(a) > max_frames:
+        a = a[np.linspace(0, len(a) - 1, max_frames).round().astype(int)]
+    return np.median(a, axis=0).round().astype(np.uint8)
+
+
+class Background:
+    """Running background of one camera stream (online): `median_background` over the last `window`
+    frames, taking every `every`-th frame offered (30 frames x every 2 = 2 s at 30 fps). Offline the whole
+    sequence's median is used instead — the same function over a longer window. Once the window is full
+    the median (~25 ms for 30 frames of 128x96 on one core) is recomputed every `refresh` new frames only:
+    the static scene changes slowly. A change of image size starts over. Until `min_frames` frames are
+    in, `ready` is False (the median of 1-2 frames is the frame itself, i.e. no foreground)."""
+
+    def __init__(self, window: int = 30, every: int = 2, refresh: int = 5, min_frames: int = 5):
+        self.window, self.every, self.refresh = int(window), max(1, int(every)), max(1, int(refresh))
+        self.min_frames = int(min_frames)
+        self.frames: list[np.ndarray] = []
+        self.seen = 0
+        self.stale = 0            # frames added since the median was last computed
+        self.n_at_median = 0      # window fill when it was
+        self.image: np.ndarray | None = None
+
+    @property
+    def ready(self) -> bool:
+        return len(self.frames) >= self.min_frames
+
+    def update(self, images) -> np.ndarray:
+        """Offer frames (H,W,3) or (B,H,W,3) in arrival order; returns the current background (H,W,3)."""
+        a = np.asarray(images)
+        a = a[None] if a.ndim == 3 else a
+        for im in a:
+            if self.frames and im.shape != self.frames[0].shape:
+                self.frames, self.seen, self.image, self.stale = [], 0, None, 0
+            if self.seen % self.every == 0:
+                self.frames.append(np.array(im, np.uint8, copy=True))
+                del self.frames[:-self.window]
+                self.stale += 1
+            self.seen += 1
+        if self.image is None or (self.stale and (self.n_at_median < self.window or self.stale >= self.refresh)):
+            self.image = median_background(np.stack(self.frames), max_frames=self.window)
+            self.stale, self.n_at_median = 0, len(self.frames)
+        return self.image
+
+
+def takes_background(embed_or_teacher) -> bool:
+    """Whether a teacher (or its bound `embed`) needs `background=` (callers keep one per stream/sequence)."""
+    owner = getattr(embed_or_teacher, "__self__", embed_or_teacher)
+    return bool(getattr(owner, "uses_background", False))
+
+
 class Teacher(nn.Module):
-    """Base: subclasses implement `raw(x float (B,3,S,S) in [0,1]) -> (B, dim)`."""
+    """Base: subclasses implement `raw(x float (B,3,S,S) in [0,1]) -> (B, dim)`; those with
+    `uses_background` implement `raw(x, bg)` with the background image(s) resized the same way."""
 
     name = "teacher"
+    uses_background = False
 
     def __init__(self, dim: int, input_size: int):
         super().__init__()
@@ -135,15 +200,25 @@ class Teacher(nn.Module):
         return super().train(False)
 
     @torch.no_grad()
-    def embed_uncentered(self, images) -> torch.Tensor:
+    def embed_uncentered(self, images, background=None) -> torch.Tensor:
         dev = self.center.device
         x = to_float_images(images, self.input_size).to(dev)
-        return F.normalize(self.raw(x).float(), dim=1)
+        if not self.uses_background:
+            return F.normalize(self.raw(x).float(), dim=1)
+        if background is None:
+            raise ValueError(f"teacher {self.name!r} subtracts the static scene: pass background= (uint8 "
+                             f"(H,W,3) or one per image, e.g. learner.teachers.median_background of the "
+                             f"sequence, or a running learner.teachers.Background per stream)")
+        bg = to_float_images(background, self.input_size).to(dev)
+        if bg.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"background: expected 1 or {x.shape[0]} images, got {bg.shape[0]}")
+        return F.normalize(self.raw(x, bg.expand_as(x)).float(), dim=1)
 
     @torch.no_grad()
-    def embed(self, images) -> torch.Tensor:
-        """uint8 (B,H,W,3) -> (B, dim) L2-normalised float32 keys (centred first if a centre is set)."""
-        return self.finish(self.embed_uncentered(images))
+    def embed(self, images, background=None) -> torch.Tensor:
+        """uint8 (B,H,W,3) -> (B, dim) L2-normalised float32 keys (centred first if a centre is set).
+        `background` (uint8 (H,W,3) or (B,H,W,3)) is required by teachers with `uses_background`."""
+        return self.finish(self.embed_uncentered(images, background))
 
     def finish(self, k: torch.Tensor) -> torch.Tensor:
         """Apply centring + L2 normalisation to already-normalised uncentred keys (e.g. from the cache)."""
@@ -237,6 +312,35 @@ class TinyTeacher(Teacher):
         return self.net(x - 0.5)
 
 
+def _gray(x):
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
+
+def _sobel() -> tuple[torch.Tensor, torch.Tensor]:
+    sob = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+    return sob.view(1, 1, 3, 3), sob.t().contiguous().view(1, 1, 3, 3)
+
+
+def orientation_histogram(gray, kx, ky, bins: int = 9, weight=None) -> torch.Tensor:
+    """Per-pixel gradient-orientation histogram (B, bins, H, W): Sobel gradient magnitude (times `weight`)
+    soft-assigned to the two nearest of `bins` unsigned orientation bins (HOG's voting)."""
+    gx = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), kx)
+    gy = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), ky)
+    mag = torch.sqrt(gx * gx + gy * gy)
+    if weight is not None:
+        mag = mag * weight
+    ang = torch.remainder(torch.atan2(gy, gx), torch.pi) / torch.pi * bins   # [0, bins)
+    lo = torch.floor(ang)
+    w_hi = ang - lo
+    lo = lo.long() % bins
+    hi = (lo + 1) % bins
+    b, _, h, w = mag.shape
+    hist = torch.zeros(b, bins, h, w, dtype=mag.dtype, device=mag.device)
+    hist.scatter_add_(1, lo, mag * (1 - w_hi))
+    hist.scatter_add_(1, hi, mag * w_hi)
+    return hist
+
+
 class DescriptorTeacher(Teacher):
     """Training-free: gradient-orientation histograms (9 unsigned bins, soft-assigned, over 8x8 and 4x4
     cells, square-rooted like Hellinger-HOG) + a 4x4 colour layout (chromaticity and brightness)."""
@@ -246,26 +350,14 @@ class DescriptorTeacher(Teacher):
         self.bins, self.cells, self.colour_cells, self.colour_weight = bins, tuple(cells), colour_cells, colour_weight
         dim = bins * sum(c * c for c in self.cells) + 3 * colour_cells * colour_cells
         super().__init__(dim, input_size)
-        sob = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
-        self.register_buffer("kx", sob.view(1, 1, 3, 3), persistent=False)
-        self.register_buffer("ky", sob.t().contiguous().view(1, 1, 3, 3), persistent=False)
+        kx, ky = _sobel()
+        self.register_buffer("kx", kx, persistent=False)
+        self.register_buffer("ky", ky, persistent=False)
         self.name = "descriptor"
         self.eval()
 
     def raw(self, x):
-        gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-        gx = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), self.kx)
-        gy = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), self.ky)
-        mag = torch.sqrt(gx * gx + gy * gy)
-        ang = torch.remainder(torch.atan2(gy, gx), torch.pi) / torch.pi * self.bins   # [0, bins)
-        lo = torch.floor(ang)
-        w_hi = ang - lo
-        lo = lo.long() % self.bins
-        hi = (lo + 1) % self.bins
-        b, _, h, w = mag.shape
-        hist = torch.zeros(b, self.bins, h, w, dtype=mag.dtype, device=mag.device)
-        hist.scatter_add_(1, lo, mag * (1 - w_hi))
-        hist.scatter_add_(1, hi, mag * w_hi)
+        hist = orientation_histogram(_gray(x), self.kx, self.ky, self.bins)
         parts = []
         for c in self.cells:
             hc = F.adaptive_avg_pool2d(hist, c)
@@ -275,6 +367,61 @@ class DescriptorTeacher(Teacher):
         bright = col.mean(1, keepdim=True)
         chroma = col - bright
         parts.append(self.colour_weight * torch.cat([chroma[:, :2], bright], 1).flatten(1) * 2.0)
+        return torch.cat(parts, 1)
+
+
+class ForegroundDescriptorTeacher(Teacher):
+    """Training-free descriptor of the foreground of a fixed camera: `raw(x, bg)` with `bg` the static
+    background (`median_background` / `Background`).
+
+    1. illumination: image and background are divided by the background's mean brightness (lighting
+       changes per recording; the gain then does not change the key);
+    2. foreground mask: |image - background| summed over RGB, 3x3 box-smoothed, ramped from `k0` to
+       `k0 + k1` times its per-frame median (the median pixel is background, so this is a noise-adaptive
+       threshold: dark, noisy scenes get a higher one);
+    3. key: mask-gated gradient-orientation histograms over 8x8 and 4x4 cells (square-rooted, unnormalised
+       per cell, so empty cells stay ~0 instead of amplifying noise); a position-free orientation
+       histogram of the whole foreground (shape: upright people vs long cars) scaled by how much
+       foreground there is; the 8x8 mask layout (where, how big); and the mask's width, height, area and
+       aspect. The parameters are the first design, not tuned on labels; the few variants tried on the
+       synthetic teacher-key probe (docs/learner.md) were no better."""
+
+    uses_background = True
+
+    def __init__(self, input_size: int = 128, bins: int = 9, cells=(8, 4), mask_cells: int = 8,
+                 k0: float = 2.5, k1: float = 2.5):
+        self.bins, self.cells, self.mask_cells, self.k0, self.k1 = bins, tuple(cells), mask_cells, k0, k1
+        dim = bins * sum(c * c for c in self.cells) + bins + mask_cells * mask_cells + 4
+        super().__init__(dim, input_size)
+        kx, ky = _sobel()
+        self.register_buffer("kx", kx, persistent=False)
+        self.register_buffer("ky", ky, persistent=False)
+        self.name = "fg-descriptor"
+        self.eval()
+
+    def foreground(self, x, bg):
+        """Soft foreground mask (B,1,S,S) in [0,1] and the brightness-normalised image."""
+        bright = bg.mean((1, 2, 3), keepdim=True).clamp_min(0.02)
+        xn, bn = x / bright, bg / bright
+        d = (xn - bn).abs().sum(1, keepdim=True)
+        d = F.avg_pool2d(F.pad(d, (1, 1, 1, 1), mode="replicate"), 3, 1)
+        noise = d.flatten(1).median(1).values.view(-1, 1, 1, 1).clamp_min(1e-3)
+        return ((d - self.k0 * noise) / (self.k1 * noise)).clamp(0, 1), xn
+
+    def raw(self, x, bg):
+        m, xn = self.foreground(x, bg)
+        hist = orientation_histogram(_gray(xn), self.kx, self.ky, self.bins, weight=m)
+        parts = [torch.sqrt(F.adaptive_avg_pool2d(hist, c)).flatten(1) * (8.0 / c) for c in self.cells]
+        area = m.mean((2, 3))                                       # (B, 1)
+        g = hist.sum((2, 3))
+        g = g / (g.sum(1, keepdim=True) + 1e-3)
+        parts.append(torch.sqrt(g) * torch.sqrt(area * 50).clamp(max=1))
+        parts.append(torch.sqrt(F.adaptive_avg_pool2d(m, self.mask_cells)).flatten(1))
+        s = x.shape[-1]
+        width = m.amax(2).flatten(1).sum(1, keepdim=True) / s       # columns / rows the foreground spans
+        height = m.amax(3).flatten(1).sum(1, keepdim=True) / s
+        parts.append(torch.cat([width.sqrt(), height.sqrt(), 3 * area.sqrt(),
+                                torch.sqrt(height / (width + 0.02)) / 3], 1))
         return torch.cat(parts, 1)
 
 
@@ -304,6 +451,8 @@ def build_teacher(cfg_learner) -> Teacher:
         t = ResNet18Teacher(None, input_size=128, seed=seed, name=f"random-cnn[resnet18,seed={seed}]")
     elif kind == "descriptor":
         t = DescriptorTeacher()
+    elif kind == "fg-descriptor":
+        t = ForegroundDescriptorTeacher()
     elif kind == "tiny":
         t = TinyTeacher(seed)
     else:
@@ -317,5 +466,5 @@ def build_teacher(cfg_learner) -> Teacher:
 def wants_centering(cfg_learner, teacher: Teacher) -> bool:
     mode = str(getattr(cfg_learner, "teacher_center", "auto"))
     if mode == "auto":
-        return teacher.name.split("[")[0] in ("random-cnn", "descriptor", "tiny")
+        return teacher.name.split("[")[0] in WEIGHT_FREE
     return mode == "on"

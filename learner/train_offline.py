@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from learner.cache import build_key_cache, cache_dir_for
+from learner.cache import build_key_cache, cache_dir_for, embed_frames, teacher_inputs
 from learner.data import CRUWFrames, split_frames
 from learner.loss import effective_negatives, info_nce, mi_bound
 from learner.models import build_radar_encoder
@@ -139,10 +139,9 @@ class PairSource:
     def uncentred_keys(self, idx: np.ndarray) -> torch.Tensor:
         if self.use_cache:
             return self.keys[torch.from_numpy(self.row[idx])]
-        images = self.frames.images(idx, min_side=self.teacher.input_size)
         if self.shuffle_bn:
-            return _shuffled_embed(self.teacher, images).cpu()
-        return self.teacher.embed_uncentered(images).cpu()
+            return _shuffled_embed(self.teacher, *teacher_inputs(self.frames, idx, self.teacher)).cpu()
+        return embed_frames(self.frames, idx, self.teacher).cpu()
 
     def keys_for(self, idx: np.ndarray) -> torch.Tensor:
         return self.teacher.finish(self.uncentred_keys(idx)).to(self.device)
@@ -152,19 +151,21 @@ class PairSource:
 
 
 @torch.no_grad()
-def _shuffled_embed(teacher, images: np.ndarray) -> torch.Tensor:
+def _shuffled_embed(teacher, images: np.ndarray, background: np.ndarray | None = None) -> torch.Tensor:
     """MoCo shuffle-BN (batch_shuffle_ddp): the key encoder sees the gathered batch in a random order split
     across ranks, so BN statistics cannot leak which sub-batch holds the positive. With a frozen, eval()
     teacher the result equals the plain embedding; kept for paper fidelity."""
     rank, world = _dist_info()
     x = torch.from_numpy(np.ascontiguousarray(images))
     allx = concat_all_gather(x)
+    allbg = concat_all_gather(torch.from_numpy(np.ascontiguousarray(background))) if background is not None else None
     perm = torch.randperm(allx.shape[0])
     if world > 1:
         dist.broadcast(perm, src=0)
     b = x.shape[0]
     mine = perm[rank * b:(rank + 1) * b]
-    k = teacher.embed_uncentered(allx[mine]).cpu()
+    k = (teacher.embed_uncentered(allx[mine], allbg[mine]) if allbg is not None
+         else teacher.embed_uncentered(allx[mine])).cpu()
     allk = concat_all_gather(k)
     unshuffled = torch.empty_like(allk)
     unshuffled[perm] = allk

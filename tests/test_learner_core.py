@@ -179,7 +179,7 @@ def test_missing_imagenet_weights_fail_with_an_actionable_message(tmp_path, monk
 def test_auto_teacher_falls_back_to_a_weight_free_teacher_and_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     t = build_teacher(LearnerConfig(vision_encoder="auto"))
-    assert t.name.split("[")[0] in ("descriptor", "random-cnn") and "vgg16-397923af.pth" in t.announcement
+    assert t.name.split("[")[0] in ("fg-descriptor", "descriptor", "random-cnn") and "vgg16-397923af.pth" in t.announcement
     assert wants_centering(LearnerConfig(), t)
     # the lookup does find a file in the torchvision hub cache
     ck = tmp_path / "th" / "hub" / "checkpoints"

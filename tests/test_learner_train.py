@@ -130,3 +130,24 @@ def test_cache_is_computed_once_and_matches_the_live_teacher(data, tmp_path):
     assert KeyCache(d, t.name, t.dim).frames[0] == frames.key(0)
     with pytest.raises(ValueError, match="belongs to teacher"):
         KeyCache(d, "other", t.dim)
+
+
+def test_foreground_teacher_cache_uses_each_sequences_median_background(data, tmp_path):
+    """fg-descriptor keys in the cache = the live teacher given the per-sequence median image; the
+    no-cache training path (teacher run every step) gets the same backgrounds."""
+    import numpy as np
+    from learner.cache import build_key_cache, cache_dir_for
+    from learner.data import CRUWFrames
+    from learner.teachers import build_teacher, median_background
+    from learner.train_offline import PairSource
+    frames = CRUWFrames(data)
+    t = build_teacher(tiny_cfg(vision_encoder="fg-descriptor"))
+    idx = np.array([0, 5, 17, 30, 31, 47])                   # frames of three sequences
+    k = build_key_cache(frames, idx, t, cache_dir_for(tmp_path, t), progress=False).astype("float32")
+    for row, i in enumerate(idx):
+        seq_frames = np.flatnonzero(frames.seq == frames.seq[i])
+        bg = median_background(frames.images(seq_frames, min_side=t.input_size))
+        live = t.embed_uncentered(frames.images([i], min_side=t.input_size), background=bg).numpy()
+        assert abs(k[row] - live[0]).max() < 2e-3
+    src = PairSource(frames, t, False, tmp_path, idx, "cpu", shuffle_bn=True, progress=False)
+    assert abs(src.uncentred_keys(idx).numpy() - k).max() < 2e-3

@@ -192,6 +192,7 @@ class Ingest:
         self.last_kept: OrderedDict = OrderedDict()  # seq_id -> (key float32, t_ns)
         self.position: OrderedDict = OrderedDict()  # (source, seq_id) -> last message seq processed
         self.lag_s = 0.0
+        self.backgrounds: dict = {}  # source -> teachers.Background (teachers that subtract the static scene)
 
     # stream position, saved in checkpoints so a restart against a replay skips what it already used
     def _already_seen(self, p: Pair) -> bool:
@@ -271,13 +272,22 @@ class Ingest:
         return self.center_pairs > 0
 
     def _embed(self, pairs: list[Pair]) -> np.ndarray:
-        """One teacher call per image size (a stream normally has one), keys as float32 numpy."""
+        """One teacher call per image size and stream, keys as float32 numpy. A teacher that subtracts the
+        static scene (`fg-descriptor`) gets the stream's running background (`teachers.Background`: median of
+        recent frames, the online twin of the offline per-sequence median), updated with these frames first."""
+        from learner.teachers import Background, takes_background   # torch only where a teacher runs
         out = [None] * len(pairs)
         by_shape: dict = {}
+        wants_bg = takes_background(self.embed)
         for i, p in enumerate(pairs):
-            by_shape.setdefault(p.image.shape, []).append(i)
-        for idx in by_shape.values():
-            e = self.embed(np.stack([pairs[i].image for i in idx]))
+            by_shape.setdefault((p.image.shape, p.source if wants_bg else ""), []).append(i)
+        for (_, source), idx in by_shape.items():
+            images = np.stack([pairs[i].image for i in idx])
+            if wants_bg:
+                bg = self.backgrounds.setdefault(source, Background()).update(images)
+                e = self.embed(images, background=bg)
+            else:
+                e = self.embed(images)
             e = e.detach().cpu().float().numpy() if hasattr(e, "detach") else np.asarray(e, np.float32)
             for j, i in enumerate(idx):
                 out[i] = e[j]
