@@ -93,9 +93,11 @@ def _pair_id(meta: dict) -> tuple:
     return (r["source"], r["epoch"], r["seq"], c["source"], c["epoch"], c["seq"])
 
 
-def verify_replay(cfg, session: Path, common: list[str], timeout_s: float = 180.0) -> dict:
-    """Replay the session's radar and camera messages (as fast as sync takes them) through a fresh
-    `radvis sync` on private ipc endpoints; compare its pairs with the pairs the live sync recorded."""
+def verify_replay(cfg, session: Path, common: list[str], timeout_s: float = 300.0) -> dict:
+    """Replay the session's radar and camera messages at `rig.replay_rate` x real time through a fresh
+    `radvis sync` on private ipc endpoints; compare its pairs with the pairs the live sync recorded.
+    (Not `--max`: radar and camera come from two sockets, which ZeroMQ fair-queues message by message,
+    so at full speed the 10 Hz radar runs ahead of the 30 Hz camera until sync's buffers overflow.)"""
     from radvis.transport import Subscriber
     live, recorded = recorded_pairs(session)
     # only pairs whose two frames are both in the recording can be reproduced from it
@@ -113,8 +115,8 @@ def verify_replay(cfg, session: Path, common: list[str], timeout_s: float = 180.
     t0 = time.monotonic()
     try:
         time.sleep(1.0)  # let sync bind before replay waits for it as a subscriber
-        rep = subprocess.Popen([sys.executable, "-m", "radvis", *common, *sets, "replay", str(session), "--max",
-                                "--topics", "radar", "camera"], stdout=logf, stderr=subprocess.STDOUT, env=env,
+        rep = subprocess.Popen([sys.executable, "-m", "radvis", *common, *sets, "replay", str(session),
+                                "--rate", str(cfg.rig.replay_rate), "--topics", "radar", "camera"], stdout=logf, stderr=subprocess.STDOUT, env=env,
                                start_new_session=True)
         quiet_since = None
         while time.monotonic() - t0 < timeout_s:

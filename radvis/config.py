@@ -53,9 +53,10 @@ class RigConfig:
     heldout_frames: int = opt(40, "Frames per held-out sequence.", min=1)
     eval_supervised_epochs: int = opt(5, "Epochs of the supervised baseline in the rig's final evaluation "
                                       "(learner.supervised_epochs for `radvis eval`).", min=1)
-    eval_fractions: list = opt([1, 5, 10, 25, 50, 100], "Label fractions (%) of the rig's final evaluation.")
+    eval_fractions: list = opt([1, 5, 25, 100], "Label fractions (%) of the rig's final evaluation.")
     eval_seeds: int = opt(2, "Label subsets per fraction in the rig's final evaluation.", min=1)
     verify_replay: bool = opt(True, "After the run, replay the recording through a fresh sync and check the pairs.")
+    replay_rate: float = opt(8.0, "Speed (x real time) of that replay.", min=0.1)
 
 
 @dataclass
@@ -269,7 +270,7 @@ class LearnerConfig:
     online_ckpt_every_steps: int = opt(500, "Online: checkpoint every this many steps (0 = only by time).", min=0)
     online_ckpt_every_s: float = opt(300.0, "Online: checkpoint at least this often in seconds (0 = only by steps).",
                                      min=0)
-    online_eval_every_steps: int = opt(500, "Online: kNN + linear probe on the held-out set every this many steps "
+    online_eval_every_steps: int = opt(100, "Online: kNN + linear probe on the held-out set every this many steps "
                                        "(0 = never).", min=0)
     online_eval_data: str = opt("", "Online: labelled held-out set for the probe: a `radvis synth` / CRUW-layout "
                                 "directory (its test split); empty = live labels from held-out scenes.")
