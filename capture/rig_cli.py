@@ -162,6 +162,40 @@ def results_table(ev: dict) -> str:
     return "\n".join(lines)
 
 
+def plot_probe(metrics: Path, out: Path) -> Path | None:
+    """The learner's held-out probe accuracy over the run (rows of metrics.jsonl that carry one)."""
+    if not metrics.exists():
+        return None
+    rows = []
+    for line in metrics.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if r.get("linear_acc") is not None and r.get("step") is not None:
+            rows.append(r)
+    steps = sorted({r["step"]: r for r in rows}.values(), key=lambda r: r["step"])
+    if not steps:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = [r["step"] for r in steps]
+    ax.plot(x, [100 * r["linear_acc"] for r in steps], "o-", label="linear probe")
+    if all(r.get("knn_acc") is not None for r in steps):
+        ax.plot(x, [100 * r["knn_acc"] for r in steps], "s--", label="kNN")
+    ax.axhline(25, color="grey", lw=0.8, ls=":", label="chance (4 classes)")
+    ax.set_xlabel("online training step")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title("What the radar learns while the rig runs")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def write_report(run_dir: Path, status: dict, ev: dict | None, rep: dict | None, elapsed_s: float,
                  heldout: Path | None) -> Path:
     L = ["# radvis rig run", "", f"Wall time {elapsed_s / 60:.1f} min (budget {BUDGET_S / 60:.0f} min).", "",
@@ -179,8 +213,10 @@ def write_report(run_dir: Path, status: dict, ev: dict | None, rep: dict | None,
               f"({Path(ev['plots']['confusion']).parent.relative_to(run_dir) / 'report.md'})", ""]
     lm = run_dir / "learner" / "metrics.jsonl"
     if lm.exists():
-        L += [f"Online-learning metrics (JSON lines): `{lm}`; probe accuracy over the run: "
-              f"`{run_dir / 'learner'}/*.png`.", ""]
+        png = plot_probe(lm, run_dir / "online_probe.png")
+        L += [f"Online-learning metrics (JSON lines): `{lm}`; TensorBoard: `{run_dir / 'learner' / 'tb'}`.", ""]
+        if png is not None:
+            L += ["Held-out probe accuracy while the rig ran:", "", f"![online probe]({png.name})", ""]
     if rep is not None:
         L += ["## Replay", "", f"The recorded session replayed through a fresh `radvis sync`: {rep['identical']} of "
               f"{rep['live_pairs']} live pairs reproduced, {rep['only_live']} missing, {rep['only_replay']} extra "
