@@ -164,6 +164,9 @@ def test_rogue_publisher_cannot_crash_sync_or_recorder(tmp_path):
     try:
         for p in pubs.values():
             assert p.wait_for_subscribers(2, 20), "sync and record did not subscribe"
+        # sync alone may send two subscriptions (one per topic), so also wait for the recorder to be up
+        _wait(lambda: "recording " in (tmp_path / "record.log").read_text(), 30, "the recorder", tmp_path / "record.log")
+        time.sleep(1.0)
         t0 = time.monotonic_ns()
         n_bad = 0
         for i in range(30):
@@ -180,6 +183,11 @@ def test_rogue_publisher_cannot_crash_sync_or_recorder(tmp_path):
                     n_bad += 1
             time.sleep(0.02)
         got = drain(pairs, lambda g: len(g) >= 25, 30)
+        # wait until the recorder has written every good frame: the oversized frame below makes libzmq cut
+        # that connection off, discarding whatever is still queued on it
+        _wait(lambda: " stats {" in (tmp_path / "record.log").read_text()
+              and last_stats(tmp_path, "record")["written"] >= 30 * 4, 30, "the recorder to catch up",
+              tmp_path / "record.log")
         # last: an oversized frame (libzmq cuts that connection off before allocating it)
         pubs["camera"].send_frames([b"camera", b"{}", b"\0" * (2 << 20)])
         time.sleep(1.0)
