@@ -174,7 +174,13 @@ def plot_probe(metrics: Path, out: Path) -> Path | None:
             continue
         if r.get("linear_acc") is not None and r.get("step") is not None:
             rows.append(r)
-    steps = sorted({r["step"]: r for r in rows}.values(), key=lambda r: r["step"])
+    # every metrics row repeats the latest probe: keep the row where each probe result first appears
+    steps, last = [], None
+    for r in sorted(rows, key=lambda r: r["step"]):
+        key = (r["linear_acc"], r.get("knn_acc"))
+        if key != last:
+            steps.append(r)
+            last = key
     if not steps:
         return None
     import matplotlib

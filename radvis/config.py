@@ -48,9 +48,10 @@ class RigConfig:
     stats_interval_s: float = opt(5.0, "Seconds between the one-line stats each daemon logs.", min=0.1)
     restart_backoff_s: float = opt(1.0, "First delay before restarting a crashed stage (doubles, capped at 30 s).", min=0)
     stop_timeout_s: float = opt(5.0, "On stop, how long a stage gets to exit after SIGTERM before it is killed.", min=0)
-    heldout_sequences: int = opt(48, "Sequences of the held-out `radvis synth` set the learner is evaluated on "
+    heldout_sequences: int = opt(160, "Sequences of the held-out `radvis synth` set the learner is evaluated on "
                                  "(0 = no evaluation).", min=0)
-    heldout_frames: int = opt(40, "Frames per held-out sequence.", min=1)
+    heldout_frames: int = opt(12, "Frames per held-out sequence (many short sequences: the split is by "
+                              "sequence, and few sequences per class let a probe learn places, not objects).", min=1)
     eval_supervised_epochs: int = opt(5, "Epochs of the supervised baseline in the rig's final evaluation "
                                       "(learner.supervised_epochs for `radvis eval`).", min=1)
     eval_fractions: list = opt([1, 5, 25, 100], "Label fractions (%) of the rig's final evaluation.")
