@@ -16,7 +16,6 @@ Rows:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import struct
 import time
@@ -26,6 +25,7 @@ import numpy as np
 
 from drivers.ti.cfg import parse_cfg
 from drivers.ti.uart import MAGIC, UartParser
+from bench.common import write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = ROOT / "drivers/ti/cfgs/radvis_iwr1843.cfg"
@@ -144,10 +144,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not args.no_dca and (ROOT / "bench/radar_dca.py").exists():
         from bench import radar_dca
         rows += radar_dca.main(["--quick"] if args.quick else [])
-    if args.json:
-        with open(args.json, "w") as fh:
-            for r in rows:
-                fh.write(json.dumps(r) + "\n")
+    write_jsonl(args.json, rows)
     return rows
 
 

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import socket
@@ -31,6 +30,7 @@ from drivers.sim.dca1000_device import blast  # noqa: E402
 from drivers.ti import dsp  # noqa: E402
 from drivers.ti.cfg import parse_cfg  # noqa: E402
 from drivers.ti.dca1000_receiver import DataReceiver, raw_frame_bytes  # noqa: E402
+from bench.common import write_jsonl
 
 CFG = REPO / "drivers/ti/cfgs/radvis_iwr1843_dca.cfg"
 
@@ -202,10 +202,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"naive offered {naive['offered_gbps']:.2f} Gb/s; frame maps agree on the peak: {ra['same_peak']})")
     print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores while measuring; sender and "
           "receiver share them)")
-    if args.json:
-        with open(args.json, "w") as fh:
-            for r in rows:
-                fh.write(json.dumps(r) + "\n")
+    write_jsonl(args.json, rows)
     return rows
 
 

@@ -30,6 +30,7 @@ from capture.replay import replay_session
 from radvis import config as configmod
 from radvis.transport import Publisher, Subscriber
 from radvis.wire import Message, encode
+from bench.common import write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -202,10 +203,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"{'stage':8} {'metric':92} {'value':>9} {'unit':6} {'baseline':>9} {'ratio':>7}  need")
     for r in rows:
         print(f"{r['stage']:8} {r['metric']:92} {r['value']!s:>9} {r['unit']:6} {r['baseline']!s:>9} {r['ratio']!s:>7}  {r['need']}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            for r in rows:
-                fh.write(json.dumps(r) + "\n")
+    write_jsonl(args.json, rows)
     return rows
 
 

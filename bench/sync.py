@@ -17,7 +17,6 @@ the latency from the radar frame's arrival, which includes waiting for a later c
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -25,6 +24,7 @@ import numpy as np
 from radvis.config import load
 from sync.clock import ClockModel
 from sync.matcher import CAMERA, RADAR, FixedWaitMatcher, Matcher, Pair, match_offline
+from bench.common import write_jsonl
 
 MS = 1_000_000
 NS = 1_000_000_000
@@ -136,10 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in rows:
         print(f"{r['stage']:6} {r['metric']:84} {r['value']!s:>9} {r['unit']:10} {r['baseline']!s:>9} "
               f"{r['ratio']!s:>7}  {r['need']}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            for r in rows:
-                fh.write(json.dumps(r) + "\n")
+    write_jsonl(args.json, rows)
     return rows
 
 

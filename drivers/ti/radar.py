@@ -62,6 +62,17 @@ def resolve_cfg_path(path: str, config_source: str | None = None) -> Path:
     return p
 
 
+def _stop_sensor(cli) -> None:
+    """Best effort `sensorStop` and close: the board may already be gone."""
+    if cli is None:
+        return
+    try:
+        cli.send("sensorStop", 1.0)
+    except CliError:
+        pass
+    cli.close()
+
+
 class UartRadar:
     """The demo's UART output as RadarFrames. Open with `.open()`; iterate; `.close()`."""
 
@@ -108,12 +119,7 @@ class UartRadar:
         if self._closed:
             return
         self._closed = True
-        if self.cli is not None:
-            try:
-                self.cli.send("sensorStop", 1.0)
-            except CliError:
-                pass
-            self.cli.close()
+        _stop_sensor(self.cli)
         if self.data is not None:
             self.data.close()
         if self.emulator is not None:
@@ -283,12 +289,7 @@ class DcaRadar:
         if self._closed:
             return
         self._closed = True
-        if self.cli is not None:
-            try:
-                self.cli.send("sensorStop", 1.0)
-            except CliError:
-                pass
-            self.cli.close()
+        _stop_sensor(self.cli)
         try:
             self.capture.close()
         except Exception as e:       # a vanished board must not stop the reopen
