@@ -260,7 +260,9 @@ def compare(out: str, pairs: int = 1800, replay: float = 4.0, points: int = 8, e
                 f"learner.online_min_fill={B}", "learner.online_max_updates_per_pair=0",
                 "learner.online_live_eval_fraction=0", "learner.online_eval_every_steps=0",
                 "learner.online_ckpt_every_steps=0", "learner.online_ckpt_every_s=0", f"learner.seed={seed}",
-                "learner.online_warmup_steps=20"]
+                "learner.online_warmup_steps=20",
+                # pinned to what docs/online.md reports (the stream has no static clutter to remove)
+                "learner.online_dedup_threshold=0.98", "learner.clutter_removal=false"]
         if v in ("redundancy", "reservoir"):
             sets.append(f'learner.online_policy="{v}"')
         if v == "offline":  # all pairs kept, uniform batches, no exclusion: the paper's shuffled training

@@ -236,8 +236,11 @@ class LearnerConfig:
     val_fraction: float = opt(0.1, "Tail of each training sequence held out of pretraining for the label-free "
                               "radar->image retrieval signal that picks the best epoch.", min=0, max=0.5)
     chirp: int = opt(0, "Which released CRUW chirp file to read per frame (0, 64, 128 or 192).", min=0)
-    clutter_removal: bool = opt(False, "Offline: subtract each sequence's mean complex RA map (static clutter) "
-                                "from every radar frame before the encoder.")
+    clutter_removal: bool = opt(True, "Subtract the static clutter (mean complex RA map) from every radar frame "
+                                "before the encoder: offline each sequence's mean, online a running mean over "
+                                "online_clutter_tau_s (evaluation uses the offline form on its held-out set).")
+    online_clutter_tau_s: float = opt(2.0, "Online: time constant of the running-mean clutter map per stream "
+                                      "(exponential average; the online twin of the per-sequence mean).", min=0.01)
     log_every: int = opt(10, "Steps between metric lines (JSON lines + TensorBoard).", min=1)
     label_fractions: list = opt([1, 5, 10, 25, 50, 100], "Label fractions (%) of the eval sweep.")
     eval_seeds: int = opt(3, "Seeds (label subsets / supervised inits) per label fraction in `radvis eval`.", min=1)
@@ -252,7 +255,7 @@ class LearnerConfig:
     online_policy: str = opt("redundancy", "Online: buffer eviction: redundancy (evict the entry most similar to "
                              "another, MinRed-style, on the frozen image keys), reservoir (uniform over the stream), "
                              "or fifo (naive baseline).", choices=["redundancy", "reservoir", "fifo"])
-    online_dedup_threshold: float = opt(0.98, "Online: skip a pair whose image key has cosine above this to the last "
+    online_dedup_threshold: float = opt(0.995, "Online: skip a pair whose image key has cosine above this to the last "
                                         "kept pair of its sequence (1 = keep everything).", min=0, max=1)
     online_keep_interval_s: float = opt(1.0, "Online: keep at least one pair per this many seconds even when they "
                                         "are near-duplicates (static scenes stay covered).", min=0)
@@ -262,7 +265,7 @@ class LearnerConfig:
                                     "same sequence are masked (the live stream's neighbours are near-duplicates).",
                                     min=0)
     online_min_fill: int = opt(64, "Online: pairs in the buffer before the first training step.", min=1)
-    online_max_updates_per_pair: float = opt(8.0, "Online: cap on trained samples per admitted pair (replay ratio); "
+    online_max_updates_per_pair: float = opt(16.0, "Online: cap on trained samples per admitted pair (replay ratio); "
                                              "the trainer waits for new pairs above it (0 = no cap).", min=0)
     online_center_pairs: int = opt(128, "Online: pairs used to fit the teacher's key centre before training when "
                                    "centring is on (teacher_center) and no --from checkpoint provides one.", min=1)

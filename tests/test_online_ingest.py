@@ -153,3 +153,52 @@ def test_queue_fed_from_stream_and_exclusion_mask(tmp_path):
     assert torch.equal(m[0], expect_same) and int((m[0] & q.valid).sum()) == 9  # 1.6 .. 2.4 s masked
     assert torch.equal(m[1], ~q.valid)  # other sequences are never excluded by time
     assert torch.equal(q.mask(anchor_t, anchor_s, 0.0)[0], ~q.valid)  # naive / paper: no exclusion
+
+
+def test_running_clutter_map_removes_static_returns_and_keeps_movers():
+    from learner.online.ingest import RunningClutter
+    rng = np.random.default_rng(0)
+    static = rng.normal(0, 5, (2, 128, 128)).astype(np.float32)  # walls, poles: the same every frame
+    c = RunningClutter(tau_s=2.0)
+    for i in range(60):  # 6 s at 10 Hz: the map converges to the static scene
+        x = static.copy()
+        r = 10 + i  # a point target moving one range bin per frame
+        x[:, r, 64] += 50.0
+        out = c.remove(x, i * 100_000_000)
+    # the static part is (nearly) gone, the mover stays (only its ~3 % share of the mean is subtracted)
+    rest = out.copy()
+    rest[:, 69, 64] = 0
+    assert np.abs(rest).mean() < 0.1 * np.abs(static).mean()
+    assert abs(out[0, 69, 64] - 50.0) < 3.0
+    # the first frame is its own mean (a plain mean until tau's worth is in): all of it is clutter
+    c0 = RunningClutter(2.0)
+    assert np.abs(c0.remove(static.copy(), 0)).max() == 0.0
+    # a new place (the rig moved, or the emulator's next episode): the map forgets in a few tau
+    c2 = RunningClutter(tau_s=1.0)
+    for i in range(30):
+        c2.remove(static, i * 100_000_000)
+    new = -static
+    for i in range(30, 90):
+        out = c2.remove(new, i * 100_000_000)
+    assert np.abs(out).mean() < 0.01 * np.abs(new).mean()
+
+
+def test_ingest_applies_clutter_removal_per_stream(tmp_path):
+    ep = f"ipc://{tmp_path}/clutter.sock"
+    pub = Publisher(ep, hwm=10000)
+    rx = Receiver(lambda: Subscriber(ep, ["pair"], hwm=10000)).start()
+    assert pub.wait_for_subscribers(1, 5)
+    buf = ReplayBuffer(100, 12, policy="reservoir")
+    ing = Ingest(rx, mean_colour_embed, buf, None, dedup_threshold=1.0, clutter_tau_s=2.0)
+    img = SyntheticStream(seed=0).frame(0)[1]
+    wall = np.full((128, 128, 2), 3.0, np.float32)
+    for i in range(20):
+        pub.send(pair_message(wall, img, t_ns=i * 100_000_000, frame_number=i))
+    _drain(ing, 20)
+    rx.stop()
+    pub.close()
+    assert len(buf) == 20 and ing.counts["inserted"] == 20
+    # every stored map is the wall minus the running mean of the wall: zero
+    stored = np.stack([buf.batch(np.array([i]))["radar"].numpy() for i in range(20)])
+    assert np.abs(stored).max() < 1e-5
+    assert len(ing.clutter) == 1

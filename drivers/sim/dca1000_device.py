@@ -200,17 +200,20 @@ class DCA1000Emulator:
             with self._lock:
                 self.recording = False
                 self._reset_stream()
-        if status:
-            self.stats.failed_commands += 1
-        self._reply(cmd, status, addr)
+        was = False
         if cmd == Cmd.RECORD_STOP:
+            # stop (and flush the short remainder) before replying: a host that sees the reply must find
+            # the board stopped; the async REC_COMPLETED still follows the reply on the wire
             with self._lock:
                 was = self.recording
                 if was:
                     self._flush_locked()
                     self.recording = False
-            if was:
-                self._reply(Cmd.SYSTEM_ERROR, REC_COMPLETED, addr)
+        if status:
+            self.stats.failed_commands += 1
+        self._reply(cmd, status, addr)
+        if was:
+            self._reply(Cmd.SYSTEM_ERROR, REC_COMPLETED, addr)
 
     def _reply(self, cmd: int, status: int, addr) -> None:
         self.cfg_sock.sendto(encode_reply(cmd, status), addr)

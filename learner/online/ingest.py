@@ -108,6 +108,31 @@ def decode_pair(msg: Message, recv_ns: int = 0) -> Pair:
                 msg_seq=msg.seq, recv_ns=recv_ns)
 
 
+class RunningClutter:
+    """Static clutter of one radar stream: an exponential running mean of the complex RA map with time
+    constant `tau_s` (the classic MTI clutter map), the online twin of the offline per-sequence mean
+    (`CRUWFrames.static_clutter`). Each frame updates the map, then the map is subtracted from it, as the
+    offline mean includes the frame too. The weight follows the frames' own time stamps, so the filter is
+    the same at any frame rate and a gap in the stream (or a restart) lets the map forget faster."""
+
+    def __init__(self, tau_s: float = 2.0):
+        self.tau_ns = float(tau_s) * 1e9
+        self.mean: np.ndarray | None = None
+        self.t_ns = 0
+        self.n = 0
+
+    def remove(self, radar: np.ndarray, t_ns: int) -> np.ndarray:
+        if self.mean is None:
+            self.mean = radar.astype(np.float32, copy=True)
+        else:
+            dt = max(0, t_ns - self.t_ns)
+            # until tau's worth of frames are in, weight as a plain mean of what was seen (no cold bias)
+            a = max(1.0 - float(np.exp(-dt / self.tau_ns)), 1.0 / (self.n + 1))
+            self.mean += a * (radar - self.mean)
+        self.t_ns, self.n = t_ns, self.n + 1
+        return radar - self.mean
+
+
 # ---------------------------------------------------------------------------------------------
 # Receiver thread
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +204,7 @@ class Ingest:
 
     def __init__(self, receiver: Receiver | None, embed: Callable, buffer, queue=None, *, dedup_threshold: float = 0.98,
                  keep_interval_s: float = 1.0, heldout=None, max_batch: int = 64, center_pairs: int = 0,
-                 set_center: Callable | None = None, finish: Callable | None = None):
+                 set_center: Callable | None = None, finish: Callable | None = None, clutter_tau_s: float = 0.0):
         self.rx, self.embed, self.buffer, self.queue = receiver, embed, buffer, queue
         # Key centring (weight-free teachers): the first `center_pairs` pairs wait (bounded) until the mean
         # key is known, so every key stored in the buffer/queue and every dedup cosine is in one fixed space.
@@ -193,6 +218,8 @@ class Ingest:
         self.position: OrderedDict = OrderedDict()  # (source, seq_id) -> last message seq processed
         self.lag_s = 0.0
         self.backgrounds: dict = {}  # source -> teachers.Background (teachers that subtract the static scene)
+        self.clutter_tau_s = clutter_tau_s  # > 0: radar static-clutter removal (RunningClutter per stream)
+        self.clutter: OrderedDict = OrderedDict()  # (source, seq_id) -> RunningClutter
 
     # stream position, saved in checkpoints so a restart against a replay skips what it already used
     def _already_seen(self, p: Pair) -> bool:
@@ -230,6 +257,8 @@ class Ingest:
             if self._already_seen(p):
                 self.dropped["already_seen"] += 1
                 continue
+            if self.clutter_tau_s > 0:
+                p.radar = self._clutter_of(p).remove(p.radar, p.t_ns)
             pairs.append(p)
         self.counts["pairs_in"] += len(pairs)
         if not pairs:
@@ -266,6 +295,15 @@ class Ingest:
                                torch.tensor(kept_t, dtype=torch.int64, device=dev),
                                torch.tensor(kept_seq, dtype=torch.int64, device=dev))
         self.lag_s = (time.monotonic_ns() - min(p.recv_ns for p in pairs)) / 1e9
+
+    def _clutter_of(self, p: Pair) -> RunningClutter:
+        k = (p.source, p.seq_id)
+        c = self.clutter.get(k)
+        if c is None:
+            c = self.clutter[k] = RunningClutter(self.clutter_tau_s)
+            while len(self.clutter) > 4:  # a restarted sync opens a new stream; the old map is stale
+                self.clutter.popitem(last=False)
+        return c
 
     @property
     def center_pending(self) -> bool:

@@ -182,7 +182,8 @@ class OnlineLearner:
         self.ingest = Ingest(None, self.teacher.embed, self.buffer, self.queue, dedup_threshold=dedup,
                              keep_interval_s=lc.online_keep_interval_s, heldout=self.heldout,
                              center_pairs=center_pairs, set_center=self._set_center,
-                             finish=self.teacher.finish)
+                             finish=self.teacher.finish,
+                             clutter_tau_s=lc.online_clutter_tau_s if lc.clutter_removal else 0.0)
         self.offline = None
         if lc.online_offline_mix > 0 and lc.online_offline_data:
             self.offline = OfflineMix(lc.online_offline_data, self.teacher, self.out, lc)
@@ -535,7 +536,7 @@ class OfflineMix:
     def __init__(self, path: str, teacher, out: Path, lc):
         from learner import data as ldata
         from learner.cache import build_key_cache, cache_dir_for
-        self.frames = ldata.CRUWFrames(path, chirp=lc.chirp)
+        self.frames = ldata.CRUWFrames(path, chirp=lc.chirp, clutter_removal=lc.clutter_removal)
         self.idx = ldata.split_frames(self.frames, lc.split, lc.test_fraction, lc.seed)["train"]
         self.keys = build_key_cache(self.frames, self.idx, teacher, cache_dir_for(out / "key_cache", teacher))
         self.teacher = teacher
@@ -567,7 +568,7 @@ def load_eval_set(path: str, cfg, max_per_side: int = 1500):
     probe-train mask). Loaded once; at most `max_per_side` frames per side keep it bounded."""
     from learner import data as ldata
     lc = cfg.learner
-    frames = ldata.CRUWFrames(path, chirp=lc.chirp)
+    frames = ldata.CRUWFrames(path, chirp=lc.chirp, clutter_removal=lc.clutter_removal)
     sp = ldata.split_frames(frames, lc.split, lc.test_fraction, lc.seed)
     rng = np.random.default_rng(lc.seed)
     tr = ldata.balanced(np.concatenate([sp["train"], sp["val"]]), frames.label, lc.seed)
