@@ -1,6 +1,13 @@
 """The rig supervisor: every enabled stage is a `radvis ...` child process in its own process group; a
-crashed stage is restarted with a doubling backoff; stop = SIGTERM to every group, SIGKILL after
-`rig.stop_timeout_s`. Children also get PR_SET_PDEATHSIG, so even a SIGKILLed supervisor leaves none behind.
+crashed stage is restarted with a doubling backoff. Children also get PR_SET_PDEATHSIG, so even a SIGKILLed
+supervisor leaves none behind.
+
+Order matters for "nothing lost". Start is downstream first: the learner and the recorder start, and the
+supervisor waits until each logs that it is subscribed (`READY_LOG`), before sync and the capture stages
+produce anything, so neither misses the first pairs. Stop is upstream first (`STOP_WAVES`): the capture
+stages get SIGTERM, then sync (which pairs and publishes what it still holds), then the recorder and the
+learner, each wave after the previous one has exited plus a short grace for messages in flight. A stage
+that does not exit within `rig.stop_timeout_s` is SIGKILLed.
 
 Stages that have no subcommand in this build (e.g. `radvis sync` before the sync package exists) are
 reported as unavailable and not started: nothing is faked.
@@ -29,6 +36,13 @@ STAGE_ARGV = {
     "record": ["record"],
     "learner": ["learn", "online"],
 }
+# downstream first: a consumer is subscribed before its producer publishes the first message
+START_ORDER = ["learner", "record", "sync", "camera", "radar"]
+# a line each consumer logs once its subscriber sockets exist (connect-before-bind is fine in ZeroMQ)
+READY_LOG = {"learner": "ready: subscribed", "record": "recording "}
+# upstream first: producers stop, then each consumer gets everything that was produced before it stops
+STOP_WAVES = [("radar", "camera"), ("sync",), ("record", "learner")]
+STOP_GRACE_S = 0.5  # for messages in flight between a wave and the next
 # the `stage` field daemons put in their stats messages -> rig stage
 STATS_STAGE = {"capture-radar": "radar", "capture-camera": "camera", "record": "record", "sync": "sync",
                "learner": "learner", "learn-online": "learner", "learn": "learner"}
@@ -135,17 +149,54 @@ class Supervisor:
             elif st.state == "pending":
                 self.start(st)
 
+    def start_all(self, ready_timeout_s: float = 60.0) -> None:
+        """Start the pending stages downstream first, waiting for each consumer's ready line (bounded:
+        a consumer that never gets ready is reported and the rig goes on without waiting for it)."""
+        rank = {n: i for i, n in enumerate(START_ORDER)}
+        for st in sorted(self.stages.values(), key=lambda s: rank.get(s.name, len(rank))):
+            if st.state != "pending":
+                continue
+            offset = st.log_path.stat().st_size if st.log_path.exists() else 0
+            self.start(st)
+            pattern = READY_LOG.get(st.name)
+            if pattern is None:
+                continue
+            deadline = time.monotonic() + ready_timeout_s
+            while not self._logged(st, pattern, offset):
+                if st.proc.poll() is not None or time.monotonic() > deadline:
+                    log.warning("%s: not ready (%s); starting the others anyway", st.name,
+                                f"exited rc={st.proc.returncode}" if st.proc.poll() is not None
+                                else f"no '{pattern}' in {st.log_path} after {ready_timeout_s:g} s")
+                    break
+                time.sleep(0.05)
+
+    @staticmethod
+    def _logged(st: Stage, pattern: str, offset: int) -> bool:
+        try:
+            with open(st.log_path, "rb") as f:
+                f.seek(offset)
+                return pattern.encode() in f.read()
+        except OSError:
+            return False
+
     def stop(self) -> None:
-        """SIGTERM every process group, wait, then SIGKILL what is left."""
-        live = [s for s in self.stages.values() if s.proc is not None and s.proc.poll() is None]
-        for st in live:
-            self._killpg(st, signal.SIGTERM)
+        """SIGTERM the stages wave by wave, upstream first (STOP_WAVES), then SIGKILL what is left."""
+        waves = [[self.stages[n] for n in w if n in self.stages] for w in STOP_WAVES]
+        waves.append([s for s in self.stages.values() if not any(s.name in w for w in STOP_WAVES)])
         deadline = time.monotonic() + self.stop_timeout
-        for st in live:
-            try:
-                st.proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s: did not stop within %.1f s; killing", st.name, self.stop_timeout)
+        for i, wave in enumerate(waves):
+            live = [s for s in wave if s.proc is not None and s.proc.poll() is None]
+            if not live:
+                continue
+            for st in live:
+                self._killpg(st, signal.SIGTERM)
+            for st in live:
+                try:
+                    st.proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("%s: did not stop within %.1f s; killing", st.name, self.stop_timeout)
+            if i + 1 < len(waves) and time.monotonic() < deadline:
+                time.sleep(STOP_GRACE_S)
         for st in self.stages.values():
             self._killpg(st, signal.SIGKILL)  # the group, in case a stage forked helpers (emulators)
             if st.proc is not None:
@@ -234,6 +285,7 @@ def run(sup: Supervisor, *, duration_s: float = 0.0, interval_s: float = 5.0, ou
     try:
         if unavailable:
             print(f"rig: not started (no such subcommand in this build): {', '.join(unavailable)}", file=out, flush=True)
+        sup.start_all()
         while stopping["sig"] is None and not (t_end and time.monotonic() >= t_end):
             sup.check()
             now = time.monotonic()

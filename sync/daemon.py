@@ -273,6 +273,10 @@ class SyncDaemon:
                 self.pub.send(m)
             if self.statsline.due():
                 self.statsline.tick(self.stats())
+        # a clean stop (the rig stops the capture stages first): pair what is still held, as a replay
+        # that goes quiet does, so the live and replayed pair streams end alike
+        for m in self.proc.flush():
+            self.pub.send(m)
         self.statsline.tick(self.stats(), force=True)
         return self.stats()
 

@@ -108,3 +108,40 @@ def test_rig_duration_stops_by_itself_and_skips_missing_or_broken_stages(tmp_pat
     out = p.stdout.read()
     assert "stopped (duration 4 s)" in out
     assert "no frame source" in (run_dir / "logs" / "camera.log").read_text()
+
+
+def test_start_is_downstream_first_after_ready_and_stop_is_upstream_first(tmp_path):
+    """Nothing lost at either end of a run: the learner and the recorder are subscribed before sync and the
+    capture stages exist, and on stop the producers go first so the consumers get everything."""
+    from capture.supervisor import Supervisor
+    events = tmp_path / "events"
+    fake = tmp_path / "fake-python"
+    # stands in for `python -m radvis <stage args>`: logs its start, a ready line (consumers, after a
+    # delay), and its stop on SIGTERM
+    fake.write_text(f"""#!/bin/bash
+shift 2
+name="$*"
+echo "start $name" >> {events}
+trap 'echo "stop $name" >> {events}; exit 0' TERM
+case "$name" in
+  learn*) sleep 0.6; echo "ready $name" >> {events}; echo "ready: subscribed to the pair stream" ;;
+  record*) sleep 0.3; echo "ready $name" >> {events}; echo "recording radar=x to y" ;;
+esac
+while true; do sleep 0.05; done
+""")
+    fake.chmod(0o755)
+    sup = Supervisor(["radar", "camera", "sync", "record", "learner"], common_args=[], run_dir=tmp_path / "run",
+                     python=str(fake), stop_timeout_s=10)
+    sup.start_all(ready_timeout_s=10)
+    time.sleep(0.5)
+    sup.stop()
+    ev = events.read_text().split("\n")
+    starts = [e.split()[1] for e in ev if e.startswith("start")]
+    stops = [e.split()[1] for e in ev if e.startswith("stop")]
+    assert starts == ["learn", "record", "sync", "capture", "capture"]
+    assert sorted(stops[:2]) == ["capture", "capture"] and stops[2] == "sync" and sorted(stops[3:]) == ["learn", "record"]
+    # the recorder was started only after the learner said it was ready, sync only after the recorder
+    order = [e.split()[0] + " " + e.split()[1] for e in ev if e]
+    assert order.index("ready learn") < order.index("start record") < order.index("ready record") \
+        < order.index("start sync")
+    assert all(s.state == "stopped" for s in sup.stages.values())

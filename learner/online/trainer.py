@@ -376,6 +376,7 @@ class OnlineLearner:
         if make_subscriber is None:
             make_subscriber = self._default_subscriber
         self.ingest.rx = Receiver(make_subscriber, lc.online_rx_queue).start()
+        log.info("ready: subscribed to the pair stream")  # `radvis rig` starts sync after this line
         writer = _tb_writer(self.out / "tb")
         mf = open(self.out / "metrics.jsonl", "a")
         status = StatsLine(log, self.cfg.rig.stats_interval_s)
