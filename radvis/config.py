@@ -135,6 +135,9 @@ class SceneConfig:
     classes: list = opt(["empty", "pedestrian", "cyclist", "car", "mixed"], "Scene classes the simulator draws from.",
                         choices=["empty", "pedestrian", "cyclist", "car", "mixed"])
     noise: float = opt(1.0, "Radar/camera noise scale (1 = default realism).", min=0)
+    place: str = opt("fixed", "fixed: one place (static clutter, light, sky, ground) for the whole run, as a "
+                     "mounted rig sees; episode: a new place every scene (what `radvis synth` sequences get).",
+                     choices=["fixed", "episode"])
 
 
 @dataclass

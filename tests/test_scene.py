@@ -41,6 +41,22 @@ def test_state_is_a_pure_function_of_seed_and_time():
     assert json.loads(out) == [_truth_at(7, 3.21), _truth_at(7, 1.5e6 + 0.033)]
 
 
+def test_fixed_place_keeps_clutter_and_light_and_changes_only_the_objects():
+    fixed, moving = Scene(4, place="fixed"), Scene(4, place="episode")
+    a, b = fixed.state(1.0), fixed.state(21.0)  # two episodes of the mounted rig
+    assert (a.light, a.sky, a.ground, a.clutter.poles, a.clutter.walls) == \
+        (b.light, b.sky, b.ground, b.clutter.poles, b.clutter.walls)
+    np.testing.assert_array_equal(a.clutter.scatterers.pos, b.clutter.scatterers.pos)
+    # with a place per episode (synth sequences, CRUW-like), the static world changes
+    c, d = moving.state(1.0), moving.state(21.0)
+    assert (c.light, c.clutter.poles) != (d.light, d.clutter.poles)
+    # the traffic is the same in both modes: only the place differs
+    for t in (1.0, 21.0, 35.5):
+        assert fixed.state(t).truth() == moving.state(t).truth()
+    with pytest.raises(ValueError, match="place"):
+        Scene(0, place="moon")
+
+
 def test_episodes_and_smooth_trajectories():
     s = Scene(3, scene_s=5.0)
     assert s.state(4.99).episode == 0 and s.state(5.0).episode == 1

@@ -370,6 +370,14 @@ def _bush_scatterers(bushes: list, t: float) -> Scatterers:
     return Scatterers(np.array(pos), np.array(vel), np.array(rcs), np.array(ph))
 
 
+def _draw_place(rng: np.random.Generator) -> tuple:
+    """(clutter, light, sky, ground) of one place."""
+    light = float(rng.uniform(0.45, 1.15))
+    sky = tuple(int(v) for v in np.clip(np.array([150, 180, 215]) + rng.normal(0, 8, 3), 0, 255))
+    ground = tuple(int(v) for v in np.clip(rng.uniform(80, 135) + rng.normal(0, 5, 3), 0, 255))
+    return _draw_clutter(rng), light, sky, ground
+
+
 @dataclass
 class _Episode:
     kind: str
@@ -383,17 +391,23 @@ class _Episode:
 class Scene:
     """Deterministic scene generator: `state(t_s)` is a pure function of (seed, t_s)."""
 
-    def __init__(self, seed: int = 0, scene_s: float = 10.0, classes=SCENE_KINDS, noise: float = 1.0):
+    def __init__(self, seed: int = 0, scene_s: float = 10.0, classes=SCENE_KINDS, noise: float = 1.0,
+                 place: str = "episode"):
         bad = [c for c in classes if c not in SCENE_KINDS]
         if bad or not classes:
             raise ValueError(f"scene classes must be a non-empty subset of {SCENE_KINDS}, got {list(classes)}")
         if scene_s <= 0:
             raise ValueError(f"scene_s must be > 0, got {scene_s}")
+        if place not in ("episode", "fixed"):
+            raise ValueError(f"place must be 'episode' or 'fixed', got {place!r}")
         self.seed, self.scene_s, self.classes, self.noise = int(seed), float(scene_s), tuple(classes), float(noise)
+        # "fixed": one place (static clutter, lighting, sky, ground) for the whole run, as a mounted rig sees;
+        # "episode": a new place per episode, as a dataset of sequences recorded at many places (synth)
+        self.place = place
 
     @classmethod
     def from_config(cls, scfg) -> "Scene":
-        return cls(seed=scfg.seed, scene_s=scfg.scene_s, classes=scfg.classes, noise=scfg.noise)
+        return cls(seed=scfg.seed, scene_s=scfg.scene_s, classes=scfg.classes, noise=scfg.noise, place=scfg.place)
 
     def episode_index(self, t_s: float) -> int:
         return int(math.floor(t_s / self.scene_s))
@@ -413,10 +427,14 @@ class Scene:
         objects = []
         for i, c in enumerate(kinds):
             objects.append(_draw_object(rng, str(c), i, objects, self.scene_s))
-        light = float(rng.uniform(0.45, 1.15))
-        sky = tuple(int(v) for v in np.clip(np.array([150, 180, 215]) + rng.normal(0, 8, 3), 0, 255))
-        ground = tuple(int(v) for v in np.clip(rng.uniform(80, 135) + rng.normal(0, 5, 3), 0, 255))
-        return _Episode(kind, objects, _draw_clutter(rng), light, sky, ground)
+        if self.place == "fixed":  # the objects above are the same as with per-episode places
+            return _Episode(kind, objects, *self._place(self.seed))
+        return _Episode(kind, objects, *_draw_place(rng))
+
+    @staticmethod
+    @functools.lru_cache(maxsize=8)
+    def _place(seed: int) -> tuple:
+        return _draw_place(np.random.default_rng([seed & 0xFFFFFFFFFFFF, 0x91ACE]))
 
     def state(self, t_s: float, kind: str | None = None) -> SceneState:
         """Scene at time t_s >= 0. `kind` forces the episode's kind (synth uses it to balance classes)."""
