@@ -41,7 +41,7 @@ def session_pairs(session: str | Path) -> list:
     return out
 
 
-def run_variant(v: str, cfg, items: list, out: Path, probe, replay: float, points: int) -> dict:
+def run_variant(v: str, cfg, items: list, out: Path, probe, replay: float, points: int, eval_data: str) -> dict:
     import torch
     from learner.online.trainer import OnlineLearner
     torch.manual_seed(cfg.learner.seed)
@@ -78,6 +78,8 @@ def run_variant(v: str, cfg, items: list, out: Path, probe, replay: float, point
                       f"{r['linear_acc']:.3f} loss {curve[-1]['loss']:.3f}", flush=True)
     st = lrn.ingest.stats()
     lrn.export()
+    from learner.online.trainer import write_split_json
+    write_split_json(eval_data, cfg.learner, out / v / "split.json")  # so `radvis eval` takes the export
     return {"curve": curve, "steps": lrn.step, "wall_s": round(time.time() - t0, 1), "pairs": len(items),
             "kept": st.get("kept", 0), "duplicates_skipped": st.get("duplicates_skipped", 0),
             "buffer": lrn.buffer.stats()}
@@ -123,7 +125,7 @@ def main(argv=None) -> dict:
         cfg = config.load(args.config, sets)
         if probe is None:
             probe = load_eval_set(args.eval_data, cfg)
-        results[v] = run_variant(v, cfg, items, out, probe, args.replay, args.points)
+        results[v] = run_variant(v, cfg, items, out, probe, args.replay, args.points, args.eval_data)
     results["random_init"] = {k: results[variants[0]]["curve"][0][k] for k in ("knn_acc", "linear_acc")}
     (out / "compare.json").write_text(json.dumps(results, indent=1, default=float))
     _plot_compare(results, variants, out / "probe_accuracy.png")

@@ -163,36 +163,31 @@ def results_table(ev: dict) -> str:
 
 
 def plot_probe(metrics: Path, out: Path) -> Path | None:
-    """The learner's held-out probe accuracy over the run (rows of metrics.jsonl that carry one)."""
+    """The learner's held-out probe accuracy over the run (its `event: eval` rows), against minutes of the
+    run when the rows carry `t` (steps come fast early, when batches are small, and slowly later)."""
     if not metrics.exists():
         return None
-    rows = []
+    evals = []
     for line in metrics.read_text().splitlines():
         try:
             r = json.loads(line)
         except ValueError:
             continue
-        if r.get("linear_acc") is not None and r.get("step") is not None:
-            rows.append(r)
-    # every metrics row repeats the latest probe: keep the row where each probe result first appears
-    steps, last = [], None
-    for r in sorted(rows, key=lambda r: r["step"]):
-        key = (r["linear_acc"], r.get("knn_acc"))
-        if key != last:
-            steps.append(r)
-            last = key
-    if not steps:
+        if isinstance(r, dict) and r.get("event") == "eval" and r.get("linear_acc") is not None:
+            evals.append(r)
+    if not evals:
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    x = [r["step"] for r in steps]
-    ax.plot(x, [100 * r["linear_acc"] for r in steps], "o-", label="linear probe")
-    if all(r.get("knn_acc") is not None for r in steps):
-        ax.plot(x, [100 * r["knn_acc"] for r in steps], "s--", label="kNN")
+    by_time = all(r.get("t") is not None for r in evals)
+    x = [r["t"] / 60 if by_time else r["step"] for r in evals]
+    ax.plot(x, [100 * r["linear_acc"] for r in evals], "o-", label="linear probe")
+    if all(r.get("knn_acc") is not None for r in evals):
+        ax.plot(x, [100 * r["knn_acc"] for r in evals], "s--", label="kNN")
     ax.axhline(25, color="grey", lw=0.8, ls=":", label="chance (4 classes)")
-    ax.set_xlabel("online training step")
+    ax.set_xlabel("minutes of the run (first point: the random-init encoder)" if by_time else "online training step")
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_title("What the radar learns while the rig runs")
     ax.legend()

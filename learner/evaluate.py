@@ -115,6 +115,10 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str = "bes
     cfg_l = cfg_from_checkpoint(state, cfg_l)
     fractions = [float(f) for f in (fractions or cfg_l.label_fractions)]
     seeds = int(seeds or cfg_l.eval_seeds)
+    if not (run / "split.json").exists():
+        raise FileNotFoundError(f"{run / 'split.json'}: missing. It records which frames of the data directory were "
+                                f"train/test; `radvis learn offline` writes it, and `radvis learn online` does when "
+                                f"it probes a labelled set (--eval-data / learner.online_eval_data)")
     split = json.loads((run / "split.json").read_text())
     frames = CRUWFrames(data, ("train",), chirp=cfg_l.chirp, clutter_removal=cfg_l.clutter_removal)
     if len(frames) != split["n_frames"]:
@@ -364,9 +368,15 @@ def _report(r: dict) -> str:
 def run(args) -> int:
     fr = [float(x) for x in args.fractions.split(",")] if args.fractions else None
     ks = [int(x) for x in args.queue_sweep.split(",")] if args.queue_sweep else None
-    res = evaluate(args.cfg.learner, args.run, args.data, checkpoint=args.checkpoint, fractions=fr, seeds=args.seeds,
-                   supervised=not args.no_supervised, finetune=not args.no_finetune, queue_sweep=ks, out=args.out,
-                   progress=not args.json, log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print)
+    from learner.data import DataError
+    try:
+        res = evaluate(args.cfg.learner, args.run, args.data, checkpoint=args.checkpoint, fractions=fr,
+                       seeds=args.seeds, supervised=not args.no_supervised, finetune=not args.no_finetune,
+                       queue_sweep=ks, out=args.out, progress=not args.json,
+                       log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print)
+    except (FileNotFoundError, DataError, ValueError) as e:
+        print(f"radvis eval: {e}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "rows"} | {"rows": res["rows"]}))
     else:

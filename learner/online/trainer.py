@@ -391,6 +391,8 @@ class OnlineLearner:
         self._write(mf, writer, {"event": "start", "step": self.step, "resumed_from": self.resumed_from,
                                  "naive": self.naive, "teacher": self.teacher.name, "buffer_policy": self.buffer.policy})
         try:
+            if self.step == 0 and lc.online_eval_every_steps and (lc.online_eval_data or self.eval_set is not None):
+                self._probe(mf, writer, 0.0)  # the random-init encoder: where the probe curve starts
             while True:
                 now = time.monotonic()
                 pairs_now = self.ingest.counts["pairs_in"] - in0
@@ -430,11 +432,7 @@ class OnlineLearner:
                     row = self._metrics_row(train_stats, rates, now - t0)
                     status.tick(_status_fields(row))
                 if out is not None and lc.online_eval_every_steps and self.step % lc.online_eval_every_steps == 0:
-                    r = self.evaluate()
-                    if r:
-                        self._write(mf, writer, {"event": "eval", **r})
-                        log.info("eval step %d: kNN %.3f linear %.3f (%d/%d)", self.step, r["knn_acc"],
-                                 r["linear_acc"], r["n_train"], r["n_test"])
+                    self._probe(mf, writer, now - t0)
                 if out is not None and ((lc.online_ckpt_every_steps and self.step - self.last_ckpt_step
                                          >= lc.online_ckpt_every_steps)
                                         or (lc.online_ckpt_every_s and now - self.last_ckpt_t >= lc.online_ckpt_every_s)):
@@ -455,6 +453,13 @@ class OnlineLearner:
             if writer is not None:
                 writer.close()
         return final
+
+    def _probe(self, mf, writer, t: float) -> None:
+        r = self.evaluate()
+        if r:
+            self._write(mf, writer, {"event": "eval", "t": round(t, 3), **r})
+            log.info("eval step %d: kNN %.3f linear %.3f (%d/%d)", self.step, r["knn_acc"], r["linear_acc"],
+                     r["n_train"], r["n_test"])
 
     def _default_subscriber(self):
         from radvis.transport import Subscriber, subscriber_from_config
