@@ -7,7 +7,7 @@ supervisor waits until each logs that it is subscribed (`READY_LOG`), before syn
 produce anything, so neither misses the first pairs. Stop is upstream first (`STOP_WAVES`): the capture
 stages get SIGTERM, then sync (which pairs and publishes what it still holds), then the recorder and the
 learner, each wave after the previous one has exited plus a short grace for messages in flight. A stage
-that does not exit within `rig.stop_timeout_s` is SIGKILLed.
+that does not exit within `rig.stop_timeout_s` of its wave's SIGTERM is SIGKILLed.
 
 Stages that have no subcommand in this build (e.g. `radvis sync` before the sync package exists) are
 reported as unavailable and not started: nothing is faked.
@@ -183,19 +183,21 @@ class Supervisor:
         """SIGTERM the stages wave by wave, upstream first (STOP_WAVES), then SIGKILL what is left."""
         waves = [[self.stages[n] for n in w if n in self.stages] for w in STOP_WAVES]
         waves.append([s for s in self.stages.values() if not any(s.name in w for w in STOP_WAVES)])
-        deadline = time.monotonic() + self.stop_timeout
         for i, wave in enumerate(waves):
             live = [s for s in wave if s.proc is not None and s.proc.poll() is None]
             if not live:
                 continue
             for st in live:
                 self._killpg(st, signal.SIGTERM)
+            # each wave gets the whole timeout: the learner's last checkpoint must not pay for a slow camera
+            deadline = time.monotonic() + self.stop_timeout
             for st in live:
                 try:
                     st.proc.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     log.warning("%s: did not stop within %.1f s; killing", st.name, self.stop_timeout)
-            if i + 1 < len(waves) and time.monotonic() < deadline:
+                    self._killpg(st, signal.SIGKILL)
+            if i + 1 < len(waves):
                 time.sleep(STOP_GRACE_S)
         for st in self.stages.values():
             self._killpg(st, signal.SIGKILL)  # the group, in case a stage forked helpers (emulators)
