@@ -236,6 +236,41 @@ def probe_set(n: int = 800, seed: int = 1000):
     return radar, label, split_by_scene(scene, label)
 
 
+def replay_stream(lrn, name: str, chunks, n_pairs: int, replay: float, points: int, offline: bool = False):
+    """Feed `chunks` (lists of (recv_ns, Message)) into an OnlineLearner and take replay x n_pairs / batch
+    optimizer steps: spread over the stream as it arrives, or all after the last chunk when `offline` (the
+    learner has every pair first). Probes at step 0 and at `points` even intervals. Returns (curve, wall_s)."""
+    total = int(round(n_pairs * replay / lrn.batch_size))
+    eval_at = {int(round(total * (i + 1) / points)) for i in range(points)}
+    r0 = lrn.evaluate()
+    curve = [{"step": 0, "pairs": 0, "knn_acc": r0["knn_acc"], "linear_acc": r0["linear_acc"]}]
+    t0, due, seen, losses = time.time(), 0.0, 0, []
+    for part in chunks:
+        lrn.ingest.process(part)
+        seen += len(part)
+        if seen >= n_pairs:  # last chunk: whatever is left (no step lost to rounding)
+            due = total - lrn.step
+        elif offline:
+            continue
+        else:
+            due += len(part) * replay / lrn.batch_size
+        while due >= 1 and lrn.step < total:
+            if len(lrn.buffer) < lrn.min_fill or lrn.ingest.center_pending:
+                break
+            o = lrn.train_step()
+            if o is None:
+                break
+            losses.append(o["loss"])
+            due -= 1
+            if lrn.step in eval_at:
+                r = lrn.evaluate()
+                curve.append({"step": lrn.step, "pairs": seen, "knn_acc": r["knn_acc"],
+                              "linear_acc": r["linear_acc"], "loss": float(np.mean(losses[-20:]))})
+                print(f"{name:>10} step {lrn.step:4d} pairs {seen:5d} kNN {r['knn_acc']:.3f} "
+                      f"linear {r['linear_acc']:.3f} loss {curve[-1]['loss']:.3f}", flush=True)
+    return curve, round(time.time() - t0, 1)
+
+
 def compare(out: str, pairs: int = 1800, replay: float = 4.0, points: int = 8, encoder: str = "tiny",
             variants=("redundancy", "reservoir", "naive", "offline"), seed: int = 0) -> dict:
     """Same stream, same number of optimizer steps (replay x pairs / batch) for every variant; the probe
@@ -275,37 +310,10 @@ def compare(out: str, pairs: int = 1800, replay: float = 4.0, points: int = 8, e
         lrn.eval_set = probe
         if v == "offline":
             lrn.ingest.queue, lrn.enqueue_batch_keys = None, True
-        total_steps = int(round(pairs * replay / B))
-        eval_at = {int(round(total_steps * (i + 1) / points)) for i in range(points)}
-        curve = []
-        r0 = lrn.evaluate()
-        curve.append({"step": 0, "pairs": 0, "knn_acc": r0["knn_acc"], "linear_acc": r0["linear_acc"]})
-        t0 = time.time()
-        due = 0.0
-        seen = 0
-        losses = []
-        for start in range(0, pairs, chunk):
-            lrn.ingest.process(_stream_items(stream, start, min(chunk, pairs - start)))
-            seen = min(pairs, start + chunk)
-            if v == "offline" and seen < pairs:
-                continue
-            due = total_steps - lrn.step if v == "offline" else due + chunk * replay / B
-            while due >= 1 and lrn.step < total_steps:
-                if len(lrn.buffer) < lrn.min_fill or lrn.ingest.center_pending:
-                    break
-                o = lrn.train_step()
-                if o is None:
-                    break
-                losses.append(o["loss"])
-                due -= 1
-                if lrn.step in eval_at:
-                    r = lrn.evaluate()
-                    curve.append({"step": lrn.step, "pairs": seen, "knn_acc": r["knn_acc"],
-                                  "linear_acc": r["linear_acc"], "loss": float(np.mean(losses[-20:]))})
-                    print(f"{v:>10} step {lrn.step:4d} pairs {seen:5d} kNN {r['knn_acc']:.3f} "
-                          f"linear {r['linear_acc']:.3f} loss {curve[-1]['loss']:.3f}", flush=True)
+        chunks = (_stream_items(stream, a, min(chunk, pairs - a)) for a in range(0, pairs, chunk))
+        curve, wall_s = replay_stream(lrn, v, chunks, pairs, replay, points, offline=(v == "offline"))
         st = lrn.ingest.stats()
-        results[v] = {"curve": curve, "steps": lrn.step, "wall_s": round(time.time() - t0, 1),
+        results[v] = {"curve": curve, "steps": lrn.step, "wall_s": wall_s,
                       "kept": st.get("kept", 0), "duplicates_skipped": st.get("duplicates_skipped", 0),
                       "buffer": lrn.buffer.stats()}
     results["random_init"] = {"knn_acc": results[variants[0]]["curve"][0]["knn_acc"],

@@ -43,44 +43,20 @@ def session_pairs(session: str | Path) -> list:
 
 def run_variant(v: str, cfg, items: list, out: Path, probe, replay: float, points: int, eval_data: str) -> dict:
     import torch
+    from bench.online import replay_stream
     from learner.online.trainer import OnlineLearner
     torch.manual_seed(cfg.learner.seed)
     lrn = OnlineLearner(cfg, out / v, naive=(v == "naive"), device="cpu")
     lrn.eval_set = probe
     if v == "offline":
         lrn.ingest.queue, lrn.enqueue_batch_keys = None, True
-    B = cfg.learner.batch_size
-    total = int(round(len(items) * replay / B))
-    eval_at = {int(round(total * (i + 1) / points)) for i in range(points)}
-    r0 = lrn.evaluate()
-    curve = [{"step": 0, "pairs": 0, "knn_acc": r0["knn_acc"], "linear_acc": r0["linear_acc"]}]
-    t0, due, losses, chunk = time.time(), 0.0, [], 10  # 10 pairs = 1 s of a 10 Hz stream
-    for start in range(0, len(items), chunk):
-        part = items[start:start + chunk]
-        lrn.ingest.process(part)
-        seen = start + len(part)
-        if v == "offline" and seen < len(items):
-            continue
-        due = total - lrn.step if v == "offline" else due + len(part) * replay / B
-        while due >= 1 and lrn.step < total:
-            if len(lrn.buffer) < lrn.min_fill or lrn.ingest.center_pending:
-                break
-            o = lrn.train_step()
-            if o is None:
-                break
-            losses.append(o["loss"])
-            due -= 1
-            if lrn.step in eval_at:
-                r = lrn.evaluate()
-                curve.append({"step": lrn.step, "pairs": seen, "knn_acc": r["knn_acc"],
-                              "linear_acc": r["linear_acc"], "loss": float(np.mean(losses[-20:]))})
-                print(f"{v:>8} step {lrn.step:4d} pairs {seen:5d} kNN {r['knn_acc']:.3f} linear "
-                      f"{r['linear_acc']:.3f} loss {curve[-1]['loss']:.3f}", flush=True)
+    chunks = (items[a:a + 10] for a in range(0, len(items), 10))  # 10 pairs = 1 s of a 10 Hz stream
+    curve, wall_s = replay_stream(lrn, v, chunks, len(items), replay, points, offline=(v == "offline"))
     st = lrn.ingest.stats()
     lrn.export()
     from learner.online.trainer import write_split_json
     write_split_json(eval_data, cfg.learner, out / v / "split.json")  # so `radvis eval` takes the export
-    return {"curve": curve, "steps": lrn.step, "wall_s": round(time.time() - t0, 1), "pairs": len(items),
+    return {"curve": curve, "steps": lrn.step, "wall_s": wall_s, "pairs": len(items),
             "kept": st.get("kept", 0), "duplicates_skipped": st.get("duplicates_skipped", 0),
             "buffer": lrn.buffer.stats()}
 
