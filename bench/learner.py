@@ -130,7 +130,7 @@ def main(argv=None) -> list[dict]:
         compare_teachers(*args.compare_teachers, args.teachers.split(","), args.seeds, args.epochs)
         return []
     torch.set_num_threads(1)     # shared 2-core machines: one thread measures steadier than two fighting others
-    from drivers.sim.synth import synth
+    from sim.synth import synth
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

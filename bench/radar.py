@@ -90,8 +90,8 @@ def naive_rate(data: bytes, min_s: float = 1.0) -> float:
 
 def rig_stream(n_frames: int) -> tuple[bytes, float]:
     """The radvis cfg's data-port bytes as the emulated board builds them, and its ms per frame."""
-    from drivers.sim.source import PointTargetSource
-    from drivers.sim.ti_device import build_packet, demo_tlvs
+    from sim.source import PointTargetSource
+    from sim.ti_device import build_packet, demo_tlvs
     rc = parse_cfg(CFG)
     src = PointTargetSource()
     out, t_build = [], 0.0

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from drivers.sim.dca1000_device import blast  # noqa: E402
+from sim.dca1000_device import blast  # noqa: E402
 from drivers.ti import dsp  # noqa: E402
 from drivers.ti.cfg import parse_cfg  # noqa: E402
 from drivers.ti.dca1000_receiver import DataReceiver, raw_frame_bytes  # noqa: E402

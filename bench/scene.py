@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from drivers.sim import render_camera, render_radar, synth  # noqa: E402
-from drivers.sim.scene import Scene  # noqa: E402
+from sim import render_camera, render_radar, synth  # noqa: E402
+from sim.scene import Scene  # noqa: E402
 from drivers.ti import dsp  # noqa: E402
 from drivers.ti.cfg import parse_cfg  # noqa: E402
 
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         row("camera", "render frames/s 128x96 (rig default)", cam_small, "frames/s", cam_full, "30 Hz")
 
     try:
-        from drivers.camera.emulated import open_emulated
-        from drivers.camera.generator import GeneratorCamera
+        from sim.realsense_device import open_emulated
+        from sim.generator_camera import GeneratorCamera
         from radvis import config
         cfg = config.load()
         dur = 1.0 if args.quick else 3.0

@@ -12,11 +12,11 @@ from radvis import config as configmod
 COMMAND_MODULES = [
     "radvis.cli_core",      # config show/check/docs, keys
     "drivers.ti.cli",       # radar cfg/parse, dca1000 parse
-    "drivers.sim.cli",      # synth
+    "sim.cli",              # synth
     "capture.cli",          # capture radar/camera, record, replay
-    "capture.rig_cli",      # rig
     "sync.cli",             # sync
     "learner.cli",          # learn offline / learn online, eval
+    "rig.cli",              # rig: above every stage
 ]
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from drivers.camera import CameraDisconnected, CameraError, open_camera
-from drivers.camera.generator import GeneratorCamera
+from sim.generator_camera import GeneratorCamera
 from drivers.camera.opencv import OpenCVCamera
-from drivers.sim import render_camera
-from drivers.sim.scene import Scene
+from sim import render_camera
+from sim.scene import Scene
 from radvis import config
 
 try:

@@ -259,10 +259,10 @@ def test_daemon_survives_unplug_and_exits_on_sigterm(tmp_path, kind):
 
 
 def test_emulated_radar_stall_leads_to_reopen_not_exit(tmp_path):
-    """The real emulated TI board (drivers.sim.ti_device via open_radar) goes silent (stall fault): the
+    """The real emulated TI board (sim.ti_device via open_radar) goes silent (stall fault): the
     driver raises after radar.data_timeout_s, the daemon reopens and reconfigures, frames flow again."""
     pytest.importorskip("drivers.ti.radar")
-    pytest.importorskip("drivers.sim.ti_device")
+    pytest.importorskip("sim.ti_device")
     sets = ipc_sets(tmp_path) + ["--set", "rig.stats_interval_s=0.3", "--set", "capture.reconnect_backoff_s=0.05",
                                  "--set", "radar.mode='uart'", "--set", "radar.cfg='drivers/ti/cfgs/radvis_iwr1843.cfg'",
                                  "--set", "radar.faults={stall_every=25, stall_s=2.0}",
@@ -298,7 +298,7 @@ def test_emulated_realsense_unplug_leads_to_reopen(tmp_path):
     """The emulated RealSense (pyrealsense2 software_device behind the real driver) is unplugged and stays
     away longer than camera.reconnect_s: the driver gives up (CameraDisconnected), the capture loop opens
     the camera again and frames flow on the same publisher."""
-    pytest.importorskip("drivers.camera.emulated")
+    pytest.importorskip("sim.realsense_device")
     from capture.daemon import camera_message, run_capture
     from drivers.camera import open_camera
     from radvis import config as configmod

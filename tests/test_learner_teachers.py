@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from drivers.sim.render_camera import PinholeCamera, frame_rng, render
-from drivers.sim.scene import Scene
+from sim.render_camera import PinholeCamera, frame_rng, render
+from sim.scene import Scene
 from learner.teachers import (AUTO_FALLBACK, Background, DescriptorTeacher, ForegroundDescriptorTeacher,
                               build_teacher, median_background, takes_background)
 from radvis.config import LearnerConfig

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from drivers.sim import render_camera, render_radar
-from drivers.sim.scene import CLASS_PARAMS, LABELS, Scene, frame_label, place
-from drivers.sim.scene_source import SceneRadarSource
-from drivers.sim.source import FrameSource, RadarFrameContent
+from sim import render_camera, render_radar
+from sim.scene import CLASS_PARAMS, LABELS, Scene, frame_label, place
+from sim.scene_source import SceneRadarSource
+from sim.source import FrameSource, RadarFrameContent
 from drivers.ti import dsp
 from drivers.ti.cfg import parse_cfg
 from tests.conftest import REPO
@@ -35,7 +35,7 @@ def test_state_is_a_pure_function_of_seed_and_time():
     # a different seed gives different content somewhere
     assert any(Scene(8).state(t).truth() != a.state(t).truth() for t in (1.0, 11.0, 21.0))
     # the camera process and the radar process agree without talking: another interpreter, same answer
-    code = ("import json,sys; from drivers.sim.scene import Scene; "
+    code = ("import json,sys; from sim.scene import Scene; "
             "print(json.dumps([Scene(7).state(t).truth(7) for t in (3.21, 1.5e6 + 0.033)]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == [_truth_at(7, 3.21), _truth_at(7, 1.5e6 + 0.033)]
@@ -184,7 +184,7 @@ def test_car_is_extended_and_stronger():
 def test_doppler_matches_radial_velocity():
     """A moving point scatterer: the phase progression across loops gives its radial velocity
     (TDM-MIMO chirp timing, wavelength and sign are right)."""
-    from drivers.sim.scene import Scatterers
+    from sim.scene import Scatterers
     for v in (-3.0, 1.2, 5.5):
         sc = Scatterers(np.array([[0.0, 0.0, 8.0]]), np.array([[0.0, 0.0, v]]), np.array([1.0]), np.zeros(1))
         adc = render_radar.render_scatterers(sc, PROFILE)
@@ -216,7 +216,7 @@ def test_object_lands_on_its_image_column_with_perspective_size():
 
 def test_rendered_content_matches_labels():
     """Every labelled object shows up in both sensors where its label says; empty scenes show none."""
-    from drivers.sim.scene import Clutter, Scatterers
+    from sim.scene import Clutter, Scatterers
     cam = render_camera.PinholeCamera(320, 192)
     s = Scene(21)
     for i, kind in enumerate(("pedestrian", "cyclist", "car", "empty", "mixed")):

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from capture.record import ScanResult, scan, segments
-from capture.supervisor import has_command
+from rig.supervisor import has_command
 from tests.test_capture import fake_sets, ipc_sets, radvis_proc
 
 
@@ -113,7 +113,7 @@ def test_rig_duration_stops_by_itself_and_skips_missing_or_broken_stages(tmp_pat
 def test_start_is_downstream_first_after_ready_and_stop_is_upstream_first(tmp_path):
     """Nothing lost at either end of a run: the learner and the recorder are subscribed before sync and the
     capture stages exist, and on stop the producers go first so the consumers get everything."""
-    from capture.supervisor import Supervisor
+    from rig.supervisor import Supervisor
     events = tmp_path / "events"
     fake = tmp_path / "fake-python"
     # stands in for `python -m radvis <stage args>`: logs its start, a ready line (consumers, after a

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from drivers.sim import synth
-from drivers.sim.scene import frame_label
+from sim import synth
+from sim.scene import frame_label
 from drivers.ti import dsp
 from radvis.cli import main as radvis_main
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from drivers.sim.ti_device import BANNER, DemoCli, EmulatedTI
+from sim.ti_device import BANNER, DemoCli, EmulatedTI
 from drivers.ti.cfg import parse_cfg
 from drivers.ti.cli_port import CliError, CliPort
 

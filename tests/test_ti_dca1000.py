@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.sim.dca1000_device import DCA1000Emulator, DcaFaults
+from sim.dca1000_device import DCA1000Emulator, DcaFaults
 from drivers.ti.cfg import parse_cfg
 from drivers.ti.dca1000 import (Cmd, DCA1000Config, DcaError, decode_command, decode_reply, encode_command,
                                 packet_delay_payload)
@@ -384,7 +384,7 @@ def test_capture_session_emulated_point_targets_to_ra_map():
     would, received, unpacked (Q first) and turned into an RA map whose peak is the strong reflector."""
     import math
 
-    from drivers.sim.source import PointTargetSource
+    from sim.source import PointTargetSource
     from drivers.ti import dsp
     from drivers.ti.dca1000_capture import DCA1000Capture
     from radvis import config as configmod

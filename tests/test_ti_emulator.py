@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import serial
 
-from drivers.sim.source import PointTargetSource
-from drivers.sim.ti_device import EmulatedTI
+from sim.source import PointTargetSource
+from sim.ti_device import EmulatedTI
 from drivers.ti.cfg import parse_cfg
 from drivers.ti.cli_port import CliPort
 from drivers.ti.radar import RadarError, open_radar
@@ -289,7 +289,7 @@ def test_open_radar_dca1000_mode_end_to_end(tmp_path, ra_chirp):
 def test_frame_number_reset_is_a_restart_not_late_frames():
     """After a device restart the frame counter starts again from 1; those frames must flow on
     (the synchroniser's clock model handles the restart), not be dropped as late."""
-    from drivers.sim.ti_device import build_packet
+    from sim.ti_device import build_packet
     from drivers.ti.radar import UartRadar
     from drivers.ti.uart import UartParser
     rcfg = parse_cfg(open(RADVIS_CFG).read())

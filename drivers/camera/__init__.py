@@ -17,7 +17,7 @@ def open_camera(cfg) -> CameraSource:
     backoff = dict(reconnect_backoff_s=cfg.capture.reconnect_backoff_s, reconnect_max_s=cfg.capture.reconnect_max_s,
                    reconnect_s=c.reconnect_s)
     if c.driver == "emulated-realsense":
-        from drivers.camera.emulated import open_emulated
+        from sim.realsense_device import open_emulated
         return open_emulated(cfg)
     if c.driver == "realsense":
         from drivers.camera.realsense import RealSenseCamera
@@ -28,8 +28,8 @@ def open_camera(cfg) -> CameraSource:
         return OpenCVCamera(c.device, width=c.width, height=c.height, fps=c.fps, latency_ms=c.latency_ms,
                             realtime=True, **backoff)
     if c.driver == "generator":
-        from drivers.camera.generator import GeneratorCamera
-        from drivers.sim.scene import Scene
+        from sim.generator_camera import GeneratorCamera
+        from sim.scene import Scene
         return GeneratorCamera(Scene.from_config(cfg.scene), width=c.width, height=c.height, fps=c.fps,
                                hfov_deg=c.hfov_deg, noise=cfg.scene.noise)
     raise CameraError(f"camera.driver: unknown driver {c.driver!r}")

@@ -12,7 +12,7 @@ Global time is switched on when the sensor supports it. A device that stops deli
 until `reconnect_s` has passed (then CameraDisconnected is raised to the capture daemon).
 
 The device is found by a `finder(serial) -> rs.device | None`: the real one queries an `rs.context`;
-the emulated RealSense (drivers/camera/emulated.py) hands over its `rs.software_device`, so tests and
+the emulated RealSense (sim/realsense_device.py) hands over its `rs.software_device`, so tests and
 the demo run exactly this code.
 """
 from __future__ import annotations

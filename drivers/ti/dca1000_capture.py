@@ -45,7 +45,7 @@ class DCA1000Capture:
             return cls(profile, host=radar_cfg.dca_host, board=radar_cfg.dca_board,
                        config_port=radar_cfg.dca_config_port, data_port=radar_cfg.dca_data_port,
                        iq_order=radar_cfg.iq_order)
-        from drivers.sim.dca1000_device import DCA1000Emulator
+        from sim.dca1000_device import DCA1000Emulator
         # receiver first (its port is the emulator's destination), then the board, then point the client at it
         self = cls.__new__(cls)
         self.profile = profile

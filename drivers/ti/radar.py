@@ -2,7 +2,7 @@
 
 UART mode: open the data port, configure the board through its CLI port (the cfg is validated first, so a
 bad cfg fails before anything is sent), then stream the data port through the validating TLV parser.
-With `cfg.radar.emulated` the emulated board (`drivers/sim/ti_device.py`) is started on ptys and driven
+With `cfg.radar.emulated` the emulated board (`sim/ti_device.py`) is started on ptys and driven
 through exactly the same code path as hardware.
 
 Timestamps: `t_device_ns = frameNumber × framePeriod` (the device's frame clock); `t_mono_ns`/`t_wall_ns`
@@ -209,9 +209,9 @@ def _plain(v):
 def make_source(cfg):
     """The emulated board's frame source: the scene simulator when present, else point targets."""
     try:
-        from drivers.sim.scene_source import SceneRadarSource
+        from sim.scene_source import SceneRadarSource
     except ImportError:
-        from drivers.sim.source import PointTargetSource
+        from sim.source import PointTargetSource
         return PointTargetSource(seed=cfg.scene.seed, noise=cfg.scene.noise)
     return SceneRadarSource.from_config(cfg)
 
@@ -229,7 +229,7 @@ def open_radar(cfg, *, source=None):
     emu = None
     cli_url, data_url = r.cli_port, r.data_port
     if r.emulated:
-        from drivers.sim.ti_device import EmulatedTI
+        from sim.ti_device import EmulatedTI
         try:
             emu = EmulatedTI(rcfg.text(), source if source is not None else make_source(cfg),
                              faults=r.faults, mode=r.mode).start()
@@ -346,7 +346,7 @@ def _open_dca(cfg, rcfg: RadarCfg, source=None):
         raise RadarError(f"DCA1000: {e}") from None
     emu, cli_url = None, r.cli_port
     if r.emulated:
-        from drivers.sim.ti_device import EmulatedTI
+        from sim.ti_device import EmulatedTI
         # faults act on the UDP stream (the DCA1000 emulator); the UART data port is not read in this mode
         emu = EmulatedTI(rcfg.text(), source if source is not None else make_source(cfg), mode="dca1000",
                          raw_sink=lambda fn, adc, t: cap.emulator.send_frame(adc)).start()

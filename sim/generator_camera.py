@@ -10,8 +10,8 @@ import threading
 import time
 
 from drivers.camera.base import CameraFrame, CameraSource
-from drivers.sim import render_camera
-from drivers.sim.scene import Scene
+from sim import render_camera
+from sim.scene import Scene
 
 
 class GeneratorCamera(CameraSource):

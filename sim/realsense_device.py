@@ -23,8 +23,8 @@ import numpy as np
 
 from drivers.camera.base import CameraError
 from drivers.camera.realsense import _rs
-from drivers.sim import render_camera
-from drivers.sim.scene import Scene
+from sim import render_camera
+from sim.scene import Scene
 
 log = logging.getLogger("radvis.camera.emulated")
 

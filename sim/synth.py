@@ -26,8 +26,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from drivers.sim import render_camera, render_radar
-from drivers.sim.scene import CLASSES, Scene
+from sim import render_camera, render_radar
+from sim.scene import CLASSES, Scene
 from drivers.ti import dsp
 from drivers.ti.cfg import parse_cfg
 
@@ -38,7 +38,7 @@ DATE = "2026_01_01"
 CODES = {"pedestrian": "PMS", "cyclist": "BMS", "car": "CMS", "mixed": "MLMS", "empty": "EMS"}
 # sequence kinds cycle in this order: the four classes of the paper's task, then a mixed one
 SCHEDULE = ("pedestrian", "cyclist", "car", "empty", "mixed")
-DEFAULT_CFG = Path(__file__).resolve().parents[1] / "ti" / "cfgs" / "radvis_iwr1843.cfg"
+DEFAULT_CFG = Path(__file__).resolve().parents[1] / "drivers" / "ti" / "cfgs" / "radvis_iwr1843.cfg"
 
 
 def cruw_profile(cfg_path: str | Path = DEFAULT_CFG):
@@ -222,7 +222,7 @@ def probe(root: str | Path, *, every: int = 1) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from drivers.sim.scene import LABELS, frame_label
+    from sim.scene import LABELS, frame_label
     root = Path(root)
     X, y, groups = [], [], []
     for ann in sorted((root / "annotations" / "train").glob("*.txt")):

@@ -1,4 +1,4 @@
-"""`radvis synth`: write a CRUW ROD2021-layout synthetic dataset (drivers/sim/synth.py)."""
+"""`radvis synth`: write a CRUW ROD2021-layout synthetic dataset (sim/synth.py)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _synth(args) -> int:
-    from drivers.sim import synth
+    from sim import synth
     try:
         size = synth.parse_size(args.image_size)
     except ValueError as e:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from drivers.sim.scene import MOUNT_HEIGHT_M, SceneState
+from sim.scene import MOUNT_HEIGHT_M, SceneState
 
 
 @dataclass(frozen=True)

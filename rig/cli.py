@@ -29,7 +29,7 @@ BUDGET_S = 600  # the README promises the main job finishes in under 10 minutes 
 
 def stage_plan(cfg, parser) -> tuple[list[str], list[str]]:
     """(stages to start, stages skipped because this build has no subcommand for them)."""
-    from capture.supervisor import STAGE_ARGV, has_command
+    from rig.supervisor import STAGE_ARGV, has_command
     wanted = [s for s in cfg.rig.stages if s != "record" or cfg.record.enabled]
     run = [s for s in wanted if has_command(parser, STAGE_ARGV[s])]
     return run, [s for s in wanted if s not in run]
@@ -228,7 +228,7 @@ def write_report(run_dir: Path, status: dict, ev: dict | None, rep: dict | None,
 
 
 def _rig(args) -> int:
-    from capture import supervisor
+    from rig import supervisor
     from radvis.cli import build_parser
     t_start = time.monotonic()
     cfg = args.cfg

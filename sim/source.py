@@ -1,8 +1,8 @@
 """What an emulated TI radar observes: the pluggable frame-source protocol and a deterministic source.
 
-The emulated device (`drivers/sim/ti_device.py`) asks its source for each frame's content and turns it into
+The emulated device (`sim/ti_device.py`) asks its source for each frame's content and turns it into
 exactly what the demo firmware would send (UART TLVs) or stream (raw ADC to the DCA1000). The scene
-simulator (`drivers/sim/scene_source.py: SceneRadarSource`) implements the same protocol.
+simulator (`sim/scene_source.py: SceneRadarSource`) implements the same protocol.
 """
 from __future__ import annotations
 

@@ -302,7 +302,7 @@ class EmulatedTI:
 
     def __init__(self, profile_cfg_text: str | None = None, source=None, faults: dict | None = None,
                  mode: str = "uart", raw_sink=None, time_fn=time.monotonic):
-        from drivers.sim.source import PointTargetSource
+        from sim.source import PointTargetSource
         self.cfg_text = profile_cfg_text
         self.source = source if source is not None else PointTargetSource()
         self.faults = dict(faults or {})
@@ -519,7 +519,7 @@ class EmulatedTI:
 
 
 def demo_adc_from_points(content, profile, rng) -> np.ndarray:
-    from drivers.sim.source import synth_adc
+    from sim.source import synth_adc
     pts = content.points if content.points is not None else np.zeros((0, 4), np.float32)
     tg = [{"range_m": float(math.hypot(p[0], p[1])), "azimuth_rad": float(math.atan2(p[0], p[1])),
            "velocity_mps": float(p[3])} for p in pts]

@@ -1,4 +1,4 @@
-"""`SceneRadarSource`: the scene simulator as the emulated TI radar's frame source (drivers/sim/source.py).
+"""`SceneRadarSource`: the scene simulator as the emulated TI radar's frame source (sim/source.py).
 
 Each frame renders the scene at the frame's time t_s (the rig passes time.monotonic(), so the emulated
 camera, rendering the same Scene at its own frame times, sees the same objects): the raw ADC cube
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from threadpoolctl import ThreadpoolController
 
-from drivers.sim import render_radar
-from drivers.sim.scene import Scene
-from drivers.sim.source import RadarFrameContent
+from sim import render_radar
+from sim.scene import Scene
+from sim.source import RadarFrameContent
 
 # The per-frame matmuls are small: a multi-threaded BLAS pool only spins against the rig's other processes
 # (measured 80x slower on a loaded 2-core box), so rendering runs on one BLAS thread.

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from drivers.sim.scene import SceneState, Scatterers
-from drivers.sim.source import azimuth_positions
+from sim.scene import SceneState, Scatterers
+from sim.source import azimuth_positions
 
 C = 299_792_458.0
 ADC_GAIN = 2000.0        # amplitude (ADC counts) of a 1 m^2 target at 1 m, per sample
@@ -32,7 +32,7 @@ NOISE_COUNTS = 1.5       # thermal noise std (ADC counts, per I and Q) at noise 
 def virtual_array(profile) -> tuple[np.ndarray, np.ndarray]:
     """Virtual antenna positions in half-wavelengths (azimuth, elevation), in the ADC cube's order
     (chirp position in the loop x num_rx + rx). Azimuth positions are the radar helper's
-    (`drivers.sim.source.azimuth_positions`: RX lambda/2 apart, TDM TXs 2 lambda apart); with 3 TX the
+    (`sim.source.azimuth_positions`: RX lambda/2 apart, TDM TXs 2 lambda apart); with 3 TX the
     xWR18xx TX1 sits half-way and one half-wavelength higher (the elevation row)."""
     az = azimuth_positions(profile)
     el = np.zeros_like(az)

@@ -1,0 +1,1 @@
+"""The rig: above every stage. Supervisor (stages as processes), held-out set, evaluation, replay check, report."""
