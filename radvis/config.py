@@ -65,6 +65,8 @@ class EndpointsConfig:
     radar: str = opt("tcp://127.0.0.1:5550", "Where the radar capture daemon publishes radar frames.")
     camera: str = opt("tcp://127.0.0.1:5551", "Where the camera capture daemon publishes camera frames.")
     pairs: str = opt("tcp://127.0.0.1:5552", "Where the synchroniser publishes radar-camera pairs.")
+    truth: str = opt("tcp://127.0.0.1:5553", "Where emulated devices publish the scene's ground truth per frame "
+                     "(kind `truth`: true capture time, label, objects); unused with real devices.")
     control: str = opt("tcp://127.0.0.1:5559", "Where daemons publish their periodic stats (kind `stats`).")
 
 

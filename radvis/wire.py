@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 VERSION = 1
-KINDS = ("radar", "camera", "pair", "stats", "event")
+KINDS = ("radar", "camera", "pair", "truth", "stats", "event")
 
 # Little-endian / byte-order-free dtypes only: a header cannot make us interpret bytes as objects.
 DTYPES = {np.dtype(t).str: np.dtype(t) for t in (
