@@ -20,12 +20,15 @@ def sample(kind: str) -> Message:
         "camera": {"image": rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)},
         "pair": {"radar.ra": rng.standard_normal((128, 128, 2)).astype(np.float32),
                  "camera.image": rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)},
+        "truth": {},
         "stats": {},
         "event": {"empty": np.zeros((0, 4), np.float32)},
     }[kind]
     meta = {"radar": {"frame_number": 7, "cfg_digest": "abc", "units": {"ra": "linear"}},
             "camera": {"width": 128, "height": 96, "encoding": "raw", "intrinsics": [100.0, 100.0, 64.0, 48.0]},
-            "pair": {"skew_ns": 1234}, "stats": {"fps": 9.9}, "event": {"what": "dropped"}}[kind]
+            "pair": {"skew_ns": 1234},
+            "truth": {"stream": "radar", "frame_number": 7, "t_capture_ns": 5_000_000_000, "label": "car"},
+            "stats": {"fps": 9.9}, "event": {"what": "dropped"}}[kind]
     return Message(kind=kind, source=f"{kind}0", buffers=bufs, meta=meta, t_device_ns=123456789)
 
 
