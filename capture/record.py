@@ -238,28 +238,6 @@ def recover(path: str | Path, out: str | Path | None = None, compression: str = 
 # The recorder
 # ---------------------------------------------------------------------------------------------
 
-class GapCounter:
-    """Messages missing upstream, per endpoint. A Publisher numbers everything it sends with one
-    counter (pairs and events alike) and a restart gets a new random epoch, so continuity is checked per
-    (endpoint, epoch) across kinds: every gap is a message the recorder never saw."""
-
-    def __init__(self, names):
-        self.last: dict = {}
-        self.lost = {n: 0 for n in names}
-        self.out_of_order = {n: 0 for n in names}
-
-    def update(self, name: str, msg: Message) -> int:
-        key = (name, msg.epoch, msg.kind)  # publishers number each kind separately
-        last = self.last.get(key)
-        if last is not None and msg.seq <= last:
-            self.out_of_order[name] += 1
-            return 0
-        self.last[key] = msg.seq
-        gap = 0 if last is None else msg.seq - last - 1
-        self.lost[name] += gap
-        return gap
-
-
 class Recorder:
     """Subscribe to endpoints (one SUB each, so a message's channel is known) and write segments."""
 
@@ -289,7 +267,6 @@ class Recorder:
         self.bytes = 0
         self.lag_ms = 0.0
         self.last_sync = time.monotonic()
-        self.gaps = GapCounter(self.endpoints)
 
     def _open(self) -> Segment:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
@@ -303,7 +280,8 @@ class Recorder:
         return self.seg
 
     def stats(self) -> dict:
-        per = {n: {**s.stats.as_dict(), "lost": self.gaps.lost[n]} for n, s in self.subs.items()}
+        # one Subscriber per endpoint: its sequence tracker (radvis.sequence) counts that endpoint's gaps
+        per = {n: s.stats.as_dict() for n, s in self.subs.items()}
         return {"written": self.written, "bytes": self.bytes, "segments": len(self.files),
                 "lost": sum(p["lost"] for p in per.values()),
                 "rejected": sum(sum(p["rejected"].values()) for p in per.values()),
@@ -317,6 +295,8 @@ class Recorder:
     def poll_once(self, timeout_ms: int = 100) -> int:
         """Receive and write whatever is ready (at most a burst); fsync/rotate when due. Returns count."""
         n = 0
+        for sub in self.subs.values():
+            sub.watch()  # re-connect an endpoint libzmq dropped (a frame over the socket ceiling)
         for sock, _ in self.poller.poll(timeout_ms):
             name = self.by_sock[sock]
             sub = self.subs[name]
@@ -339,9 +319,20 @@ class Recorder:
             self.seg = None
         return n
 
+    def drain(self, quiet_ms: int = 500, max_s: float = 3.0) -> int:
+        """Before stopping: write what is still queued in the sockets (or on its way: a producer that
+        stopped just before us), until they have been quiet for `quiet_ms`, at most `max_s` (a producer
+        that keeps publishing cannot hold the stop forever). Returns the messages written."""
+        n, end = 0, time.monotonic() + max_s
+        while time.monotonic() < end:
+            got = self.poll_once(quiet_ms)
+            if not got:
+                break
+            n += got
+        return n
+
     def write(self, name: str, frames, msg: Message) -> None:
         seg = self.seg or self._open()
-        self.gaps.update(name, msg)
         mono = time.monotonic_ns()
         data = frame(frames)
         seg.add(name, data, log_time=self.wall0 + (mono - self.mono0), publish_time=msg.t_wall_ns, sequence=msg.seq)
@@ -401,6 +392,8 @@ def record_main(cfg, topics: list[str] | None = None, out: str | None = None, du
                 spub.send(WireMessage(kind="stats", source="record", meta={"stage": "record", **shown}))
             if (t_end and time.monotonic() >= t_end) or (max_messages and rec.written >= max_messages):
                 break
+        if stop.is_set():  # SIGINT/SIGTERM: everything published before it is recorded
+            rec.drain()
     finally:
         st = rec.close()
         if spub is not None:

@@ -181,13 +181,3 @@ def test_recover_unchunked_truncated_mid_message(tmp_path):
     info = recover(path)
     got = [bytes(m.data) for _, _, m in make_reader(open(info["out"], "rb")).iter_messages()]
     assert got == datas[:4] and info["messages"] == 4
-
-
-def test_gap_counter_follows_each_kinds_counter():
-    from capture.record import GapCounter
-    g = GapCounter(["pairs"])
-    # a synchroniser numbers pairs and drop events separately: pairs 0, 1, 4 (2, 3 lost), events 0, 1
-    for seq, kind in [(0, "pair"), (0, "event"), (1, "pair"), (1, "event"), (4, "pair"), (4, "pair")]:
-        g.update("pairs", Message(kind=kind, source="sync", seq=seq, epoch=11))
-    g.update("pairs", Message(kind="pair", source="sync", seq=0, epoch=12))  # publisher restarted: no gap
-    assert g.lost == {"pairs": 2} and g.out_of_order == {"pairs": 1}
