@@ -97,8 +97,10 @@ def decode_pair(msg: Message, recv_ns: int = 0) -> Pair:
         raise PairError("radar_nonfinite", "radar.ra holds NaN or inf")
     image = decode_image(img, _sub(msg.meta, "camera", "meta").get("encoding", "raw"))
     t = msg.meta.get("t_pair_ns")
-    if isinstance(t, bool) or not isinstance(t, int):
+    if t is None:
         t = msg.t_device_ns if msg.t_device_ns is not None else msg.t_mono_ns
+    elif isinstance(t, bool) or not isinstance(t, int) or not -(2**63) <= t < 2**63:
+        raise PairError("t_pair", f"meta.t_pair_ns must be an int64 integer (docs/wire-format.md), got {t!r:.40}")
     # emulated rigs: scene ground truth rides in the radar (or camera) frame's meta (docs/sync.md)
     truth = (msg.meta.get("truth") or _sub(msg.meta, "radar", "meta").get("truth")
              or _sub(msg.meta, "camera", "meta").get("truth"))
@@ -254,6 +256,10 @@ class Ingest:
             except PairError as e:
                 self.dropped[f"bad_pair_{e.reason}"] += 1
                 continue
+            except Exception as e:  # a pair from the network must never stop the learner
+                self.dropped["bad_pair_malformed"] += 1
+                log.warning("dropped a pair that could not be decoded: %r", e)
+                continue
             if self._already_seen(p):
                 self.dropped["already_seen"] += 1
                 continue
@@ -283,7 +289,14 @@ class Ingest:
             if self.heldout is not None and self.heldout.offer(p):
                 self.counts["heldout"] += 1
                 continue
-            if self.buffer.add(p.radar, k, p.t_ns, p.seq_id, p.label) >= 0:
+            try:
+                slot = self.buffer.add(p.radar, k, p.t_ns, p.seq_id, p.label)
+            except ValueError as e:  # checked before the buffer changes: the pair is dropped, counted
+                self.counts["kept"] -= 1  # once, as dropped (every pair is counted exactly once)
+                self.dropped["bad_pair_buffer"] += 1
+                log.warning("dropped a pair the replay buffer cannot hold: %s", e)
+                continue
+            if slot >= 0:
                 self.counts["inserted"] += 1
             kept_keys.append(k)
             kept_t.append(p.t_ns)
