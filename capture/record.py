@@ -392,8 +392,8 @@ def record_main(cfg, topics: list[str] | None = None, out: str | None = None, du
                 spub.send(WireMessage(kind="stats", source="record", meta={"stage": "record", **shown}))
             if (t_end and time.monotonic() >= t_end) or (max_messages and rec.written >= max_messages):
                 break
-        if stop.is_set():  # SIGINT/SIGTERM: everything published before it is recorded
-            rec.drain()
+        if stop.is_set():  # SIGINT/SIGTERM: everything published before it is recorded, within the
+            rec.drain(max_s=0.8 * cfg.rig.stop_timeout_s)  # time the rig gives a stage to stop
     finally:
         st = rec.close()
         if spub is not None:

@@ -3,6 +3,7 @@ reason, near-duplicate gate, the receiver thread never backing up into the socke
 exclusion mask on the queue fed from the stream."""
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -14,7 +15,7 @@ from learner.online.buffer import ReplayBuffer
 from learner.online.ingest import CLASSES, Ingest, PairError, Receiver, decode_pair
 from learner.queue import NegativeQueue
 from radvis.transport import Publisher, Subscriber
-from radvis.wire import decode, encode
+from radvis.wire import Limits, decode, encode
 
 
 def roundtrip(msg):
@@ -57,19 +58,22 @@ def test_bad_pairs_raise_with_a_reason(mutate, reason):
     assert e.value.reason == reason
 
 
-def _pipeline(tmp_path, name, *, maxsize=1000, dedup=0.98, keep_s=1.0, queue=None, capacity=500):
+def _pipeline(tmp_path, name, *, maxsize=1000, dedup=0.98, keep_s=1.0, queue=None, capacity=500, limits=Limits()):
     ep = f"ipc://{tmp_path}/{name}.sock"
     pub = Publisher(ep, hwm=10000)
-    rx = Receiver(lambda: Subscriber(ep, ["pair"], hwm=10000), maxsize=maxsize).start()
+    rx = Receiver(lambda: Subscriber(ep, ["pair"], hwm=10000, limits=limits), maxsize=maxsize).start()
     assert pub.wait_for_subscribers(1, 5)
     buf = ReplayBuffer(capacity, 12, policy="reservoir")
     ing = Ingest(rx, mean_colour_embed, buf, queue, dedup_threshold=dedup, keep_interval_s=keep_s)
     return pub, rx, ing
 
 
-def _drain(ing, n, timeout=10.0):
+def _drain(ing, n, timeout=10.0, rejected=0):
+    """Wait (with a deadline) until the receiver has delivered n pairs and its subscriber rejected
+    `rejected` messages, then process everything queued."""
     deadline = time.monotonic() + timeout
-    while ing.rx.received < n and time.monotonic() < deadline:
+    while ((ing.rx.received < n or sum(ing.rx.sub_stats()["rejected"].values()) < rejected)
+           and time.monotonic() < deadline):
         time.sleep(0.01)
     while ing.poll():
         pass
@@ -84,13 +88,67 @@ def test_socket_to_buffer_counts_every_pair(tmp_path):
     for m in good[:15] + [bad] + good[15:]:
         pub.send(m)
     pub.send_frames([b"pair", b"{not json"])  # malformed on the wire: rejected by the subscriber
-    _drain(ing, 31)
+    _drain(ing, 31, rejected=1)
     st = ing.stats()
     rx.stop()
     pub.close()
     assert st["pairs_in"] == 30 and st["inserted"] == 30 and len(ing.buffer) == 30
     assert st["dropped_by_reason"] == {"bad_pair_radar": 1, "malformed_header_json": 1}
     assert st["dropped"] == 2
+
+
+def _raw_pair(msg, **meta) -> list[bytes]:
+    """A pair's frames with meta values put straight into the JSON (as a foreign publisher could)."""
+    frames = [bytes(f) for f in encode(msg)]
+    h = json.loads(frames[1])
+    h["meta"].update(meta)
+    return [frames[0], json.dumps(h).encode()] + frames[2:]
+
+
+def test_out_of_range_pair_time_is_counted_and_the_learner_goes_on(tmp_path):
+    """#15 finding 2: meta.t_pair_ns = 2**70 crashed the learner (OverflowError in the replay buffer).
+    Beyond 64 bits the wire rejects it (`range`); within u64 but outside int64, or not an integer, the
+    learner's pair decoder does (`bad_pair_t_pair`); the pairs after it are all stored."""
+    pub, rx, ing = _pipeline(tmp_path, "tpair", dedup=1.0)
+    s = SyntheticStream(seed=5)
+    msgs = [s.message(i) for i in range(12)]
+    for m in msgs[:6]:
+        pub.send(m)
+    for bad in (2**70, 2**64 - 1, 2**63, "soon", 1.5):
+        m = s.message(99)
+        m.seq, m.epoch = pub.next_seq("pair"), pub.epoch
+        m.stamp()
+        pub.send_frames(_raw_pair(m, t_pair_ns=bad))
+    for m in msgs[6:]:
+        pub.send(m)
+    _drain(ing, 12 + 4, rejected=1)
+    st = ing.stats()
+    rx.stop()
+    pub.close()
+    assert st["inserted"] == 12 and len(ing.buffer) == 12 and rx.thread is not None
+    # the rejected message's number is also missing from what was delivered (lost counts numbers)
+    assert st["dropped_by_reason"] == {"malformed_range": 1, "bad_pair_t_pair": 4, "lost_in_transport": 1}
+    assert sorted(ing.buffer.t_ns[:12].tolist()) == [s.frame(i)[2] for i in range(12)]
+
+
+def test_oversize_pair_costs_one_pair_not_the_stream(tmp_path):
+    """#15 finding 1 at the learner's subscriber: a pair over transport.max_message_bytes is counted
+    (`malformed_oversize`) and every pair after it still arrives."""
+    pub, rx, ing = _pipeline(tmp_path, "big", dedup=1.0, limits=Limits(max_message_bytes=1 << 20))
+    s = SyntheticStream(seed=6)
+    for i in range(5):
+        pub.send(s.message(i))
+    big = s.message(5)
+    big.buffers["camera.image"] = np.zeros((800, 700, 3), np.uint8)  # 1.7 MB: over the limit, under the ceiling
+    pub.send(big)
+    for i in range(6, 20):
+        pub.send(s.message(i))
+    _drain(ing, 19, rejected=1)
+    st = ing.stats()
+    rx.stop()
+    pub.close()
+    assert st["inserted"] == 19 and st["dropped_by_reason"] == {"malformed_oversize": 1, "lost_in_transport": 1}
+    assert rx.sub_stats()["lost"] == 1  # its sequence number is missing from what was delivered
 
 
 def test_near_duplicates_skipped_but_one_kept_per_interval(tmp_path):

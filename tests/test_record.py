@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zmq
 from hypothesis import given, settings, strategies as hs
 from mcap.reader import make_reader
 
@@ -181,3 +182,76 @@ def test_recover_unchunked_truncated_mid_message(tmp_path):
     info = recover(path)
     got = [bytes(m.data) for _, _, m in make_reader(open(info["out"], "rb")).iter_messages()]
     assert got == datas[:4] and info["messages"] == 4
+
+
+def _flushed_publishers(tmp: Path):
+    """Publishers on their own context: `ctx.term()` returns once every message sent has left them."""
+    ctx = zmq.Context()
+    return ctx, {n: Publisher(f"ipc://{tmp}/{n}.sock", ctx=ctx, hwm=10000) for n in ("radar", "camera")}
+
+
+def _start_recorder_on(tmp: Path, pubs: dict, extra: list[str]):
+    p = radvis_proc(["record", "--topics", "radar", "camera", "--out", str(tmp / "session"), *ipc_sets(tmp),
+                     "--set", "rig.stats_interval_s=0.3", *extra])
+    for n, pub in pubs.items():
+        assert pub.wait_for_subscribers(1, 20), f"recorder never subscribed to {n}"
+    return p
+
+
+def _stop_and_report(p, ctx, pubs) -> dict:
+    for pub in pubs.values():
+        pub.close()
+    ctx.term()  # every message has left the publishers (linger): now they are the recorder's to keep
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(30) == 0, p.stderr.read()
+    return json.loads(p.stdout.read().strip().splitlines()[-1])
+
+
+def test_everything_published_before_sigterm_is_recorded(tmp_path):
+    """#17 "Stop": the recorder drains its sockets before it stops. 3000 small messages are published as
+    fast as they go (faster than it writes them) and SIGTERM follows at once: all 3000 are in the file."""
+    ctx, pubs = _flushed_publishers(tmp_path)
+    p = _start_recorder_on(tmp_path, pubs, ["--set", "transport.rcvhwm=10000"])
+    sent = []
+    try:
+        pub = pubs["radar"]
+        frames = []
+        for k in range(3000):  # encoded first, so they go out far faster than the recorder writes
+            m = Message(kind="radar", source="radar0", buffers={"ra": fake_ra(k)[:1, :64]}, meta={"frame_number": k},
+                        seq=pub.next_seq("radar"), epoch=pub.epoch).stamp()
+            frames.append(encode(m))
+            sent.append(frame(frames[-1]))
+        for f in frames:
+            assert pub.send_frames(f)
+        report = _stop_and_report(p, ctx, pubs)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert report["written"] == 3000 and report["lost"] == 0 and report["rejected"] == 0, report
+    got = [bytes(m.data) for path in segments(tmp_path / "session") for _, m in scan(path)]
+    assert got == sent
+
+
+def test_oversize_message_costs_one_message_not_the_recording(tmp_path):
+    """#15 finding 1 at the recorder: 5 radar frames, one over transport.max_message_bytes, 20 more:
+    the 25 valid ones are recorded and the oversize one is counted (libzmq used to cut the connection
+    for good: nothing after it was recorded)."""
+    ctx, pubs = _flushed_publishers(tmp_path)
+    p = _start_recorder_on(tmp_path, pubs, ["--set", "transport.max_message_bytes=1048576"])
+    sent = []
+    try:
+        for k in range(26):
+            if k == 5:
+                big = Message(kind="radar", source="radar0", buffers={"ra": np.zeros((800, 700, 3), np.uint8)})
+                assert pubs["radar"].send(big)  # 1.7 MB: over the limit, under the socket ceiling
+                continue
+            sent.append(_send(pubs["radar"], _radar(k)))
+        report = _stop_and_report(p, ctx, pubs)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    radar = report["per_endpoint"]["radar"]
+    assert report["written"] == 25 and radar["rejected"] == {"oversize": 1} and radar["reconnects"] == 0, report
+    assert radar["lost"] == 1  # its sequence number is missing from what was recorded
+    got = [bytes(m.data) for path in segments(tmp_path / "session") for _, m in scan(path)]
+    assert got == sent

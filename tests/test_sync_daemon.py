@@ -243,6 +243,95 @@ def test_live_end_to_end_over_sockets(rig_sockets):
     assert result["added_ms_p99"] is not None and result["added_ms_p99"] < cfg.sync.max_latency_ms
 
 
+def _live_schedule(t0: int):
+    """The live rig of test_live_end_to_end_over_sockets as host stamps (no waiting): radar k at 10 Hz
+    (device time = frame number x 100 ms) is its pair with camera frame 3k + 1 (30 Hz, drifting clock)."""
+    sched = [(t0 + j * NS // 30 + 6 * MS, "camera", j) for j in range(60)]
+    sched += [(t0 + 40 * MS + k * 100 * MS + 3 * MS, "radar", k) for k in range(20)]
+    return sorted(sched)
+
+
+def _wait_for(pred, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _live_with_bad_messages(tmp_path, inject, want_rejected: dict, after: int = 33):
+    """The live rig, with `inject(rpub, cpub, sent, stamp)` called right after camera frame `after`. Waits until sync has taken all 80 valid frames and rejected
+    `want_rejected`, stops it cleanly (it pairs what it holds) and returns (pairs, sync's stats)."""
+    cfg = cfg_for(tmp_path, **{"sync.max_latency_ms": 60000.0, "transport.max_message_bytes": 1 << 20})
+    rpub, cpub = Publisher(cfg.endpoints.radar), Publisher(cfg.endpoints.camera)
+    daemon = SyncDaemon(cfg)
+    sub = Subscriber(cfg.endpoints.pairs, ["pair"])
+    try:
+        assert rpub.wait_for_subscribers(1, 5) and cpub.wait_for_subscribers(1, 5)
+        assert daemon.pub.wait_for_subscribers(1, 5)
+        th, stop, result = _start(daemon)
+        t0 = time.monotonic_ns()
+        sent = {}
+        for stamp, kind, i in _live_schedule(t0):
+            if kind == "radar":
+                m = radar_msg(i, stamp)
+                rpub.send(m)
+            else:
+                m = camera_msg(i, stamp, int((stamp - 6 * MS - 5 * NS) * (1 + 80e-6)))
+                cpub.send(m)
+            sent[kind, i] = [bytes(f) for f in encode(m)]
+            if (kind, i) == ("camera", after):
+                inject(rpub, cpub, sent, stamp)
+        n = 80 + sum(want_rejected.values())  # every message sent reached sync: taken or rejected
+        _wait_for(lambda: daemon.sub.stats.received + sum(daemon.sub.stats.rejected.values()) >= n)
+        stop.set()  # a clean stop pairs what is still held
+        th.join(10)
+        got = _collect(sub)
+    finally:
+        for s_ in (rpub, cpub, sub):
+            s_.close()
+        daemon.close()
+    pairs = [(m.meta["radar"]["meta"]["frame_number"], m.meta["camera"]["meta"]["frame_number"]) for m in got]
+    assert result["errors"] == 0
+    return pairs, result
+
+
+def test_stale_duplicate_is_not_a_time_jump(tmp_path):
+    """#15 finding 3: radar frame 4 and camera frame 13 re-sent unchanged (same epoch and seq) more than
+    sync.time_jump_s later made sync reset ("time_jump") and publish pair (4, 13) twice. They are
+    stale: dropped and counted."""
+    def inject(rpub, cpub, sent, stamp):
+        rpub.send_frames(sent["radar", 4])
+        cpub.send_frames(sent["camera", 13])
+    pairs, st = _live_with_bad_messages(tmp_path, inject, {"stale": 2}, after=57)
+    assert st["resets"] == 0
+    assert sorted(pairs) == [(k, 3 * k + 1) for k in range(20)]  # each once
+    assert st["sub"]["rejected"] == {"stale": 2} and st["sub"]["lost"] == 0
+
+
+def test_oversize_frame_does_not_cut_sync_off(tmp_path):
+    """#15 finding 1 at sync: one camera frame over transport.max_message_bytes used to make libzmq cut
+    the camera connection for good (sync received nothing more, counted nothing)."""
+    def inject(rpub, cpub, sent, stamp):
+        cpub.send(camera_msg(999, stamp, None, shape=(800, 700, 3)))  # 1.7 MB > 1 MiB
+    pairs, st = _live_with_bad_messages(tmp_path, inject, {"oversize": 1})
+    assert sorted(pairs) == [(k, 3 * k + 1) for k in range(20)]
+    assert st["sub"]["rejected"] == {"oversize": 1}
+    assert st["sub"]["lost"] == 1 and st["sub"]["reconnects"] == 0  # the oversize frame's number
+
+
+def test_invalid_utf8_source_is_no_phantom_stream(tmp_path):
+    """#15 finding 4: a header with bytes ED A0 80 in `source` was accepted, and the phantom source
+    `radar:\ud800radar0` got its own clock model (and pairs)."""
+    def inject(rpub, cpub, sent, stamp):
+        phantom = list(sent["radar", 10])
+        phantom[1] = phantom[1].replace(b'"source":"radar0"', b'"source":"radar:\xed\xa0\x80radar0"')
+        rpub.send_frames(phantom)
+    pairs, st = _live_with_bad_messages(tmp_path, inject, {"header_utf8": 1})
+    assert set(st["clock"]) == {"radar:radar0", "camera:camera0"}
+    assert sorted(pairs) == [(k, 3 * k + 1) for k in range(20)]
+    assert st["sub"]["rejected"] == {"header_utf8": 1}
+
+
 def test_replay_end_to_end_over_sockets_is_repeatable(rig_sockets):
     """The same recorded session replayed twice as fast as the sockets go: identical pairs both times,
     and identical to feeding the messages straight into the processor."""
