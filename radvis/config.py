@@ -10,6 +10,7 @@ Errors name the file, the key, what was expected and what was received, e.g.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -20,13 +21,19 @@ from typing import Any
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
 
+# A publisher id on the wire (radvis.wire.NAME_RE, docs/wire-format.md "Names"); radvis.wire is not
+# imported here so that loading a config needs nothing but the standard library.
+SOURCE_ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
+
+
 class ConfigError(ValueError):
     """A bad config value; the message names file, key, expected and received value."""
 
 
-def opt(default, help: str, *, min=None, max=None, choices=None):
-    """A documented config field. Lists/dicts get a default_factory so instances never share them."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices}
+def opt(default, help: str, *, min=None, max=None, choices=None, pattern=None):
+    """A documented config field. Lists/dicts get a default_factory so instances never share them.
+    `pattern`: a regular expression a string value must match in full."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "pattern": pattern}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -84,7 +91,7 @@ class TransportConfig:
 
 @dataclass
 class RadarConfig:
-    source: str = opt("radar0", "Source id written into every radar message.")
+    source: str = opt("radar0", "Source id written into every radar message.", pattern=SOURCE_ID)
     mode: str = opt("dca1000", "Radar data path: UART TLV stream from the demo firmware, or raw ADC via DCA1000.",
                     choices=["uart", "dca1000"])
     emulated: bool = opt(True, "Use the emulated TI device (pty + loopback UDP) instead of hardware.")
@@ -111,7 +118,7 @@ class RadarConfig:
 
 @dataclass
 class CameraConfig:
-    source: str = opt("camera0", "Source id written into every camera message.")
+    source: str = opt("camera0", "Source id written into every camera message.", pattern=SOURCE_ID)
     driver: str = opt("emulated-realsense", "Camera driver.",
                       choices=["emulated-realsense", "realsense", "opencv", "generator"])
     width: int = opt(128, "Image width in pixels.", min=8, max=8192)
@@ -162,7 +169,7 @@ class SyncConfig:
     buffer_frames: int = opt(256, "Frames buffered per stream while waiting for a partner.", min=2)
     radar_latency_ms: float = opt(0.0, "Known minimum radar latency (capture to host arrival), subtracted from the "
                                   "clock-mapped or arrival time; camera.latency_ms is the camera's.", min=0)
-    source: str = opt("sync0", "Source id written into every pair message.")
+    source: str = opt("sync0", "Source id written into every pair message.", pattern=SOURCE_ID)
     max_latency_ms: float = opt(1000.0, "Arrival bound: a frame reaching the synchroniser more than this after its "
                                 "corrected capture time is late; also how long a stalled stream can hold pairs back "
                                 "(UART wire time + capture processing + transport must stay below it).",
@@ -350,6 +357,9 @@ def _check(src: str, key: str, f: dataclasses.Field, tp, value: Any) -> Any:
         if not isinstance(value, dict):
             fail("a table")
     lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
+    pattern = f.metadata.get("pattern")
+    if pattern is not None and re.fullmatch(pattern, value) is None:
+        fail(f"a name matching {pattern} (docs/wire-format.md)")
     if lo is not None and value < lo:
         fail(f"{_type_name(tp)} >= {lo}")
     if hi is not None and value > hi:
@@ -470,6 +480,8 @@ def docs_markdown() -> str:
                 allowed.append(f"<= {m['max']}")
             if m.get("choices"):
                 allowed.append(", ".join(f"`{c}`" for c in m["choices"]))
+            if m.get("pattern"):
+                allowed.append(f"`{m['pattern']}`")
             default = getattr(inst, f.name)
             lines.append(f"| `{f.name}` | {hints[f.name].__name__} | `{default!r}` | {'; '.join(allowed)} | "
                          f"{m.get('help', '')} |")

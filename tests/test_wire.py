@@ -482,3 +482,14 @@ def test_curve_subscriber_without_key_gets_nothing(tmp_path):
             s.close()
         stop_authenticator(ctx)
         ctx.term()
+
+
+def test_config_source_ids_follow_the_wire_name_rule():
+    """A source the config accepts is one every receiver accepts (else every message would be dropped)."""
+    from radvis.config import SOURCE_ID, ConfigError, load
+    from radvis.wire import NAME_RE
+    assert NAME_RE.pattern == SOURCE_ID + r"\Z"
+    for key in ("radar.source", "camera.source", "sync.source"):
+        assert load(None, [f"{key}=left-radar_2.a"])
+        with pytest.raises(ConfigError, match=key):
+            load(None, [f"{key}='radar 0'"])

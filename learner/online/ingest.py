@@ -26,9 +26,11 @@ from typing import Callable
 
 import numpy as np
 
+from radvis.transport import RateLimitedLog
 from radvis.wire import Message
 
 log = logging.getLogger("radvis.learn.online")
+_ratelog = RateLimitedLog(log)  # a dropped pair: at most one line per 5 s per reason (all are counted)
 
 RA_SHAPE = (128, 128, 2)
 CLASSES = ("empty", "pedestrian", "cyclist", "car")  # the paper's 4-class task; "mixed" frames get no label
@@ -255,10 +257,11 @@ class Ingest:
                 p = decode_pair(msg, recv_ns)
             except PairError as e:
                 self.dropped[f"bad_pair_{e.reason}"] += 1
+                _ratelog.warning(e.reason, f"dropped a pair: {e}")
                 continue
             except Exception as e:  # a pair from the network must never stop the learner
                 self.dropped["bad_pair_malformed"] += 1
-                log.warning("dropped a pair that could not be decoded: %r", e)
+                _ratelog.warning("malformed", f"dropped a pair that could not be decoded: {e!r}")
                 continue
             if self._already_seen(p):
                 self.dropped["already_seen"] += 1
@@ -294,7 +297,7 @@ class Ingest:
             except ValueError as e:  # checked before the buffer changes: the pair is dropped, counted
                 self.counts["kept"] -= 1  # once, as dropped (every pair is counted exactly once)
                 self.dropped["bad_pair_buffer"] += 1
-                log.warning("dropped a pair the replay buffer cannot hold: %s", e)
+                _ratelog.warning("buffer", f"dropped a pair the replay buffer cannot hold: {e}")
                 continue
             if slot >= 0:
                 self.counts["inserted"] += 1
