@@ -50,6 +50,8 @@ class ReplayStats:
     bad: int = 0  # recorded payloads that did not unframe
     late_ms_max: float = 0.0  # how late a message left compared to its schedule
     late_ms_sum: float = 0.0
+    schedule_s: float = 0.0  # timed modes: the recording's time span / rate, summed over passes
+    paced_s: float = 0.0  # the time the replay actually took for it (never less: no message leaves early)
     passes: int = 0
     truncated: list = field(default_factory=list)  # segments that ended early (unfinished files)
 
@@ -57,6 +59,7 @@ class ReplayStats:
         return {"sent": self.sent, "bytes": self.bytes, "dropped": self.dropped, "bad": self.bad,
                 "late_ms_max": round(self.late_ms_max, 3),
                 "late_ms_mean": round(self.late_ms_sum / max(self.sent, 1), 3), "passes": self.passes,
+                "schedule_s": round(self.schedule_s, 6), "paced_s": round(self.paced_s, 6),
                 "truncated": self.truncated}
 
 
@@ -70,22 +73,36 @@ class Pacer:
         self.stats = ReplayStats()
         self.t0_ns: int | None = None  # timeline origin (message time)
         self.start_mono: int = 0
+        self._done = (0.0, 0.0)  # (schedule_s, paced_s) of the finished passes
 
     def reset_clock(self) -> None:
         self.t0_ns = None
+        self._done = (self.stats.schedule_s, self.stats.paced_s)
 
-    def send(self, endpoint: str, frames: list, t_ns: int) -> bool:
+    def wait_until(self, t_ns: int) -> None:
+        """Timed modes: wait until message time `t_ns` is due on the absolute schedule of this pass (its
+        first message leaves at once), and account for lateness and the span paced."""
+        if self.as_fast:
+            return
+        now = time.monotonic_ns()
+        if self.t0_ns is None:
+            self.t0_ns, self.start_mono = t_ns, now
+        target = self.start_mono + (t_ns - self.t0_ns) / self.rate
+        if target > now:
+            self.stop.wait((target - now) / 1e9)
+            now = time.monotonic_ns()
+        late = (now - target) / 1e6
+        self.stats.late_ms_max = max(self.stats.late_ms_max, late)
+        self.stats.late_ms_sum += max(late, 0.0)
+        self.stats.schedule_s = self._done[0] + (t_ns - self.t0_ns) / self.rate / 1e9
+        self.stats.paced_s = self._done[1] + (now - self.start_mono) / 1e9
+
+    def send(self, endpoint: str, frames: list, t_ns: int, *, waited: bool = False) -> bool:
+        """Send on schedule (after `wait_until(t_ns)` unless the caller has just done it)."""
         pub = self.pubs[endpoint]
         if not self.as_fast:
-            if self.t0_ns is None:
-                self.t0_ns, self.start_mono = t_ns, time.monotonic_ns()
-            target = self.start_mono + (t_ns - self.t0_ns) / self.rate
-            wait = (target - time.monotonic_ns()) / 1e9
-            if wait > 0:
-                self.stop.wait(wait)
-            late = (time.monotonic_ns() - target) / 1e6
-            self.stats.late_ms_max = max(self.stats.late_ms_max, late)
-            self.stats.late_ms_sum += max(late, 0.0)
+            if not waited:
+                self.wait_until(t_ns)
             ok = pub.send_frames(frames)  # live semantics: a full queue drops (counted)
             if not ok:
                 self.stats.dropped += 1
@@ -302,11 +319,12 @@ def replay_cruw(cfg, root: str, seq: str, *, rate: float = 1.0, as_fast: bool = 
                     msgs.append(("camera", Message(kind="camera", source=cfg.camera.source,
                                                    buffers={"image": np.frombuffer(jpeg, np.uint8)}, meta=cmeta,
                                                    t_device_ns=t_dev, replay=True)))
+                pacer.wait_until(t_dev)  # then stamp: the host stamps say when the frame "arrived"
                 for ep, m in msgs:
                     pub = pubs[ep]
                     m.stamp()  # host stamps now, as a live capture would
                     m.seq, m.epoch = pub.next_seq(m.kind), pub.epoch
-                    pacer.send(ep, encode(m), t_dev)
+                    pacer.send(ep, encode(m), t_dev, waited=True)
             p += 1
             pacer.stats.passes = p
             if not loop:
