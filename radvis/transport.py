@@ -206,6 +206,7 @@ class SubStats:
         self.bytes = 0
         self.rejected: Counter = Counter()  # reason -> count
         self.reconnects = 0  # connections libzmq dropped for good (frame over the ceiling) that we re-made
+        self.handshake_failures = 0  # connections the publisher refused (CURVE keys): nothing will arrive
         self.tracker = tracker
 
     @property
@@ -222,7 +223,8 @@ class SubStats:
 
     def as_dict(self) -> dict:
         return {"received": self.received, "bytes": self.bytes, "rejected": dict(self.rejected),
-                "lost": self.lost, "restarts": self.restarts, "reconnects": self.reconnects}
+                "lost": self.lost, "restarts": self.restarts, "reconnects": self.reconnects,
+                "handshake_failures": self.handshake_failures}
 
 
 class RateLimitedLog:
@@ -247,6 +249,10 @@ _publog = RateLimitedLog(log)  # publishers' own errors, at most one line per 5 
 # libzmq's own reconnect follows a normal disconnect within a millisecond (EVENT_CONNECT_RETRIED); a
 # connection it drops for a protocol error (ZMQ_MAXMSGSIZE exceeded) gets no retry, ever.
 _RETRY_MASK = zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
+# a refused handshake (CURVE keys, or CURVE on one side only): libzmq does not retry either, and neither
+# do we (hammering the server's authenticator would not fix a key); counted and logged instead
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
 
 class Subscriber:
@@ -272,9 +278,10 @@ class Subscriber:
         eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self.connected = [] if bind else eps  # endpoints this side re-connects after a cut
         # the monitor exists before the first connect, so no event is missed
-        self.monitor = (self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | _RETRY_MASK)
+        self.monitor = (self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | _RETRY_MASK | _HANDSHAKE_FAILED)
                         if self.connected else None)
         self._cut: dict[str, float] = {}
+        self._refused: set[str] = set()
         for ep in eps:
             (self.sock.bind if bind else self.sock.connect)(ep)
         self.poller = zmq.Poller()
@@ -300,10 +307,20 @@ class Subscriber:
             except zmq.Again:
                 break
             ep = ev["endpoint"].decode("utf-8", "replace")
-            if ev["event"] == zmq.EVENT_DISCONNECTED:
-                self._cut[ep] = time.monotonic()
+            if ev["event"] & _HANDSHAKE_FAILED:
+                self._refused.add(ep)
+                self.stats.handshake_failures += 1
+                why = "not authorised (CURVE keys)" if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH else \
+                    "refused (security mechanism: CURVE on one side only?)"
+                self.ratelog.warning("handshake", f"handshake with {ep} {why}: receiving nothing from it "
+                                     f"({self.stats.handshake_failures} so far; docs/wire-format.md CURVE)")
+            elif ev["event"] == zmq.EVENT_DISCONNECTED:
+                if ep not in self._refused:
+                    self._cut[ep] = time.monotonic()
             else:
                 self._cut.pop(ep, None)  # libzmq is reconnecting by itself
+                if ev["event"] == zmq.EVENT_CONNECTED:
+                    self._refused.discard(ep)
         n = 0
         now = time.monotonic()
         for ep, t in list(self._cut.items()):

@@ -470,13 +470,19 @@ def test_curve_subscriber_without_key_gets_nothing(tmp_path):
                                                other.client_secret, other.authorized_dir), ctx=ctx)
     try:
         assert pub.wait_for_subscribers(1, 5.0)
-        time.sleep(0.5)
+        # both others tried and were refused (their own counters), so what follows can only reach `good`
+        deadline = time.monotonic() + 10
+        while min(plain.stats.handshake_failures, intruder.stats.handshake_failures) < 1:
+            assert time.monotonic() < deadline, (plain.stats.as_dict(), intruder.stats.as_dict())
+            plain.watch(), intruder.watch(), time.sleep(0.01)
         for _ in range(5):
             pub.send(sample("camera"))
         assert good.recv(timeout_ms=3000) is not None
         assert plain.recv(timeout_ms=500) is None
         assert intruder.recv(timeout_ms=500) is None
         assert pub.subscribers == 1  # only the authorised client completed the handshake
+        assert good.stats.handshake_failures == 0
+        assert plain.stats.reconnects == intruder.stats.reconnects == 0  # a refusal is not retried
     finally:
         for s in (good, plain, intruder, pub):
             s.close()
