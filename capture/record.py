@@ -264,6 +264,7 @@ class Recorder:
         self.index = 0
         self.files: list[Path] = []
         self.written = 0
+        self.synced = 0  # messages made durable (fsync) so far: a crash from now on loses none of them
         self.bytes = 0
         self.lag_ms = 0.0
         self.last_sync = time.monotonic()
@@ -282,7 +283,7 @@ class Recorder:
     def stats(self) -> dict:
         # one Subscriber per endpoint: its sequence tracker (radvis.sequence) counts that endpoint's gaps
         per = {n: s.stats.as_dict() for n, s in self.subs.items()}
-        return {"written": self.written, "bytes": self.bytes, "segments": len(self.files),
+        return {"written": self.written, "synced": self.synced, "bytes": self.bytes, "segments": len(self.files),
                 "lost": sum(p["lost"] for p in per.values()),
                 "rejected": sum(sum(p["rejected"].values()) for p in per.values()),
                 "lag_ms": round(self.lag_ms, 3), "per_endpoint": per}
@@ -313,11 +314,15 @@ class Recorder:
         now = time.monotonic()
         if self.seg and now - self.last_sync >= self.fsync_s:
             self.seg.sync()
-            self.last_sync = now
+            self.last_sync, self.synced = now, self.written
+        self._rotate_if_due()
+        return n
+
+    def _rotate_if_due(self) -> None:
         if self._rotate_due():
+            self.synced = self.written
             self.seg.close(self.stats())
             self.seg = None
-        return n
 
     def drain(self, quiet_ms: int = 500, max_s: float = 3.0) -> int:
         """Before stopping: write what is still queued in the sockets (or on its way: a producer that
@@ -338,6 +343,7 @@ class Recorder:
         seg.add(name, data, log_time=self.wall0 + (mono - self.mono0), publish_time=msg.t_wall_ns, sequence=msg.seq)
         self.written += 1
         self.bytes += len(data)
+        self._rotate_if_due()  # per message: a burst must not grow a segment past record.rotate_mb
         if msg.t_mono_ns:
             lag = (mono - msg.t_mono_ns) / 1e6
             self.lag_ms = lag if self.written == 1 else 0.95 * self.lag_ms + 0.05 * lag

@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as hs
 from mcap.reader import make_reader
 
 from capture.record import ENCODING, ScanResult, Segment, frame, recover, scan, segments, unframe
-from radvis.transport import Publisher
+from radvis.transport import Publisher, Subscriber
 from radvis.wire import Message, decode, encode
 from tests.test_capture import fake_image, fake_ra, ipc_sets, radvis_proc
 
@@ -49,10 +49,33 @@ def _start_recorder(tmp: Path, extra: list[str]):
     out = tmp / "session"
     p = radvis_proc(["record", "--topics", "radar", "camera", "--out", str(out), *ipc_sets(tmp),
                      "--set", "rig.stats_interval_s=0.3", *extra])
-    pubs = {n: Publisher(f"ipc://{tmp}/{n}.sock") for n in ("radar", "camera")}
+    ctx = zmq.Context()  # the test's own: ctx.term() returns once everything sent has left
+    pubs = {n: Publisher(f"ipc://{tmp}/{n}.sock", ctx=ctx) for n in ("radar", "camera")}
     for n, pub in pubs.items():
         assert pub.wait_for_subscribers(1, 20), f"recorder never subscribed to {n}: {p.stderr.read() if p.poll() is not None else ''}"
+    pubs["ctx"] = ctx
     return p, pubs, out
+
+
+def _flush(pubs: dict) -> None:
+    """Close the test's publishers; returns once every message they sent has left the process."""
+    ctx = pubs.pop("ctx", None)
+    for pub in pubs.values():
+        pub.close()
+    pubs.clear()
+    if ctx is not None:
+        ctx.term()
+
+
+def _recorder_stats(ctl, pred, proc, timeout_s: float = 30) -> dict:
+    """The recorder's own counters (its `stats` messages on the control endpoint) until pred holds."""
+    deadline, st = time.monotonic() + timeout_s, {}
+    while not pred(st):
+        assert time.monotonic() < deadline and proc.poll() is None, st
+        m = ctl.recv(100)
+        if m is not None and m.kind == "stats" and m.meta.get("stage") == "record":
+            st = m.meta
+    return st
 
 
 def _send(pub: Publisher, msg: Message) -> bytes:
@@ -71,12 +94,11 @@ def test_record_stores_exact_wire_messages_and_counts_gaps(tmp_path):
                     pubs["radar"].next_seq("radar")
             sent["radar"].append(_send(pubs["radar"], _radar(k)))
             sent["camera"].append(_send(pubs["camera"], _camera(k)))
-            time.sleep(0.01)
-        time.sleep(0.5)
-        p.send_signal(signal.SIGINT)
+        _flush(pubs)
+        p.send_signal(signal.SIGINT)  # the recorder drains what is on its way before it stops
         assert p.wait(20) == 0
     finally:
-        [pub.close() for pub in pubs.values()]
+        _flush(pubs)
         if p.poll() is None:
             p.kill()
     report = json.loads(p.stdout.read().strip().splitlines()[-1])
@@ -114,12 +136,11 @@ def test_rotation_by_size_keeps_every_message_in_order(tmp_path):
     try:
         for k in range(20):  # 20 x 128 KiB radar = 2.6 MB -> about 5 segments
             sent.append(_send(pubs["radar"], _radar(k)))
-            time.sleep(0.01)
-        time.sleep(0.5)
+        _flush(pubs)
         p.send_signal(signal.SIGTERM)
         assert p.wait(20) == 0
     finally:
-        [pub.close() for pub in pubs.values()]
+        _flush(pubs)
     files = segments(out)
     assert len(files) >= 4
     got = []
@@ -137,18 +158,21 @@ def test_kill9_then_recover_loses_at_most_the_open_chunk(tmp_path, mode):
     # "fsync": one huge chunk, fsync every 0.2 s -> the timer finishes the chunk, nothing is lost.
     chunk_bytes = 300_000 if mode == "chunk" else 64_000_000
     fsync_s = 60 if mode == "chunk" else 0.2
+    ctl = Subscriber(f"ipc://{tmp_path}/control.sock", bind=True)  # as the supervisor does
     p, pubs, out = _start_recorder(tmp_path, ["--set", f"record.chunk_bytes={chunk_bytes}",
                                               "--set", f"record.fsync_s={fsync_s}"])
     sent = []
     try:
         for k in range(41):
             sent.append(_send(pubs["radar"], _radar(k)))
-            time.sleep(0.005)
-        time.sleep(1.5)  # the recorder has received everything (and the fsync timer has fired in "fsync")
+        # the recorder has written everything (and, in "fsync", its timer has made all of it durable)
+        key = "written" if mode == "chunk" else "synced"
+        _recorder_stats(ctl, lambda st: st.get(key, 0) >= 41, p)
         p.send_signal(signal.SIGKILL)
         p.wait(10)
     finally:
-        [pub.close() for pub in pubs.values()]
+        _flush(pubs)
+        ctl.close()
     [path] = segments(out)
     with pytest.raises(Exception):  # unfinished: the seeking reader cannot even start
         list(make_reader(open(path, "rb")).iter_messages())
