@@ -14,9 +14,12 @@ Header:
      "buffers": [{"name": "ra", "dtype": "<f4", "shape": [128, 128, 2], "nbytes": 131072}],
      "meta": {...kind-specific...}}
 
-Decoding validates everything before touching a buffer: known version and kind, dtype in an
-allow-list, prod(shape) * itemsize == nbytes == len(buffer), total size under the limit. It never
-allocates memory sized by the header (arrays are zero-copy views of the received frames). No pickle.
+Decoding validates everything before touching a buffer (docs/wire-format.md is the contract): total
+size under the limit, the header strictly UTF-8 then RFC 8259 JSON with every integer within 64 bits,
+known version and kind, `source`/topic/buffer names from a fixed character set, every numeric field in
+its documented range (u64 seq, u62 epoch, i64 times), dtype in an allow-list, prod(shape) * itemsize ==
+nbytes == len(buffer). A failure raises WireError(reason), never anything else. It never allocates
+memory sized by the header (arrays are zero-copy views of the received frames). No pickle.
 """
 from __future__ import annotations
 
