@@ -119,9 +119,12 @@ def test_fault_duplicate_exact():
 def test_fault_reorder_exact():
     parser, frames, emu, _ = run_device(12, {"reorder_every": 5})
     held = emu.fault_frames["reordered"]
-    assert len(held) >= 2
-    assert parser.stats.reordered == len(held) and parser.stats.lost == 0 and parser.stats.duplicates == 0
     order = [f.frame_number for f in frames]
+    # a frame held back when sensorStop came is flushed in order (it has no successor): not reordered.
+    # Whether the last one was depends on where the emulator was at the stop, so count what happened.
+    reordered = [fn for fn in held if fn + 1 in order]
+    assert len(reordered) >= 2 and len(held) - len(reordered) <= 1
+    assert parser.stats.reordered == len(reordered) and parser.stats.lost == 0 and parser.stats.duplicates == 0
     for fn in held:
         if fn + 1 in order:
             assert order.index(fn) == order.index(fn + 1) + 1      # arrived right after its successor
