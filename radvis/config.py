@@ -81,7 +81,8 @@ class EndpointsConfig:
 class TransportConfig:
     sndhwm: int = opt(1000, "ZeroMQ send high-water mark (messages queued per subscriber before PUB drops).", min=1)
     rcvhwm: int = opt(1000, "ZeroMQ receive high-water mark.", min=1)
-    max_message_bytes: int = opt(64 * 1024 * 1024, "Largest accepted message (header + buffers); larger is dropped.", min=1024)
+    max_message_bytes: int = opt(64 * 1024 * 1024, "Largest accepted message (header + buffers); a larger one is dropped and counted (`oversize`). A single frame "
+                                 "over twice this is never allocated: it costs a reconnect (docs/wire-format.md).", min=1024)
     max_header_bytes: int = opt(256 * 1024, "Largest accepted JSON header.", min=256)
     max_buffers: int = opt(16, "Most buffers one message may carry.", min=1)
     slow_joiner_s: float = opt(2.0, "How long a publisher waits for its first subscriber before sending anyway.", min=0)
