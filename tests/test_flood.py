@@ -463,6 +463,11 @@ def test_flood_of_malformed_messages_costs_only_those_messages(tmp_path):
         r_done = _wait(learner_done, 90, "the learner to take the flood", running, tmp_path)
         _wait(lambda: (rows := [r for r in _metrics(tmp_path) if "step" in r]) and rows[-1]["step"] > r_done["step"],
               60, "the learner to train on after the flood", running, tmp_path)
+        # the recorder has taken everything too (on a busy machine it can be seconds behind; its stop
+        # drains what is queued, but only within the time the rig gives a stage to stop)
+        n_rec = len(sched) + len(relayed)
+        _wait(lambda: (r := _last_stats(tmp_path, "record")) and r["rejected"] == sum(sent["sync"].values())
+              and r["written"] >= n_rec, 60, "the recorder to take the flood", running, tmp_path)
         rc_rec, rc_lrn = _stop(procs["record"]), _stop(procs["learner"])
     finally:
         for p in procs.values():
