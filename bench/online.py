@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
+from radvis.cruw import LABELS
 from radvis.wire import Message
 
-LABELS = ("empty", "pedestrian", "cyclist", "car")
 # class -> (radar range extent bins, azimuth extent bins, amplitude, image colour, box w, box h)
 _CLS = {1: (1.5, 1.5, 6.0, (200, 60, 50), 6, 18), 2: (3.0, 2.0, 9.0, (60, 190, 60), 14, 16),
         3: (6.0, 5.0, 16.0, (50, 80, 210), 30, 14)}

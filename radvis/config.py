@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from radvis.cruw import SCENE_KINDS
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
 
@@ -134,8 +136,7 @@ class CameraConfig:
 class SceneConfig:
     seed: int = opt(0, "Seed of the scene simulator (same seed, same scenes).")
     scene_s: float = opt(10.0, "Length of one simulated scene before a new one starts.", min=0.1)
-    classes: list = opt(["empty", "pedestrian", "cyclist", "car", "mixed"], "Scene classes the simulator draws from.",
-                        choices=["empty", "pedestrian", "cyclist", "car", "mixed"])
+    classes: list = opt(list(SCENE_KINDS), "Scene classes the simulator draws from.", choices=list(SCENE_KINDS))
     noise: float = opt(1.0, "Radar/camera noise scale (1 = default realism).", min=0)
     place: str = opt("fixed", "fixed: one place (static clutter, light, sky, ground) for the whole run, as a "
                      "mounted rig sees; episode: a new place every scene (what `radvis synth` sequences get).",

@@ -11,8 +11,9 @@ import torch
 
 from bench.online import SyntheticStream, pair_message
 from learner.online.buffer import ReplayBuffer
-from learner.online.ingest import CLASSES, Ingest, PairError, Receiver, decode_pair
+from learner.online.ingest import Ingest, PairError, Receiver, decode_pair
 from learner.queue import NegativeQueue
+from radvis.cruw import LABELS
 from radvis.transport import Publisher, Subscriber
 from radvis.wire import decode, encode
 
@@ -38,7 +39,7 @@ def test_decode_pair_raw_and_jpeg_agree():
     np.testing.assert_array_equal(raw.radar, ra.transpose(2, 0, 1))
     np.testing.assert_array_equal(raw.image, img)
     assert jpg.image.shape == img.shape and np.abs(jpg.image.astype(int) - img).mean() < 4  # JPEG q90
-    assert raw.t_ns == t_ns and raw.label == CLASSES.index(truth["label"]) and raw.scene_id == truth["scene_id"]
+    assert raw.t_ns == t_ns and raw.label == LABELS.index(truth["label"]) and raw.scene_id == truth["scene_id"]
 
 
 @pytest.mark.parametrize("mutate, reason", [

@@ -26,12 +26,12 @@ from typing import Callable
 
 import numpy as np
 
+from radvis.cruw import label_index
 from radvis.wire import Message
 
 log = logging.getLogger("radvis.learn.online")
 
 RA_SHAPE = (128, 128, 2)
-CLASSES = ("empty", "pedestrian", "cyclist", "car")  # the paper's 4-class task; "mixed" frames get no label
 _LRU = 64  # sequences remembered for dedup / stream position (a restart of sync opens a new one)
 
 
@@ -47,7 +47,7 @@ class Pair:
     image: np.ndarray  # uint8 (H, W, 3) RGB
     t_ns: int  # pair time (sync's t_pair_ns)
     seq_id: int  # stream identity: the sync publisher's epoch (a restart starts a new sequence)
-    label: int  # index into CLASSES from meta truth, -1 when unknown or mixed
+    label: int  # index into LABELS (the 4-class task) from meta truth, -1 when unknown or mixed
     scene_id: int | None
     source: str
     msg_seq: int
@@ -60,7 +60,7 @@ def label_of(truth) -> tuple[int, int | None]:
     lab = truth.get("label")
     sid = truth.get("scene_id")
     sid = sid if isinstance(sid, int) and not isinstance(sid, bool) else None
-    return (CLASSES.index(lab) if lab in CLASSES else -1), sid
+    return label_index(lab), sid
 
 
 def decode_image(buf: np.ndarray, encoding: str) -> np.ndarray:

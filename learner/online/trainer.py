@@ -27,9 +27,10 @@ from torch import nn
 from learner.loss import effective_negatives, info_nce, mi_bound
 from learner.models import build_radar_encoder
 from learner.online.buffer import ReplayBuffer
-from learner.online.ingest import CLASSES, Ingest, LiveHoldout, Receiver
+from learner.online.ingest import Ingest, LiveHoldout, Receiver
 from learner.queue import NegativeQueue
 from learner.teachers import build_teacher, wants_centering
+from radvis.cruw import LABELS
 from radvis.log import StatsLine
 
 log = logging.getLogger("radvis.learn.online")
@@ -108,7 +109,7 @@ def radar_features(model: nn.Module, radar: np.ndarray, device, batch: int = 128
     return torch.cat(out).numpy() if out else np.zeros((0, 1), np.float32)
 
 
-def knn_accuracy(ftr, ytr, fte, yte, k: int = 20, t: float = 0.07, n_classes: int = len(CLASSES)) -> float:
+def knn_accuracy(ftr, ytr, fte, yte, k: int = 20, t: float = 0.07, n_classes: int = len(LABELS)) -> float:
     """Weighted kNN (InstDisc / solo-learn: k=20, T=0.07, cosine) accuracy."""
     sims = torch.from_numpy(fte) @ torch.from_numpy(ftr).T
     k = min(k, len(ytr))
