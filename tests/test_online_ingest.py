@@ -153,7 +153,9 @@ def test_queue_fed_from_stream_and_exclusion_mask(tmp_path):
     expect_same = ~q.valid | (dt < 500_000_000)
     assert torch.equal(m[0], expect_same) and int((m[0] & q.valid).sum()) == 9  # 1.6 .. 2.4 s masked
     assert torch.equal(m[1], ~q.valid)  # other sequences are never excluded by time
-    assert torch.equal(q.mask(anchor_t, anchor_s, 0.0)[0], ~q.valid)  # naive / paper: no exclusion
+    # naive / paper (no exclusion): only the anchor's own pair (same sequence, same time) besides empty slots
+    assert torch.equal(q.mask(anchor_t, anchor_s, 0.0)[0], ~q.valid | (q.t_ns == 2_000_000_000))
+    assert torch.equal(q.mask(anchor_t, anchor_s, 0.0)[1], ~q.valid)
 
 
 def test_running_clutter_map_removes_static_returns_and_keeps_movers():
