@@ -245,12 +245,15 @@ def split_frames(frames: CRUWFrames, mode: str = "sequence", test_fraction: floa
     return {"train": np.concatenate(train), "val": np.concatenate(val).astype(np.int64), "test": test}
 
 
-def write_split(dest: str | Path, frames: CRUWFrames, split: dict[str, np.ndarray], mode: str, seed: int) -> None:
+def write_split(dest: str | Path, frames: CRUWFrames, split: dict[str, np.ndarray], mode: str, seed: int,
+                data=None) -> None:
     """RUN/split.json: which frames of the data directory were pretraining ("train"), label-free held-out
     ("val") and test, by index into `CRUWFrames(root, ("train",))`. `radvis eval` reads it to evaluate on
-    frames the run never trained on; offline and online runs write it the same way (atomically)."""
+    frames the run never trained on; offline and online runs write it the same way (atomically). `data`:
+    what the "data" field records (default: the frames' root, resolved)."""
     from learner.checkpoint import atomic_write
-    rec = {"data": str(frames.root.resolve()), "n_frames": len(frames), "mode": mode, "seed": seed,
+    rec = {"data": str(frames.root.resolve()) if data is None else data, "n_frames": len(frames), "mode": mode,
+           "seed": seed,
            "test_sequences": sorted({frames.sequences[s].name for s in np.unique(frames.seq[split["test"]])}),
            **{k: np.asarray(v).tolist() for k, v in split.items()}}
     atomic_write(Path(dest), lambda f: f.write(json.dumps(rec).encode()))
