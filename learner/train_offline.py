@@ -332,13 +332,15 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
 
 def run(args) -> int:
     """Handler of `radvis learn offline`."""
+    from learner.data import DataError
+    from learner.device import DeviceError
     from learner.teachers import WeightsNotFoundError
     cfg_l = args.cfg.learner
     if args.epochs is not None:
         cfg_l = dataclasses.replace(cfg_l, epochs=args.epochs)
     try:
         s = train(cfg_l, args.data, args.out, progress=not args.quiet, cache_dir=args.cache_dir)
-    except WeightsNotFoundError as e:
+    except (WeightsNotFoundError, DataError, DeviceError) as e:  # the user's setup, not a bug: one clear line
         print(f"radvis learn offline: {e}", file=sys.stderr)
         return 2
     if _dist_info()[0] == 0:
