@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ import numpy as np
 import zmq
 
 from capture.record import ScanResult, scan, segments, unframe
+from radvis import cruw
 from radvis.transport import Publisher, keys_from_config
 from radvis.wire import Message, encode
 
@@ -54,13 +54,14 @@ class ReplayStats:
     paced_s: float = 0.0  # the time the replay actually took for it (never less: no message leaves early)
     passes: int = 0
     truncated: list = field(default_factory=list)  # segments that ended early (unfinished files)
+    annotation_lines_skipped: int = 0  # CRUW replay: malformed annotation lines (their frames carry no truth)
 
     def as_dict(self) -> dict:
         return {"sent": self.sent, "bytes": self.bytes, "dropped": self.dropped, "bad": self.bad,
                 "late_ms_max": round(self.late_ms_max, 3),
                 "late_ms_mean": round(self.late_ms_sum / max(self.sent, 1), 3), "passes": self.passes,
                 "schedule_s": round(self.schedule_s, 6), "paced_s": round(self.paced_s, 6),
-                "truncated": self.truncated}
+                "truncated": self.truncated, "annotation_lines_skipped": self.annotation_lines_skipped}
 
 
 class Pacer:
@@ -218,91 +219,84 @@ def replay_session(cfg, session: str, *, topics: list[str] | None = None, rate: 
 # CRUW (ROD2021) sequences
 # ---------------------------------------------------------------------------------------------
 
-CRUW_FPS = 30.0
-CHIRP = "0000"  # ROD2021 ships chirps 0/64/128/192; the first stands for the frame
-
-
 def cruw_sequence_dir(root: str | Path, seq: str) -> Path:
+    """A CRUW sequence folder: under sequences/train or sequences/test of a dataset root, or given directly."""
     root = Path(root)
-    for cand in [root / "sequences" / "train" / seq, root / "sequences" / "test" / seq, root / seq, root]:
-        if (cand / "RADAR_RA_H").is_dir() and (cand.name == seq or cand == root / seq):
+    for cand in [cruw.sequence_dir(root, "train", seq), cruw.sequence_dir(root, "test", seq), root / seq, root]:
+        if (cand / cruw.RADAR_DIR).is_dir() and (cand.name == seq or cand == root / seq):
             return cand
     raise FileNotFoundError(f"CRUW sequence {seq!r} not found under {root} "
-                            f"(expected sequences/{{train,test}}/{seq}/RADAR_RA_H)")
+                            f"(expected sequences/{{train,test}}/{seq}/{cruw.RADAR_DIR})")
 
 
-def cruw_labels(root: Path, seq: str) -> dict[int, list] | None:
+def cruw_annotations(root: str | Path, seq: str) -> cruw.Annotations | None:
+    """The sequence's annotations, read leniently: a replay of a partly damaged file still runs, every
+    skipped line is counted (and logged), and the frames they belonged to carry no truth rather than a
+    label that may be wrong. None when the sequence has no annotation file (the test split)."""
     for split in ("train", "test"):
-        p = Path(root) / "annotations" / split / f"{seq}.txt"
+        p = cruw.annotation_path(root, split, seq)
         if p.exists():
-            objs: dict[int, list] = {}
-            for ln, line in enumerate(p.read_text().splitlines(), 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                try:
-                    fid, r, a, cls = int(parts[0]), float(parts[1]), float(parts[2]), parts[3]
-                except (ValueError, IndexError):
-                    log.warning("%s:%d: skipped malformed annotation line %r", p, ln, line[:80])
-                    continue
-                objs.setdefault(fid, []).append({"cls": cls, "range_m": r, "azimuth_rad": a})
-            return objs
+            ann = cruw.read_annotations(p, strict=False)
+            if ann.skipped:
+                log.warning("%s: skipped %d malformed annotation lines (%s); frames %s carry no truth", p,
+                            sum(ann.skipped.values()), dict(ann.skipped), sorted(ann.damaged)[:10])
+            return ann
     return None
 
 
-def _label(objs: list) -> str:
-    classes = {o["cls"] for o in objs}
-    return "empty" if not classes else (classes.pop() if len(classes) == 1 else "mixed")
-
-
-def cruw_frames(root: str | Path, seq: str) -> Iterator[tuple[int, np.ndarray, bytes | None, dict | None]]:
-    """(frame id, RA float32 (128,128,2), JPEG bytes or None, truth or None) in frame order."""
+def cruw_frames(root: str | Path, seq: str,
+                ann: cruw.Annotations | None = None) -> Iterator[tuple[int, np.ndarray, bytes | None, dict | None]]:
+    """(frame id, RA float32 (128,128,2), JPEG bytes or None, truth or None) in frame order. `ann`: the
+    sequence's annotations (default: read them)."""
     d = cruw_sequence_dir(root, seq)
-    radar = {int(m.group(1)): p for p in (d / "RADAR_RA_H").glob(f"*_{CHIRP}.npy")
-             if (m := re.fullmatch(rf"(\d+)_{CHIRP}\.npy", p.name))}
-    images = {int(p.stem): p for p in (d / "IMAGES_0").glob("*.jpg") if p.stem.isdigit()} \
-        if (d / "IMAGES_0").is_dir() else {}
-    ids = sorted(images) if images else sorted(radar)
-    labels = cruw_labels(Path(root), seq)
+    chirp = cruw.CHIRP_IDS[0]  # ROD2021 ships 4 chirps per frame; the first stands for the frame
+    ids = cruw.frame_ids(d)
+    if ann is None:
+        ann = cruw_annotations(root, seq)
     scene = zlib.crc32(seq.encode()) & 0x7FFFFFFF
     for k in ids:
-        if k not in radar:
+        rp = cruw.radar_path(d, k, chirp)
+        if not rp.is_file():
             log.warning("%s: frame %d has an image but no radar file; skipped", seq, k)
             continue
-        ra = np.load(radar[k], allow_pickle=False)
-        if ra.shape != (128, 128, 2):
-            log.warning("%s: frame %d radar shape %s != (128, 128, 2); skipped", seq, k, ra.shape)
+        ra = np.load(rp, allow_pickle=False)
+        if ra.shape != cruw.RA_SHAPE:
+            log.warning("%s: frame %d radar shape %s != %s; skipped", seq, k, ra.shape, cruw.RA_SHAPE)
             continue
-        jpeg = images[k].read_bytes() if k in images else None
+        ip = cruw.image_path(d, k)
+        jpeg = ip.read_bytes() if ip.is_file() else None
         truth = None
-        if labels is not None:
-            objs = labels.get(k, [])
-            truth = {"label": _label(objs), "scene_id": scene, "objects": objs}
+        if ann is not None and k not in ann.damaged:
+            truth = {"label": ann.label(k), "scene_id": scene, "objects": [o.truth() for o in ann.frame(k)]}
         yield k, np.ascontiguousarray(ra, dtype=np.float32), jpeg, truth
 
 
 def replay_cruw(cfg, root: str, seq: str, *, rate: float = 1.0, as_fast: bool = False, start_s: float = 0.0,
                 end_s: float = 0.0, loop: bool = False, wait_subscribers: int = 1,
                 stop: threading.Event | None = None) -> ReplayStats:
-    """Stream a CRUW sequence as live radar + camera messages at 30 fps (x rate)."""
+    """Stream a CRUW sequence as live radar + camera messages at its frame rate (ROD2021: 30 fps) x rate."""
     import cv2
     cruw_sequence_dir(root, seq)  # fail early with a clear message
+    ann = cruw_annotations(root, seq)
     pubs = _bind_publishers(cfg, ["radar", "camera"], wait_subscribers, cfg.transport.slow_joiner_s)
     pacer = Pacer(pubs, rate, as_fast, stop)
-    period_ns = 1e9 / CRUW_FPS
+    if ann is not None:
+        pacer.stats.annotation_lines_skipped = sum(ann.skipped.values())
+    fps = cruw.read_fps(root)
+    period_ns = 1e9 / fps
     size = None
     try:
         p = 0
         while not pacer.stop.is_set():
             pacer.reset_clock()
-            for k, ra, jpeg, truth in cruw_frames(root, seq):
+            for k, ra, jpeg, truth in cruw_frames(root, seq, ann):
                 if pacer.stop.is_set():
                     break
                 t_dev = int(round(k * period_ns))
-                if k / CRUW_FPS < start_s or (end_s and k / CRUW_FPS >= end_s):
+                if k / fps < start_s or (end_s and k / fps >= end_s):
                     continue
                 meta = {"frame_number": k, "cfg_digest": "cruw-rod2021", "units": "complex-ra",
-                        "frame_period_ms": 1000 / CRUW_FPS, "mode": "cruw", "sequence": seq}
+                        "frame_period_ms": 1000 / fps, "mode": "cruw", "sequence": seq}
                 if truth is not None:
                     meta["truth"] = truth
                 radar = Message(kind="radar", source=cfg.radar.source, buffers={"ra": ra}, meta=meta,

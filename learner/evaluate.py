@@ -25,11 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from learner.data import CLASSES, CRUWFrames, balanced, label_subset
+from learner.checkpoint import load_checkpoint
+from learner.data import CRUWFrames, balanced, label_subset
 from learner.models import build_radar_encoder
-from learner.train_offline import load_checkpoint
+from radvis.cruw import LABELS
 
-CHANCE = 1.0 / len(CLASSES)
+CHANCE = 1.0 / len(LABELS)
 
 
 # evaluation settings come from the current config; everything else from the run's checkpoint
@@ -62,7 +63,7 @@ def linear_probe(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.ndar
 
 
 class Classifier(nn.Module):
-    def __init__(self, encoder: nn.Module, n_classes: int = len(CLASSES)):
+    def __init__(self, encoder: nn.Module, n_classes: int = len(LABELS)):
         super().__init__()
         self.encoder, self.fc = encoder, nn.Linear(encoder.feat_dim, n_classes)
 
@@ -206,7 +207,7 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str = "bes
 
 
 def _confusion(y, pred) -> np.ndarray:
-    m = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+    m = np.zeros((len(LABELS), len(LABELS)), np.int64)
     np.add.at(m, (y, pred), 1)
     return m
 
@@ -243,7 +244,7 @@ def _plot_tsne(f_rnd, f_ssl, y, path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     for ax, f, title in ((axes[0], f_rnd, "random-init encoder"), (axes[1], f_ssl, "self-supervised encoder")):
         z = TSNE(n_components=2, perplexity=min(30, max(2, len(f) // 4)), init="pca", random_state=0).fit_transform(f)
-        for c, name in enumerate(CLASSES):
+        for c, name in enumerate(LABELS):
             ax.scatter(z[y == c, 0], z[y == c, 1], s=6, label=name)
         ax.set_title(f"t-SNE of penultimate features: {title}")
         ax.set_xticks([]), ax.set_yticks([])
@@ -283,8 +284,8 @@ def _plot_confusion(m, path):
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             ax.text(j, i, str(m[i, j]), ha="center", va="center")
-    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=30)
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xticks(range(len(LABELS)), LABELS, rotation=30)
+    ax.set_yticks(range(len(LABELS)), LABELS)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("linear probe, 100 % labels")
@@ -344,8 +345,8 @@ def _report(r: dict) -> str:
         L.append(f"| {t['fraction']:g} % | {t['n_labels']} | {_fmt(t['ssl'])} | {_fmt(t['random_init'])} | "
                  f"{_fmt(sup) if sup else '–'} | {gap} |")
     L += ["", "![label efficiency](label_efficiency.png)", "", "## Confusion matrix (linear probe, 100 % labels, seed 0)", "",
-          "| true \\ predicted | " + " | ".join(CLASSES) + " |", "|---" * (len(CLASSES) + 1) + "|"]
-    for i, c in enumerate(CLASSES):
+          "| true \\ predicted | " + " | ".join(LABELS) + " |", "|---" * (len(LABELS) + 1) + "|"]
+    for i, c in enumerate(LABELS):
         L.append(f"| {c} | " + " | ".join(str(v) for v in r["confusion"][i]) + " |")
     L += ["", "![confusion](confusion.png)", ""]
     if r["finetune_curve"]:

@@ -10,6 +10,7 @@ Errors name the file, the key, what was expected and what was received, e.g.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import tomllib
 import types
@@ -17,6 +18,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from radvis.cruw import SCENE_KINDS
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
@@ -28,6 +31,14 @@ SOURCE_ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
 
 class ConfigError(ValueError):
     """A bad config value; the message names file, key, expected and received value."""
+
+
+# Keys that existed once and were removed because nothing read them. An old config file that still sets
+# one keeps loading (it never changed anything); the loader says the line can go.
+REMOVED = {
+    "learner.feature_dim": "nothing read it: the radar encoder projects into the frozen teacher's key "
+                           "dimension (vgg16: 4096, as in the paper)",
+}
 
 
 def opt(default, help: str, *, min=None, max=None, choices=None, pattern=None):
@@ -142,8 +153,7 @@ class CameraConfig:
 class SceneConfig:
     seed: int = opt(0, "Seed of the scene simulator (same seed, same scenes).")
     scene_s: float = opt(10.0, "Length of one simulated scene before a new one starts.", min=0.1)
-    classes: list = opt(["empty", "pedestrian", "cyclist", "car", "mixed"], "Scene classes the simulator draws from.",
-                        choices=["empty", "pedestrian", "cyclist", "car", "mixed"])
+    classes: list = opt(list(SCENE_KINDS), "Scene classes the simulator draws from.", choices=list(SCENE_KINDS))
     noise: float = opt(1.0, "Radar/camera noise scale (1 = default realism).", min=0)
     place: str = opt("fixed", "fixed: one place (static clutter, light, sky, ground) for the whole run, as a "
                      "mounted rig sees; episode: a new place every scene (what `radvis synth` sequences get).",
@@ -220,12 +230,13 @@ class LearnerConfig:
                               "else the best weight-free teacher.",
                               choices=["auto", "vgg16", "resnet18", "random-cnn", "descriptor", "fg-descriptor", "tiny"])
     weights: str = opt("imagenet", "Teacher weights: imagenet (torchvision cache in $TORCH_HOME), a local file path, or none.")
-    feature_dim: int = opt(128, "Dimension of the embedding both encoders project into.", min=2)
     queue_size: int = opt(4096, "K: number of past image encodings kept as negatives.", min=1)
     temperature: float = opt(0.07, "InfoNCE temperature tau.", min=1e-4)
     exclusion_s: float = opt(0.0, "Mask negatives within this many seconds of the anchor in the same sequence (0 = paper).", min=0)
     batch_size: int = opt(64, "Pairs per step.", min=1)
-    lr: float = opt(0.03, "SGD learning rate (cosine decay).", min=0)
+    lr: float = opt(0.03, "SGD learning rate. Offline: the peak of a cosine decay over all steps. Online: "
+                    "constant after online_warmup_steps of linear warm-up (a stream has no end to decay to).",
+                    min=0)
     momentum: float = opt(0.9, "SGD momentum.", min=0, max=1)
     weight_decay: float = opt(1e-4, "SGD weight decay.", min=0)
     epochs: int = opt(50, "Offline epochs.", min=1)
@@ -376,7 +387,12 @@ def _check(src: str, key: str, f: dataclasses.Field, tp, value: Any) -> Any:
 def _build(cls, data: dict, src: str, prefix: str):
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
+    for key in list(data):
+        if f"{prefix}{key}" in REMOVED:
+            logging.getLogger("radvis.config").warning("%s: %s%s is ignored and can be deleted: %s", src, prefix,
+                                                       key, REMOVED[f"{prefix}{key}"])
+            data = {k: v for k, v in data.items() if k != key}
+            continue
         if key not in names or names[key].metadata.get("internal"):
             known = ", ".join(n for n, f in names.items() if not f.metadata.get("internal"))
             raise ConfigError(f"{src}: {prefix}{key}: unknown key (expected one of: {known})")

@@ -12,6 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
+from radvis.cruw import OBJECT_CLASSES, frame_label
+
 C = 299_792_458.0
 
 
@@ -104,7 +106,7 @@ class PointTargetSource:
             rng = np.random.default_rng([self.seed, frame_number & 0xFFFFFFFF])
             adc = synth_adc(tg, profile, rng, noise_counts=8.0 * self.noise)
         objs = [{"cls": t["cls"], "range_m": round(t["range_m"], 4), "azimuth_rad": round(t["azimuth_rad"], 4)}
-                for t in tg if t.get("cls") in ("pedestrian", "cyclist", "car")]
-        label = objs[0]["cls"] if objs and len({o["cls"] for o in objs}) == 1 else ("empty" if not objs else "mixed")
+                for t in tg if t.get("cls") in OBJECT_CLASSES]  # a "reflector" is scenery, not an object
+        label = frame_label(o["cls"] for o in objs)
         return RadarFrameContent(adc=adc, points=targets_to_points(tg),
                                  truth={"label": label, "scene_id": 0, "objects": objs})

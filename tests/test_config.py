@@ -54,6 +54,15 @@ def test_unknown_key_and_section_are_errors(tmp_path):
         C.load(write(tmp_path, "sync = 3\n"))
 
 
+def test_removed_key_is_ignored_with_a_warning_naming_file_and_key(tmp_path, caplog):
+    """learner.feature_dim never did anything; an old config that sets it still loads, and says so."""
+    with caplog.at_level("WARNING", logger="radvis.config"):
+        cfg = C.load(write(tmp_path, "[learner]\nfeature_dim = 128\nlr = 0.01\n"))
+    assert cfg.learner.lr == 0.01 and not hasattr(cfg.learner, "feature_dim")
+    assert "rig.toml: learner.feature_dim is ignored and can be deleted" in caplog.text
+    assert "feature_dim" not in C.docs_markdown()
+
+
 def test_invalid_toml_and_missing_file(tmp_path):
     with pytest.raises(C.ConfigError, match="rig.toml: not valid TOML"):
         C.load(write(tmp_path, "[sync\n"))

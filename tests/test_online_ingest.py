@@ -12,8 +12,9 @@ import torch
 
 from bench.online import SyntheticStream, pair_message
 from learner.online.buffer import ReplayBuffer
-from learner.online.ingest import CLASSES, Ingest, PairError, Receiver, decode_pair
+from learner.online.ingest import Ingest, PairError, Receiver, decode_pair
 from learner.queue import NegativeQueue
+from radvis.cruw import LABELS
 from radvis.transport import Publisher, Subscriber
 from radvis.wire import Limits, decode, encode
 
@@ -39,7 +40,7 @@ def test_decode_pair_raw_and_jpeg_agree():
     np.testing.assert_array_equal(raw.radar, ra.transpose(2, 0, 1))
     np.testing.assert_array_equal(raw.image, img)
     assert jpg.image.shape == img.shape and np.abs(jpg.image.astype(int) - img).mean() < 4  # JPEG q90
-    assert raw.t_ns == t_ns and raw.label == CLASSES.index(truth["label"]) and raw.scene_id == truth["scene_id"]
+    assert raw.t_ns == t_ns and raw.label == LABELS.index(truth["label"]) and raw.scene_id == truth["scene_id"]
 
 
 @pytest.mark.parametrize("mutate, reason", [
@@ -210,7 +211,9 @@ def test_queue_fed_from_stream_and_exclusion_mask(tmp_path):
     expect_same = ~q.valid | (dt < 500_000_000)
     assert torch.equal(m[0], expect_same) and int((m[0] & q.valid).sum()) == 9  # 1.6 .. 2.4 s masked
     assert torch.equal(m[1], ~q.valid)  # other sequences are never excluded by time
-    assert torch.equal(q.mask(anchor_t, anchor_s, 0.0)[0], ~q.valid)  # naive / paper: no exclusion
+    # naive / paper (no exclusion): only the anchor's own pair (same sequence, same time) besides empty slots
+    assert torch.equal(q.mask(anchor_t, anchor_s, 0.0)[0], ~q.valid | (q.t_ns == 2_000_000_000))
+    assert torch.equal(q.mask(anchor_t, anchor_s, 0.0)[1], ~q.valid)
 
 
 def test_running_clutter_map_removes_static_returns_and_keeps_movers():

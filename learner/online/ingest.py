@@ -27,13 +27,13 @@ from typing import Callable
 import numpy as np
 
 from radvis.transport import RateLimitedLog
+from radvis.cruw import label_index
 from radvis.wire import Message
 
 log = logging.getLogger("radvis.learn.online")
 _ratelog = RateLimitedLog(log)  # a dropped pair: at most one line per 5 s per reason (all are counted)
 
 RA_SHAPE = (128, 128, 2)
-CLASSES = ("empty", "pedestrian", "cyclist", "car")  # the paper's 4-class task; "mixed" frames get no label
 _LRU = 64  # sequences remembered for dedup / stream position (a restart of sync opens a new one)
 
 
@@ -49,7 +49,7 @@ class Pair:
     image: np.ndarray  # uint8 (H, W, 3) RGB
     t_ns: int  # pair time (sync's t_pair_ns)
     seq_id: int  # stream identity: the sync publisher's epoch (a restart starts a new sequence)
-    label: int  # index into CLASSES from meta truth, -1 when unknown or mixed
+    label: int  # index into LABELS (the 4-class task) from meta truth, -1 when unknown or mixed
     scene_id: int | None
     source: str
     msg_seq: int
@@ -62,7 +62,7 @@ def label_of(truth) -> tuple[int, int | None]:
     lab = truth.get("label")
     sid = truth.get("scene_id")
     sid = sid if isinstance(sid, int) and not isinstance(sid, bool) else None
-    return (CLASSES.index(lab) if lab in CLASSES else -1), sid
+    return label_index(lab), sid
 
 
 def decode_image(buf: np.ndarray, encoding: str) -> np.ndarray:
