@@ -45,8 +45,9 @@ def _rate(fn, n: int) -> float:
 def _naive_adc(state, profile) -> np.ndarray:
     """Reference implementation: one full-cube complex exponential per scatterer."""
     sc = state.scatterers()
-    fs, slope, f0, tc, lam = render_radar._prof(profile)
-    az, el = render_radar.virtual_array(profile)
+    fs, slope = profile.sample_rate_ksps * 1e3, profile.slope_mhz_us * 1e12
+    tc, lam = profile.chirp_interval_us * 1e-6, profile.wavelength_m
+    az, el = dsp.virtual_array(profile)
     L, V, N = profile.num_loops, profile.num_tx * profile.num_rx, profile.num_adc_samples
     t = (np.arange(L)[:, None] * profile.num_tx + np.repeat(np.arange(profile.num_tx), profile.num_rx)[None]) * tc
     n = np.arange(N)
@@ -56,7 +57,7 @@ def _naive_adc(state, profile) -> np.ndarray:
         vr = sc.vel[p] @ sc.pos[p] / R
         s = sc.pos[p, 0] / np.hypot(sc.pos[p, 0], sc.pos[p, 2])
         amp = render_radar.ADC_GAIN * np.sqrt(sc.rcs[p]) / R ** 2
-        ph = (4 * np.pi * f0 * R / render_radar.C + sc.phase[p] + 4 * np.pi * vr * t[:, :, None] / lam
+        ph = (4 * np.pi * R / lam + sc.phase[p] + 4 * np.pi * vr * t[:, :, None] / lam
               + np.pi * az[None, :, None] * s + 2 * np.pi * (2 * slope * R / render_radar.C) * n[None, None, :] / fs)
         cube += amp * np.exp(1j * ph)
     return cube.astype(np.complex64)

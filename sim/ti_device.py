@@ -37,6 +37,8 @@ from collections import Counter, OrderedDict
 import numpy as np
 
 from drivers.ti.cfg import ARGC_SDK3, REQUIRED_FRAME, REQUIRED_SDK35, CfgError, parse_cfg
+from drivers.ti.dsp import azimuth_antennas
+from sim.render_radar import synth_adc
 
 PROMPT = b"mmwDemo:/>"
 MAGIC = b"\x02\x01\x04\x03\x06\x05\x08\x07"
@@ -194,15 +196,6 @@ def detection_matrix(adc: np.ndarray, profile) -> tuple[np.ndarray, np.ndarray]:
     return det, static
 
 
-def azimuth_virtual_indices(profile) -> list[int]:
-    """Virtual antennas (in [TX chirp order][RX] order) of the azimuth array, as the demo puts them in the
-    azimuth heatmap: all of them with 1-2 TX; with 3 TX (xWR18xx/68xx) TX1 is raised and left out."""
-    order = profile.tx_order or list(range(profile.num_tx))
-    skip = 1 if profile.num_tx == 3 else None
-    return [k * profile.num_rx + r for k, t in enumerate(order[:profile.num_tx]) if t != skip
-            for r in range(profile.num_rx)]
-
-
 def pick_points(det: np.ndarray, profile, static: np.ndarray, max_points: int = 32) -> np.ndarray:
     """A simple CFAR-like peak pick on the detection matrix (when the source gives no points)."""
     R, D = det.shape
@@ -230,7 +223,7 @@ def demo_tlvs(content, profile, gui: dict, rng: np.random.Generator, frame_numbe
     """The TLVs the SDK 3.5 demo sends for this frame, in its order; returns (tlvs, numDetectedObj)."""
     adc = content.adc if content.adc is not None else demo_adc_from_points(content, profile, rng)
     det, static = detection_matrix(adc, profile)
-    static = static[:, azimuth_virtual_indices(profile)]
+    static = static[:, azimuth_antennas(profile)]
     points = content.points if content.points is not None else pick_points(det, profile, static)
     points = np.ascontiguousarray(points, "<f4").reshape(-1, 4)
     n = len(points)
@@ -519,8 +512,8 @@ class EmulatedTI:
 
 
 def demo_adc_from_points(content, profile, rng) -> np.ndarray:
-    from sim.source import synth_adc
+    """The ADC cube of a source that gives only detected points (each a point target, amplitude ~ 1 / range)."""
     pts = content.points if content.points is not None else np.zeros((0, 4), np.float32)
     tg = [{"range_m": float(math.hypot(p[0], p[1])), "azimuth_rad": float(math.atan2(p[0], p[1])),
-           "velocity_mps": float(p[3])} for p in pts]
-    return synth_adc(tg, profile, rng)
+           "velocity_mps": float(p[3]), "amplitude": 2000.0 / max(float(math.hypot(p[0], p[1])), 0.5)} for p in pts]
+    return synth_adc(profile, tg, rng=rng, noise_counts=8.0, quantise=True)
