@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from radvis.control import control_publisher, send_ready
+from radvis.control import announce_ready, control_publisher
 from radvis.log import StatsLine
 from radvis.transport import Publisher, publisher_from_config
 from radvis.wire import Message
@@ -252,7 +252,7 @@ def capture_main(cfg, kind: str, *, max_frames: int = 0, logger: logging.Logger 
     pub = publisher_from_config(cfg, kind)
     spub = control_publisher(cfg)
     try:
-        send_ready(spub, f"capture-{kind}", cfg.transport.slow_joiner_s, endpoint=pub.endpoint)
+        announce_ready(cfg, f"capture-{kind}", endpoint=pub.endpoint)
         if cfg.capture.wait_subscribers:
             ok = pub.wait_for_subscribers(cfg.capture.wait_subscribers, cfg.transport.slow_joiner_s)
             logger.info("%s: publishing on %s (%s)", kind, pub.endpoint,

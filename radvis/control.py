@@ -53,8 +53,8 @@ def send_ready(pub: Publisher | None, stage: str, wait_s: float = 2.0, **info) -
 
 
 def announce_ready(cfg, stage: str, **info) -> threading.Thread:
-    """Announce `stage` ready from a short-lived publisher on a background thread (for stages that have no
-    control publisher of their own), so a stage running without a supervisor does not wait for one."""
+    """Announce `stage` ready from a short-lived publisher on a background thread, so the stage goes on at
+    once (and one running without a supervisor never waits for one)."""
     def run():
         pub = control_publisher(cfg, hwm=10)
         try:

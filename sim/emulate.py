@@ -23,7 +23,7 @@ import queue
 import signal
 import threading
 
-from radvis.control import control_publisher, send_ready
+from radvis.control import announce_ready, control_publisher
 from radvis.log import StatsLine
 from radvis.truth import truth_message
 from radvis.wire import Message
@@ -54,7 +54,7 @@ class Stage:
 
     def ready(self, **info) -> None:
         self.log.info("ready: %s", json.dumps(info))
-        send_ready(self.ctl, self.name, self.cfg.transport.slow_joiner_s, **info)
+        announce_ready(self.cfg, self.name, **info)
 
     def serve(self, stats) -> None:
         """Until stopped: send queued truth, log and publish `stats()` every rig.stats_interval_s."""
