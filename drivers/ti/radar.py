@@ -1,4 +1,4 @@
-"""Radar capture entry point: `open_radar(cfg) -> RadarSource`, iterating yields `RadarFrame`s.
+"""Radar capture entry point: `open_radar(cfg.radar) -> RadarSource`, iterating yields `RadarFrame`s.
 
 The driver opens what the [radar] config names, as on hardware: a pyserial URL or device path for the CLI
 and data ports (/dev/ttyACM0, socket://HOST:PORT behind ser2net), the DCA1000's UDP addresses. An emulated
