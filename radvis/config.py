@@ -503,4 +503,9 @@ def docs_markdown() -> str:
             lines.append(f"| `{f.name}` | {hints[f.name].__name__} | `{default!r}` | {'; '.join(allowed)} | "
                          f"{m.get('help', '')} |")
         lines.append("")
+    lines += ["## Removed keys and values", "", "A config that still has one fails with this explanation.", "",
+              "| key | value | what instead |", "|---|---|---|"]
+    lines += [f"| `{k}` | any | {why} |" for k, why in REMOVED_KEYS.items()]
+    lines += [f"| `{k}` | `{v!r}` | {why} |" for (k, v), why in REMOVED_VALUES.items()]
+    lines.append("")
     return "\n".join(lines)
