@@ -379,10 +379,11 @@ def record_main(cfg, topics: list[str] | None = None, out: str | None = None, du
                    rotate_s=rc.rotate_s, rotate_mb=rc.rotate_mb, fsync_s=rc.fsync_s, prefix=rc.prefix,
                    hwm=cfg.transport.rcvhwm, limits=Limits.from_config(cfg.transport), curve=keys_from_config(cfg),
                    metadata={"rig": cfg.rig.name, "config": cfg.source, "topics": ",".join(names)})
-    from capture.daemon import stats_publisher
-    spub = stats_publisher(cfg)
+    from radvis.control import announce_ready, control_publisher
+    spub = control_publisher(cfg)
     line = StatsLine(logger, cfg.rig.stats_interval_s, rates=("written", "bytes"))
     logger.info("recording %s to %s", ", ".join(f"{n}={e}" for n, e in eps.items()), rec.out)
+    announce_ready(cfg, "record", out=str(rec.out))  # subscribed: the rig starts the stages upstream of us
     t_end = time.monotonic() + duration_s if duration_s else None
     last_lost = 0
     try:

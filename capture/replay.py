@@ -25,6 +25,7 @@ import zmq
 from capture.record import ScanResult, scan, segments, unframe
 from radvis import cruw
 from radvis.transport import Publisher, keys_from_config
+from radvis.truth import truth_message
 from radvis.wire import Message, encode
 
 log = logging.getLogger("radvis.replay")
@@ -274,11 +275,16 @@ def cruw_frames(root: str | Path, seq: str,
 def replay_cruw(cfg, root: str, seq: str, *, rate: float = 1.0, as_fast: bool = False, start_s: float = 0.0,
                 end_s: float = 0.0, loop: bool = False, wait_subscribers: int = 1,
                 stop: threading.Event | None = None) -> ReplayStats:
-    """Stream a CRUW sequence as live radar + camera messages at its frame rate (ROD2021: 30 fps) x rate."""
+    """Stream a CRUW sequence as live radar + camera messages at its frame rate (ROD2021: 30 fps) x rate, and its
+    annotations as the frames' ground truth on the truth topic (radvis/truth.py), sent just before the frames
+    they describe."""
     import cv2
     cruw_sequence_dir(root, seq)  # fail early with a clear message
     ann = cruw_annotations(root, seq)
     pubs = _bind_publishers(cfg, ["radar", "camera"], wait_subscribers, cfg.transport.slow_joiner_s)
+    pubs["truth"] = Publisher(cfg.endpoints.truth, hwm=cfg.transport.sndhwm, curve=keys_from_config(cfg))
+    if wait_subscribers:  # a learner subscribes to truth, sync does not: not finding one is not worth a warning
+        pubs["truth"].wait_for_subscribers(wait_subscribers, cfg.transport.slow_joiner_s)
     pacer = Pacer(pubs, rate, as_fast, stop)
     if ann is not None:
         pacer.stats.annotation_lines_skipped = sum(ann.skipped.values())
@@ -297,19 +303,20 @@ def replay_cruw(cfg, root: str, seq: str, *, rate: float = 1.0, as_fast: bool = 
                     continue
                 meta = {"frame_number": k, "cfg_digest": "cruw-rod2021", "units": "complex-ra",
                         "frame_period_ms": 1000 / fps, "mode": "cruw", "sequence": seq}
-                if truth is not None:
-                    meta["truth"] = truth
                 radar = Message(kind="radar", source=cfg.radar.source, buffers={"ra": ra}, meta=meta,
-                                t_device_ns=t_dev, replay=True)
-                msgs = [("radar", radar)]
+                                t_device_ns=t_dev, replay=True).stamp()  # host stamps now, as a live capture would
+                msgs = []
+                if truth is not None:  # the frame was captured now: its scene is sampled at its host stamp
+                    for stream, source in (("radar", cfg.radar.source), ("camera", cfg.camera.source)):
+                        if stream == "radar" or jpeg is not None:
+                            msgs.append(("truth", truth_message(stream, source, k, radar.t_mono_ns, truth)))
+                msgs.append(("radar", radar))
                 if jpeg is not None:
                     if size is None:  # CRUW's JPEG size is not what its config says: read it
                         img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
                         size = (int(img.shape[1]), int(img.shape[0])) if img is not None else (0, 0)
                     cmeta = {"width": size[0], "height": size[1], "encoding": "jpeg", "frame_number": k,
                              "timestamp_domain": "cruw-frame-index", "sequence": seq}
-                    if truth is not None:
-                        cmeta["truth"] = truth
                     msgs.append(("camera", Message(kind="camera", source=cfg.camera.source,
                                                    buffers={"image": np.frombuffer(jpeg, np.uint8)}, meta=cmeta,
                                                    t_device_ns=t_dev, replay=True)))
@@ -318,7 +325,10 @@ def replay_cruw(cfg, root: str, seq: str, *, rate: float = 1.0, as_fast: bool = 
                     pub = pubs[ep]
                     m.stamp()  # host stamps now, as a live capture would
                     m.seq, m.epoch = pub.next_seq(m.kind), pub.epoch
-                    pacer.send(ep, encode(m), t_dev, waited=True)
+                    if ep == "truth":  # side information: not paced, not counted as replayed frames
+                        pub.send_frames(encode(m))
+                    else:
+                        pacer.send(ep, encode(m), t_dev, waited=True)
             p += 1
             pacer.stats.passes = p
             if not loop:

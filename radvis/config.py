@@ -41,6 +41,21 @@ REMOVED = {
 }
 
 
+# Keys and values that existed once: a config that still has them gets told what replaced them.
+_EMULATED_RADAR = ("the emulated board is now its own rig stage: keep \"emulate-radar\" in rig.stages (the "
+                   "default) and the capture opens radar.cli_port / data_port / dca_* as on hardware; on hardware "
+                   "remove emulate-radar from rig.stages (docs/hardware.md)")
+_EMULATED_CAMERA = ("the emulated camera is now its own rig stage: keep \"emulate-camera\" in rig.stages (the "
+                    "default), which serves an MJPEG stream at camera.url, and set camera.driver = \"mjpeg\" "
+                    "(docs/hardware.md)")
+REMOVED_KEYS = {
+    "radar.emulated": _EMULATED_RADAR,
+    "capture.radar_output": "nothing read it: the radar daemon publishes what its mode produces (docs/wire-format.md)",
+}
+REMOVED_VALUES = {("camera.driver", "emulated-realsense"): _EMULATED_CAMERA,
+                  ("camera.driver", "generator"): _EMULATED_CAMERA}
+
+
 def opt(default, help: str, *, min=None, max=None, choices=None, pattern=None):
     """A documented config field. Lists/dicts get a default_factory so instances never share them.
     `pattern`: a regular expression a string value must match in full."""
@@ -59,9 +74,11 @@ class RigConfig:
     name: str = opt("radvis-rig", "Free-form name of this rig, written into every recording.")
     run_dir: str = opt("runs/rig", "Directory for this run's logs, metrics, checkpoints and report.")
     duration_s: float = opt(240.0, "How long `radvis rig` runs before stopping cleanly (0 = until Ctrl-C).", min=0)
-    stages: list = opt(["radar", "camera", "sync", "record", "learner"],
-                       "Stages `radvis rig` starts, each as its own process.",
-                       choices=["radar", "camera", "sync", "record", "learner"])
+    stages: list = opt(["emulate-radar", "emulate-camera", "radar", "camera", "sync", "record", "learner"],
+                       "Stages `radvis rig` starts, each as its own process: the emulated devices (`radvis emulate "
+                       "radar|camera`, serving the ports and URLs [radar] and [camera] name; leave them out on "
+                       "real hardware), the capture daemons, sync, the recorder and the online learner.",
+                       choices=["emulate-radar", "emulate-camera", "radar", "camera", "sync", "record", "learner"])
     log_level: str = opt("INFO", "Logging level for all daemons.", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     stats_interval_s: float = opt(5.0, "Seconds between the one-line stats each daemon logs.", min=0.1)
     restart_backoff_s: float = opt(1.0, "First delay before restarting a crashed stage (doubles, capped at 30 s).", min=0)
@@ -106,22 +123,28 @@ class RadarConfig:
     source: str = opt("radar0", "Source id written into every radar message.", pattern=SOURCE_ID)
     mode: str = opt("dca1000", "Radar data path: UART TLV stream from the demo firmware, or raw ADC via DCA1000.",
                     choices=["uart", "dca1000"])
-    emulated: bool = opt(True, "Use the emulated TI device (pty + loopback UDP) instead of hardware.")
     cfg: str = opt("drivers/ti/cfgs/radvis_iwr1843_dca.cfg", "TI chirp configuration (.cfg) sent over the CLI port "
                    "(radvis_iwr1843.cfg for UART mode: the same chirp without LVDS raw-ADC streaming).")
-    cli_port: str = opt("", "pyserial URL of the CLI port (e.g. /dev/ttyACM0, socket://host:port); empty = emulator's pty.")
-    data_port: str = opt("", "pyserial URL of the data port (e.g. /dev/ttyACM1); empty = emulator's pty.")
+    cli_port: str = opt("socket://127.0.0.1:5561", "The radar's CLI port as a pyserial URL: /dev/ttyACM0 on hardware, "
+                        "socket://HOST:PORT behind a serial-over-network bridge (ser2net). The emulated board "
+                        "(rig stage emulate-radar) serves it there: a socket:// URL as a TCP server, a path as a "
+                        "pty linked at that path.")
+    data_port: str = opt("socket://127.0.0.1:5562", "The radar's data (TLV) port, as cli_port (/dev/ttyACM1 on "
+                         "hardware); not opened in dca1000 mode (empty: the emulated board serves none).")
     cli_baud: int = opt(115200, "CLI port baud rate.", min=1)
     data_baud: int = opt(921600, "Data port baud rate.", min=1)
-    dca_host: str = opt("127.0.0.1", "Address the DCA1000 data/config sockets bind to (192.168.33.30 on hardware).")
-    dca_board: str = opt("127.0.0.1", "DCA1000 board address (192.168.33.180 on hardware).")
-    dca_config_port: int = opt(4096, "DCA1000 configuration UDP port.", min=1, max=65535)
-    dca_data_port: int = opt(4098, "DCA1000 raw-ADC UDP port.", min=1, max=65535)
+    dca_host: str = opt("127.0.0.1", "This host's address on the DCA1000 link: the capture binds its config and data "
+                        "sockets there and the board sends raw ADC to it (192.168.33.30 on hardware).")
+    dca_board: str = opt("127.0.0.2", "The DCA1000 board's address (192.168.33.180 on hardware). Linux routes all of "
+                         "127/8 to loopback, so the emulated board has its own address, as on the real link.")
+    dca_config_port: int = opt(4096, "DCA1000 configuration UDP port (the board's and the host's).", min=1, max=65535)
+    dca_data_port: int = opt(4098, "Host UDP port the board sends raw ADC to (from its port 1024).", min=1, max=65535)
     ra_chirp: int = opt(0, "dca1000 mode: -1 = frame range-azimuth map (Doppler-integrated); i >= 0 = the CRUW-style "
                         "map of chirp (loop) i alone, as in the CRUW dataset and `radvis synth`.", min=-1)
     iq_order: str = opt("auto", "I/Q order of raw ADC: Q-first for SDK demo LVDS streaming, I-first for mmWave Studio.",
                         choices=["auto", "iq", "qi"])
-    faults: dict = opt({}, "Emulator fault injection, e.g. {corrupt_prob=0.01, drop_prob=0.0, stall_s=0}; keys: "
+    faults: dict = opt({}, "Fault injection of the emulated board (emulate-radar): on the UART data port per frame, "
+                       "in dca1000 mode on the UDP packets, e.g. {corrupt_prob=0.01, drop_prob=0.0, stall_s=0}; keys: "
                        "drop/duplicate/reorder/corrupt/stall _every (every Nth frame) or _prob, corrupt_bytes, "
                        "corrupt_region (any, magic, payload), stall_s, seed.")
     data_timeout_s: float = opt(0.0, "Raise (the capture daemon then reopens and reconfigures the radar) when the data "
@@ -131,8 +154,12 @@ class RadarConfig:
 @dataclass
 class CameraConfig:
     source: str = opt("camera0", "Source id written into every camera message.", pattern=SOURCE_ID)
-    driver: str = opt("emulated-realsense", "Camera driver.",
-                      choices=["emulated-realsense", "realsense", "opencv", "generator"])
+    driver: str = opt("mjpeg", "Camera driver: an HTTP MJPEG stream at camera.url (mjpg-streamer and network "
+                      "cameras; the emulated camera serves one), a RealSense through pyrealsense2, or OpenCV.",
+                      choices=["mjpeg", "realsense", "opencv"])
+    url: str = opt("http://127.0.0.1:5571/?action=stream", "mjpeg: the stream URL (multipart/x-mixed-replace JPEG "
+                   "parts; their X-Timestamp header is the camera's clock). The emulated camera (rig stage "
+                   "emulate-camera) serves it there.")
     width: int = opt(128, "Image width in pixels.", min=8, max=8192)
     height: int = opt(96, "Image height in pixels.", min=8, max=8192)
     fps: int = opt(30, "Frames per second.", min=1, max=1000)
@@ -142,8 +169,7 @@ class CameraConfig:
     encoding: str = opt("raw", "Encoding on the wire: raw RGB8 or JPEG.", choices=["raw", "jpeg"])
     jpeg_quality: int = opt(90, "JPEG quality when encoding = jpeg.", min=1, max=100)
     latency_ms: float = opt(0.0, "Known minimum camera latency (exposure to host arrival), subtracted from the clock-mapped or arrival time.", min=0)
-    hfov_deg: float = opt(80.0, "Horizontal field of view of the simulated camera (emulated-realsense, generator).",
-                          min=1, max=179)
+    hfov_deg: float = opt(80.0, "Horizontal field of view of the emulated camera (emulate-camera).", min=1, max=179)
     timeout_ms: int = opt(1000, "A camera silent this long counts as disconnected and is reopened.", min=10)
     reconnect_s: float = opt(30.0, "How long a camera driver keeps reopening a vanished device before it gives up "
                              "and raises to the capture daemon (0 = forever).", min=0)
@@ -164,8 +190,6 @@ class SceneConfig:
 class CaptureConfig:
     reconnect_backoff_s: float = opt(0.5, "First delay before reopening a vanished device (doubles, capped).", min=0)
     reconnect_max_s: float = opt(10.0, "Largest reopen delay.", min=0)
-    radar_output: str = opt("ra", "What the radar daemon publishes: range-azimuth map, raw TLVs, or both.",
-                            choices=["ra", "tlv", "both"])
     radar_open: str = opt("", "MODULE:FUNCTION called with the config to open the radar frame source instead of "
                           "drivers.ti.radar.open_radar (a custom driver, or a test fake); empty = built-in driver.")
     camera_open: str = opt("", "MODULE:FUNCTION called with the config to open the camera frame source instead of "
@@ -213,7 +237,8 @@ class SyncConfig:
 class RecordConfig:
     enabled: bool = opt(True, "Record the session when the rig runs.")
     out: str = opt("", "Directory for MCAP segments (empty = <rig.run_dir>/session).")
-    topics: list = opt(["radar", "camera", "pairs"], "Endpoints (by name in [endpoints]) to record.")
+    topics: list = opt(["radar", "camera", "pairs", "truth"], "Endpoints (by name in [endpoints]) to record (truth: the "
+                       "scene's ground truth of emulated devices; nothing arrives there from hardware).")
     compression: str = opt("zstd", "MCAP chunk compression.", choices=["zstd", "lz4", "none"])
     chunk_bytes: int = opt(1024 * 1024, "MCAP chunk size; at most this much is lost on a crash.", min=0)
     rotate_s: float = opt(300.0, "Start a new segment after this many seconds (0 = never).", min=0)
@@ -368,6 +393,8 @@ def _check(src: str, key: str, f: dataclasses.Field, tp, value: Any) -> Any:
     elif tp is dict:
         if not isinstance(value, dict):
             fail("a table")
+    if isinstance(value, str) and (key, value) in REMOVED_VALUES:
+        raise ConfigError(f"{src}: {key}: {value!r} is no longer a choice: {REMOVED_VALUES[key, value]}")
     lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
     pattern = f.metadata.get("pattern")
     if pattern is not None and re.fullmatch(pattern, value) is None:
@@ -393,6 +420,8 @@ def _build(cls, data: dict, src: str, prefix: str):
                                                        key, REMOVED[f"{prefix}{key}"])
             data = {k: v for k, v in data.items() if k != key}
             continue
+        if prefix + key in REMOVED_KEYS:
+            raise ConfigError(f"{src}: {prefix}{key}: no longer a config key: {REMOVED_KEYS[prefix + key]}")
         if key not in names or names[key].metadata.get("internal"):
             known = ", ".join(n for n, f in names.items() if not f.metadata.get("internal"))
             raise ConfigError(f"{src}: {prefix}{key}: unknown key (expected one of: {known})")
@@ -503,4 +532,9 @@ def docs_markdown() -> str:
             lines.append(f"| `{f.name}` | {hints[f.name].__name__} | `{default!r}` | {'; '.join(allowed)} | "
                          f"{m.get('help', '')} |")
         lines.append("")
+    lines += ["## Removed keys and values", "", "A config that still has one fails with this explanation.", "",
+              "| key | value | what instead |", "|---|---|---|"]
+    lines += [f"| `{k}` | any | {why} |" for k, why in REMOVED_KEYS.items()]
+    lines += [f"| `{k}` | `{v!r}` | {why} |" for (k, v), why in REMOVED_VALUES.items()]
+    lines.append("")
     return "\n".join(lines)

@@ -7,7 +7,7 @@
 4. replay the recorded session through a fresh `radvis sync` and check it yields the same pairs;
 5. write RUN/rig-report.md and print its path.
 
-Every later step is a separate `radvis` process, so this module (in capture/) imports nothing downstream.
+Every step is a separate `radvis` process: the rig composes stages, it does not import them.
 """
 from __future__ import annotations
 
@@ -98,6 +98,7 @@ def verify_replay(cfg, session: Path, common: list[str], timeout_s: float = 300.
     `radvis sync` on private ipc endpoints; compare its pairs with the pairs the live sync recorded.
     (Not `--max`: radar and camera come from two sockets, which ZeroMQ fair-queues message by message,
     so at full speed the 10 Hz radar runs ahead of the 30 Hz camera until sync's buffers overflow.)"""
+    from radvis.control import is_ready
     from radvis.transport import Subscriber
     live, recorded = recorded_pairs(session)
     # only pairs whose two frames are both in the recording can be reproduced from it
@@ -108,13 +109,17 @@ def verify_replay(cfg, session: Path, common: list[str], timeout_s: float = 300.
         sets += ["--set", f"endpoints.{n}='ipc://{tmp}/{n}.sock'"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     logf = open(tmp / "sync.log", "wb")
+    ctl = Subscriber(f"ipc://{tmp}/control.sock", bind=True)
     sync = subprocess.Popen([sys.executable, "-m", "radvis", *common, *sets, "sync"], stdout=logf,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
     sub = Subscriber(f"ipc://{tmp}/pairs.sock", topics=["pair"], hwm=100000)
     replayed = []
     t0 = time.monotonic()
     try:
-        time.sleep(1.0)  # let sync bind before replay waits for it as a subscriber
+        while sync.poll() is None and time.monotonic() - t0 < 60:  # sync subscribed before anything is replayed
+            m = ctl.recv(200)
+            if m is not None and is_ready(m) and m.meta.get("pid") == sync.pid:
+                break
         rep = subprocess.Popen([sys.executable, "-m", "radvis", *common, *sets, "replay", str(session),
                                 "--rate", str(cfg.rig.replay_rate), "--topics", "radar", "camera"], stdout=logf, stderr=subprocess.STDOUT, env=env,
                                start_new_session=True)
@@ -138,6 +143,7 @@ def verify_replay(cfg, session: Path, common: list[str], timeout_s: float = 300.
                 except subprocess.TimeoutExpired:
                     p.kill()
         sub.close()
+        ctl.close()
         logf.close()
     same = len(set(live) & set(replayed))
     res = {"live_pairs": len(live), "replayed_pairs": len(replayed), "identical": same,
@@ -249,9 +255,11 @@ def _rig(args) -> int:
             heldout = make_heldout(cfg, run_dir / "heldout", common)
             if heldout is not None:
                 extra["learner"] += ["--eval-data", str(heldout)]
+    from radvis.transport import keys_from_config
     sup = supervisor.Supervisor(stages, common_args=common, run_dir=run_dir,
                                 backoff_s=cfg.rig.restart_backoff_s, stop_timeout_s=cfg.rig.stop_timeout_s,
-                                control_endpoint=cfg.endpoints.control, extra_args=extra)
+                                control_endpoint=cfg.endpoints.control, truth_endpoint=cfg.endpoints.truth,
+                                curve=keys_from_config(cfg), extra_args=extra)
     duration = cfg.rig.duration_s if args.duration is None else args.duration
     rc = supervisor.run(sup, duration_s=duration, interval_s=cfg.rig.stats_interval_s, unavailable=missing)
     status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}

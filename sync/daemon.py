@@ -22,6 +22,7 @@ from collections import Counter, deque
 import numpy as np
 
 from radvis.log import StatsLine
+from radvis.control import announce_ready
 from radvis.transport import RateLimitedLog, publisher_from_config, subscriber_from_config
 from radvis.wire import Message
 from sync.clock import NS, ClockModel, Stamp
@@ -289,6 +290,7 @@ def run(cfg, duration_s: float | None = None, stop=None) -> int:
     d = SyncDaemon(cfg)
     log.info("sync: %s + %s -> %s (max skew %.1f ms)", cfg.endpoints.radar, cfg.endpoints.camera,
              d.pub.endpoint, d.proc.skew_ns / 1e6)
+    announce_ready(cfg, "sync")  # subscribed: `radvis rig` starts the capture stages after this message
     try:
         d.serve(duration_s, stop)
     finally:

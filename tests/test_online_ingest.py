@@ -263,3 +263,133 @@ def test_ingest_applies_clutter_removal_per_stream(tmp_path):
     stored = np.stack([buf.batch(np.array([i]))["radar"].numpy() for i in range(20)])
     assert np.abs(stored).max() < 1e-5
     assert len(ing.clutter) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Scene truth from the truth topic (emulated rigs), joined to pairs by frame
+
+def _live_pair(fn: int, t_arrival_ns: int, img, *, camera_fn: int | None = None) -> "Message":
+    """A pair as sync publishes it live: frame headers with source, arrival stamps and frame numbers."""
+    m = pair_message(np.zeros((128, 128, 2), np.float32), img, t_ns=t_arrival_ns, frame_number=fn)
+    m.meta["radar"]["t"] = {"mono_ns": t_arrival_ns}
+    m.meta["camera"]["t"] = {"mono_ns": t_arrival_ns}
+    if camera_fn is not None:
+        m.meta["camera"]["meta"]["frame_number"] = camera_fn
+    m.seq = fn                                    # sync numbers its pairs
+    return roundtrip(m)
+
+
+def _truth(stream: str, fn: int, t_capture_ns: int, label: str, scene: int):
+    from radvis.truth import truth_message
+    return roundtrip(truth_message(stream, f"{stream}0", fn, t_capture_ns, {"label": label, "scene_id": scene}))
+
+
+class _Rx:
+    """What Ingest needs of a receiver, for feeding it by hand."""
+    def __init__(self):
+        import queue
+        self.q, self.received, self.truth_received, self.dropped_full, self.truth_dropped_full = queue.Queue(), 0, 0, 0, 0
+        self.stopped = False
+
+    def sub_stats(self):
+        return {"lost": 0, "rejected": {}, "restarts": 0}
+
+
+def _ingest(wait_s: float = 5.0):
+    rx = _Rx()
+    return rx, Ingest(rx, mean_colour_embed, ReplayBuffer(100, 12, policy="reservoir"), None, dedup_threshold=1.0,
+                      truth_wait_s=wait_s)
+
+
+def test_truth_before_or_after_its_pair_labels_it_and_order_is_kept():
+    img = SyntheticStream(seed=0).frame(0)[1]
+    now = time.monotonic_ns()
+    rx, ing = _ingest()
+    # frame 1's truth arrives first; frame 2's pair arrives before its truth; frame 3 is labelled by its
+    # camera frame's truth (no radar truth); order in the buffer must stay 1, 2, 3
+    ing.process([(now, _truth("radar", 1, now - 50_000_000, "car", 7)),
+                  (now, _live_pair(1, now, img)),
+                  (now, _live_pair(2, now + 1, img)),
+                  (now, _live_pair(3, now + 2, img, camera_fn=30))])
+    assert ing.counts["pairs_in"] == 1 and len(ing.waiting) == 2          # 2 waits for its truth, 3 behind it
+    ing.process([(now, _truth("radar", 2, now - 40_000_000, "pedestrian", 8)),
+                 (now, _truth("camera", 30, now - 30_000_000, "cyclist", 9))])
+    assert ing.counts["pairs_in"] == 3 and not ing.waiting
+    labels = ing.buffer.label[:3].tolist()
+    assert labels == [CLASSES.index("car"), CLASSES.index("pedestrian"), CLASSES.index("cyclist")]
+    st = ing.stats()
+    assert st["truth"] == {"in": 2 + 1, "joined": 3, "missing": 0, "bad": 0, "queue_full": 0}
+
+
+def test_no_truth_at_all_nothing_waits_and_missing_truth_is_bounded():
+    img = SyntheticStream(seed=0).frame(0)[1]
+    now = time.monotonic_ns()
+    rx, ing = _ingest(wait_s=0.2)
+    ing.process([(now, _live_pair(1, now, img))])                         # real devices: no truth, no wait
+    assert ing.counts["pairs_in"] == 1 and ing.buffer.label[0] == -1 and not ing.waiting
+    # an emulated rig whose truth for frame 2 never comes: the pair waits, then goes on unlabelled, counted
+    ing.process([(now, _truth("radar", 5, now, "car", 1)), (now, _live_pair(2, now, img))])
+    assert len(ing.waiting) == 1
+    deadline = time.monotonic() + 10
+    while ing.waiting and time.monotonic() < deadline:
+        ing.poll()
+        time.sleep(0.01)
+    assert not ing.waiting and ing.counts["pairs_in"] == 2 and ing.stats()["truth"]["missing"] == 1
+    # a stopping learner does not wait: what it received is processed
+    ing.process([(time.monotonic_ns(), _live_pair(3, time.monotonic_ns(), img))])
+    assert len(ing.waiting) == 1
+    rx.stopped = True
+    ing.poll()
+    assert not ing.waiting and ing.counts["pairs_in"] == 3
+
+
+def test_stale_truth_of_a_restarted_device_is_not_joined():
+    """Frame numbers start again when a device restarts: truth sampled long before the frame arrived (or
+    after it) belongs to another frame with the same number."""
+    img = SyntheticStream(seed=0).frame(0)[1]
+    now = time.monotonic_ns()
+    rx, ing = _ingest(wait_s=0.0)
+    ing.process([(now, _truth("radar", 4, now - 60_000_000_000, "car", 1)),   # a minute old
+                 (now, _truth("radar", 5, now + 5_000_000_000, "car", 2)),    # from the future
+                 (now, _live_pair(4, now, img)), (now, _live_pair(5, now + 1, img))])
+    assert ing.buffer.label[:2].tolist() == [-1, -1] and ing.stats()["truth"]["joined"] == 0
+
+
+def test_live_holdout_takes_held_out_scenes_by_their_truth(tmp_path):
+    """End to end over a socket: pairs and truth on two endpoints, one subscriber (as the learner has); the
+    pairs of held-out scenes go to the live hold-out with their labels, the others are trained on."""
+    from learner.online.ingest import LiveHoldout
+    pub = Publisher(f"ipc://{tmp_path}/pairs.sock", hwm=10000)
+    tpub = Publisher(f"ipc://{tmp_path}/truth.sock", hwm=10000)
+    rx = Receiver(lambda: Subscriber([f"ipc://{tmp_path}/pairs.sock", f"ipc://{tmp_path}/truth.sock"],
+                                     ["pair", "truth"], hwm=10000)).start()
+    assert pub.wait_for_subscribers(1, 5) and tpub.wait_for_subscribers(1, 5)
+    hold = LiveHoldout(fraction=0.5, capacity=100)
+    ing = Ingest(rx, mean_colour_embed, ReplayBuffer(200, 12, policy="reservoir"), None, dedup_threshold=1.0,
+                 heldout=hold)
+    s = SyntheticStream(seed=1)
+    from radvis.truth import truth_message
+    n = 40
+    for i in range(n):
+        _, img, _, _ = s.frame(i)
+        t = time.monotonic_ns()
+        tpub.send(truth_message("radar", "radar0", i, t - 1000, {"label": CLASSES[i % 4], "scene_id": i // 4}))
+        m = pair_message(np.zeros((128, 128, 2), np.float32), img, t_ns=t, frame_number=i)
+        m.meta["radar"]["t"] = {"mono_ns": t}
+        pub.send(m)
+    deadline = time.monotonic() + 20
+    while (rx.received < n or rx.truth_received < n) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    while ing.poll() or ing.waiting:
+        if time.monotonic() > deadline:
+            break
+    rx.stop()
+    pub.close(), tpub.close()
+    st = ing.stats()
+    assert st["pairs_in"] == n and st["truth"]["joined"] == n and st["truth"]["missing"] == 0
+    held = {i // 4 for i in range(n) if hold.is_heldout(i // 4)}
+    assert st["heldout"] == sum(1 for i in range(n) if i // 4 in held) > 0
+    radar, label, scene = hold.arrays()
+    assert set(scene.tolist()) == held
+    assert sorted(label.tolist()) == sorted(i % 4 for i in range(n) if i // 4 in held)   # each with its own label
+    assert len(ing.buffer) == n - st["heldout"]

@@ -163,13 +163,16 @@ def test_replay_cruw_sequence_as_live(tmp_path):
     seq = "2019_04_09_BMS1001"
     ras = _cruw_tree(tmp_path / "cruw", seq, 4)
     sub = Subscriber([f"ipc://{tmp_path}/radar.sock", f"ipc://{tmp_path}/camera.sock"])
+    tsub = Subscriber(f"ipc://{tmp_path}/truth.sock", topics=["truth"])
     rp = radvis_proc(["replay", "--cruw", str(tmp_path / "cruw"), "--seq", seq, *ipc_sets(tmp_path),
                       "--set", "transport.slow_joiner_s=10"])
     try:
         got = collect(sub, 8, 30)
+        truth = collect(tsub, 8, 30)
         assert rp.wait(30) == 0, rp.stderr.read()
     finally:
         sub.close()
+        tsub.close()
         if rp.poll() is None:
             rp.kill()
     radar = [m for m in got if m.kind == "radar"]
@@ -182,7 +185,17 @@ def test_replay_cruw_sequence_as_live(tmp_path):
         jpg = (tmp_path / "cruw" / "sequences" / "train" / seq / "IMAGES_0" / f"{k:010d}.jpg").read_bytes()
         assert c.buffers["image"].tobytes() == jpg and c.meta["encoding"] == "jpeg"
         assert (c.meta["width"], c.meta["height"]) == (120, 90)
-    assert [r.meta["truth"]["label"] for r in radar] == ["empty", "cyclist", "mixed", "empty"]
+    # the annotations travel as the frames' ground truth on the truth topic, not in the frames' meta
+    assert all("truth" not in m.meta for m in got)
+    for stream in ("radar", "camera"):
+        t = [m for m in truth if m.meta["stream"] == stream]
+        assert [m.meta["frame_number"] for m in t] == [0, 1, 2, 3]
+        assert [m.meta["label"] for m in t] == ["empty", "cyclist", "mixed", "empty"]
+        assert {m.source for m in t} == {f"{stream}0"}
+    objs = [m for m in truth if m.meta["stream"] == "radar"][2].meta["objects"]
+    assert sorted(o["cls"] for o in objs) == ["car", "pedestrian"]
+    by_fn = {m.meta["frame_number"]: m for m in truth if m.meta["stream"] == "radar"}
+    assert all(by_fn[r.meta["frame_number"]].meta["t_capture_ns"] == r.t_mono_ns for r in radar)
     # paced at 30 fps: frames 0..3 are scheduled over 0.1 s, and stamped when they leave (never early)
     st = json.loads(rp.stdout.read().strip().splitlines()[-1])
     assert st["schedule_s"] == pytest.approx(0.1, abs=1e-6) and st["paced_s"] >= st["schedule_s"]

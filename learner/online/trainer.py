@@ -34,6 +34,7 @@ from learner.online.mix import OfflineMix
 from learner.queue import NegativeQueue, PendingKeys
 from learner.step import contrastive_step, step_stats
 from learner.teachers import build_teacher, wants_centering
+from radvis.control import announce_ready
 from radvis.log import StatsLine
 
 log = logging.getLogger("radvis.learn.online")
@@ -193,7 +194,8 @@ class OnlineLearner:
         if make_subscriber is None:
             make_subscriber = self._default_subscriber
         self.ingest.rx = Receiver(make_subscriber, lc.online_rx_queue).start()
-        log.info("ready: subscribed to the pair stream")  # `radvis rig` starts sync after this line
+        log.info("ready: subscribed to the pair stream")
+        announce_ready(self.cfg, "learner")  # `radvis rig` starts the stages upstream of us after this message
         writer = tb_writer(self.out / "tb")
         mf = open(self.out / "metrics.jsonl", "a")
         status = StatsLine(log, self.cfg.rig.stats_interval_s)
@@ -287,7 +289,8 @@ class OnlineLearner:
             t = self.cfg.transport
             return Subscriber(self.endpoint, ["pair"], hwm=t.rcvhwm, limits=Limits.from_config(t),
                               curve=keys_from_config(self.cfg), name="learn-online")
-        return subscriber_from_config(self.cfg, ["pairs"], ["pair"], name="learn-online")
+        # pairs, and the scene's ground truth of emulated rigs (labels of the live hold-out; none from hardware)
+        return subscriber_from_config(self.cfg, ["pairs", "truth"], ["pair", "truth"], name="learn-online")
 
     def _metrics_row(self, train: dict, rates: dict, elapsed: float) -> dict:
         ing = self.ingest.stats()
@@ -300,7 +303,7 @@ class OnlineLearner:
                "buffer_fill": len(self.buffer), "buffer_capacity": self.buffer.capacity,
                "queue_fill": len(self.queue), "steps_per_s": round(rates["steps_per_s"], 3),
                "updates_per_pair": round(self.samples / admitted, 3), "lag_s": ing["lag_s"],
-               "rx_queue": ing["rx_queue"], "lr": self.lr_now(), "rss_mb": round(rss_mb(), 1)}
+               "rx_queue": ing["rx_queue"], "truth": ing["truth"], "lr": self.lr_now(), "rss_mb": round(rss_mb(), 1)}
         for k in ("loss", "mi_bound", "k_eff", "masked_frac", "acc1", "batch"):
             if k in train:
                 row[k] = round(train[k], 5) if isinstance(train[k], float) else train[k]
