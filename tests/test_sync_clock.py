@@ -61,7 +61,7 @@ def test_uart_transmission_time_is_removed():
     nbytes = rng.integers(200, 4000, len(tau))  # packet size follows the number of detected points
     last_byte = first_byte + nbytes * 10 * NS / 921600
     good, naive = ClockModel("r", latency_ns=MS), ClockModel("r", latency_ns=MS)
-    e_good = np.array([good.update(int(a), float(d), tx_bytes=int(b), baud=921600).t_ns
+    e_good = np.array([good.update(int(a), float(d), tx_ns=uart_tx_ns(int(b), 921600)).t_ns
                        for a, d, b in zip(last_byte, dev, nbytes)]) - tau
     e_naive = np.array([naive.update(int(a), float(d)).t_ns for a, d in zip(last_byte, dev)]) - tau
     check_err(e_good, 10)

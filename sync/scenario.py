@@ -1,0 +1,166 @@
+"""Deterministic synthetic rigs of known truth for the clock models and the matcher (tests and bench/sync.py).
+
+A rig is two streams, each a table of frames: the true capture instant on host CLOCK_MONOTONIC (`tau`),
+the device time the driver reports (`dev`, None for a sensor without a device clock), the host arrival
+stamp the capture daemon takes (`arrival`), and whether the frame reached the synchroniser (`keep`).
+
+`issue13()` is the reproduction of issue #13, the DCA1000 latency pattern:
+- radar 10 Hz, device time = frame number x 100 ms on a crystal +80 ppm fast; arrival latency 110 ms,
+  except every 91st frame at 15 ms (a 262 144-byte frame completes only when the next frame's first chirps
+  fill its last 1456-byte packet; 91 frames are exactly 16 384 packets), exponential jitter 2 ms;
+- camera 30 Hz, device clock in milliseconds (RealSense-style, microsecond resolution) -60 ppm, latency
+  4 ms + exponential 1 ms;
+- 2.5 % of the frames of each stream dropped; the synchroniser is told radar_latency_ms = 15,
+  camera latency_ms = 4.
+The same generator gives the variants the clock model is tested on: 1-in-300 fast frames, a latency pattern
+that changes mid-run, UART-mode frames (wire time by packet size, read in bursts).
+
+Every array is a function of the seed alone (numpy default_rng), so a test or a benchmark row names its
+seed and can be rerun exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NS = 1_000_000_000
+MS = 1_000_000
+DCA_PACKET = 1456  # bytes of ADC payload per DCA1000 packet (ti_mmwave.md §3.3)
+
+
+@dataclass
+class Stream:
+    name: str
+    tau: np.ndarray  # true capture instant, host ns
+    dev: np.ndarray | None  # device time, ns (None: no device clock)
+    arrival: np.ndarray  # host arrival stamp, ns (of the last byte for UART frames)
+    keep: np.ndarray  # frame reached the synchroniser
+    frame_number: np.ndarray  # the device's frame counter
+    period_ns: float  # nominal frame period (device time)
+    latency_ns: int  # the minimum latency the synchroniser is told (config)
+    uart_time_s: np.ndarray | None = None  # meta uart_time_s (UART wire time of the packet), radar UART mode
+    fast: np.ndarray | None = None  # radar: frame arrived at the minimum-latency mode
+
+    def kept(self) -> np.ndarray:
+        return np.flatnonzero(self.keep)
+
+
+@dataclass
+class Rig:
+    radar: Stream
+    camera: Stream
+    t0: int
+    seed: int
+    notes: dict = field(default_factory=dict)
+
+    def stream(self, name: str) -> Stream:
+        return self.radar if name == "radar" else self.camera
+
+    def events(self) -> list[tuple[int, str, int]]:
+        """(arrival ns, stream, index) of every kept frame, in arrival order (what a capture daemon publishes
+        and a recorder records; ties: radar first, deterministic)."""
+        ev = [(int(s.arrival[i]), s.name, int(i)) for s in (self.radar, self.camera) for i in s.kept()]
+        ev.sort(key=lambda e: (e[0], e[1] != "radar", e[2]))
+        return ev
+
+
+def dca_fast_every(frame_bytes: int, packet: int = DCA_PACKET) -> int:
+    """Every how many frames a frame ends exactly on a packet boundary (arrives without waiting for the
+    next frame): packet / gcd(frame_bytes, packet). 1 = every frame aligned."""
+    return packet // int(np.gcd(int(frame_bytes), packet))
+
+
+def radar_stream(rng: np.random.Generator, *, t0: int, duration_s: float, period_ms: float = 100.0,
+                 drift_ppm: float = 80.0, base_ms: float = 15.0, late_ms: float = 110.0, fast_every: int = 91,
+                 jitter_ms: float = 2.0, drop: float = 0.025, told_latency_ms: float | None = None,
+                 change_at_s: float | None = None, late_after_ms: float | None = None,
+                 fast_every_after: int | None = None, base_after_ms: float | None = None,
+                 uart: bool = False, baud: int = 921600, bursts: bool = False) -> Stream:
+    """10 Hz radar whose device time is frame number x period (TI SWRA574B) on a crystal `drift_ppm` fast.
+
+    Latency: `late_ms` for most frames, `base_ms` for every `fast_every`-th (DCA1000 packetisation; set
+    fast_every=1 for a unimodal latency), + exponential jitter. From `change_at_s` on, `late_after_ms`,
+    `fast_every_after` and/or `base_after_ms` replace them (a latency pattern that changes mid-run).
+    `uart`: the frame's TLV packet (200..6000 B, with the point count) is on the wire for bytes x 10 / baud
+    after the frame's `base_ms` processing; the stamp is the last byte's (meta uart_time_s says how long it
+    took). `bursts`: the host reads the port in bursts: frames of 0.15..0.6 s stretches are delivered together
+    at the end of the stretch (a busy capture process)."""
+    n = int(duration_s * 1000 / period_ms)
+    fn = np.arange(n)
+    period_host = period_ms * MS / (1 + drift_ppm * 1e-6)  # a fast crystal makes host-time periods shorter
+    tau = t0 + rng.uniform(0, period_ms * MS) + fn * period_host
+    dev = fn * period_ms * MS
+    phase = int(rng.integers(0, max(1, fast_every)))
+    fast = (fn + phase) % max(1, fast_every) == 0
+    lat = np.where(fast, base_ms, late_ms) * MS
+    if change_at_s is not None:
+        after = tau >= t0 + change_at_s * NS
+        fe = fast_every if fast_every_after is None else fast_every_after
+        f2 = (fn + phase) % max(1, fe) == 0
+        b2 = base_ms if base_after_ms is None else base_after_ms
+        l2 = late_ms if late_after_ms is None else late_after_ms
+        fast = np.where(after, f2, fast)
+        lat = np.where(after, np.where(f2, b2, l2) * MS, lat)
+    lat = lat + rng.exponential(jitter_ms * MS, n)
+    uart_s = None
+    if uart:
+        nbytes = rng.integers(200, 6000, n)
+        uart_s = nbytes * 10 / baud
+        lat = lat + uart_s * NS
+    arrival = tau + lat
+    if bursts:
+        t = tau[0]
+        while t < tau[-1]:
+            t += rng.uniform(1.0, 4.0) * NS  # a hiccup every 1-4 s
+            w = rng.uniform(0.15, 0.6) * NS
+            sel = (arrival >= t) & (arrival < t + w)
+            arrival[sel] = t + w + rng.uniform(0, 0.2 * MS, int(sel.sum()))
+            t += w
+        arrival = np.maximum.accumulate(arrival)  # one port, read in order
+    keep = rng.random(n) >= drop
+    told = base_ms if told_latency_ms is None else told_latency_ms
+    return Stream("radar", tau, dev, np.round(arrival), keep, fn, period_ms * MS, int(told * MS), uart_s, fast)
+
+
+def camera_stream(rng: np.random.Generator, *, t0: int, duration_s: float, fps: float = 30.0,
+                  drift_ppm: float = -60.0, latency_ms: float = 4.0, jitter_ms: float = 1.0,
+                  drop: float = 0.025, ms_clock: bool = True) -> Stream:
+    """30 fps camera with its own crystal (`drift_ppm`) and a device clock offset by a random amount;
+    `ms_clock`: the device reports milliseconds with microsecond resolution (RealSense frame timestamps),
+    converted to ns by the capture daemon."""
+    m = int(duration_s * fps)
+    j = np.arange(m)
+    tau = t0 + j * (NS / fps) / (1 + drift_ppm * 1e-6) + rng.normal(0, 10_000, m)  # 10 us trigger jitter
+    off = rng.uniform(-1e3, 1e3) * NS
+    dev = (tau - off) * (1 + drift_ppm * 1e-6)
+    if ms_clock:
+        dev = np.round(dev / 1000.0) * 1000.0  # a float ms clock with us resolution
+    arrival = tau + latency_ms * MS + rng.exponential(jitter_ms * MS, m)
+    keep = rng.random(m) >= drop
+    return Stream("camera", tau, dev, np.round(arrival), keep, j, NS / fps, int(latency_ms * MS))
+
+
+def issue13(seed: int = 0, *, duration_s: float = 240.0, **radar_kw) -> Rig:
+    """The issue #13 reproduction (module docstring); `radar_kw` overrides radar_stream() arguments for the
+    variants (fast_every=300, a mid-run change, uart=True, ...)."""
+    rng = np.random.default_rng(seed)
+    t0 = 5000 * NS
+    kw = dict(drift_ppm=80.0, base_ms=15.0, late_ms=110.0, fast_every=91, jitter_ms=2.0, drop=0.025)
+    kw.update(radar_kw)
+    radar = radar_stream(rng, t0=t0, duration_s=duration_s, **kw)
+    camera = camera_stream(rng, t0=t0, duration_s=duration_s)
+    return Rig(radar, camera, t0, seed, notes=dict(kw))
+
+
+def truth_pairs(rig: Rig, max_skew_ns: int) -> set[tuple[int, int]]:
+    """The pairing rule (sync.matcher.match_offline) applied to the *true* capture times of the frames that
+    reached the synchroniser: (radar index, camera index)."""
+    from sync.matcher import match_offline
+    ri, ci = rig.radar.kept(), rig.camera.kept()
+    return {(int(ri[a]), int(ci[b])) for a, b in match_offline(rig.radar.tau[ri], rig.camera.tau[ci], max_skew_ns)}
+
+
+def precision_recall(got: set, want: set) -> tuple[float, float]:
+    tp = len(got & want)
+    return tp / max(1, len(got)), tp / max(1, len(want))
