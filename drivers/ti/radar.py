@@ -28,6 +28,7 @@ from drivers.ti import tlv as tlvmod
 from drivers.ti.cfg import CfgError, RadarCfg, parse_cfg
 from drivers.ti.cli_port import CliError, CliPort
 from drivers.ti.uart import UartParser
+from radvis.frames import RESTART_JUMP, is_restart
 
 log = logging.getLogger("radvis.ti.radar")
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +77,7 @@ def _stop_sensor(cli) -> None:
 class UartRadar:
     """The demo's UART output as RadarFrames. Open with `.open()`; iterate; `.close()`."""
 
-    RESTART_JUMP = 100  # a frame number this far below the last one is a device restart, not a late frame
+    RESTART_JUMP = RESTART_JUMP  # one threshold for drivers and sync (radvis/frames.py)
 
     def __init__(self, rcfg: RadarCfg, cli_url: str, data_url: str, *, cli_baud: int = 115200,
                  data_baud: int = 921600, source_id: str = "radar0", emulator=None, stall_timeout_s: float | None = None,
@@ -154,7 +155,7 @@ class UartRadar:
     def _frame(self, f) -> RadarFrame | None:
         fn = f.frame_number
         if self._last_fn is not None and fn <= self._last_fn:
-            if self._last_fn - fn < self.RESTART_JUMP:
+            if not is_restart(self._last_fn, fn):
                 self.late_dropped += 1   # duplicates and late packets would break time order downstream
                 return None
             self.restarts += 1           # the frame counter went far back: the device restarted
