@@ -33,8 +33,11 @@ lowest quarter" mixes the two latency modes. So the model separates the two jobs
 Also handled here, because they decide which device time a sample has:
 - counter wrap-around (`wrap_ns`: e.g. a 32-bit 200 MHz cycle counter wraps every 21.47 s): the
   wrap count is chosen so the unwrapped time is closest to the prediction from host elapsed time;
-- device restarts: a sample whose apparent latency is off the envelope by more than `restart_ns`
-  (or a caller hint, e.g. the frame number went backwards) resets the model;
+- device restarts: a caller hint (the frame number went back, radvis/frames.py), a sample that would have
+  arrived more than `restart_ns` *before* it was captured, or RESTART_CONFIRM consecutive samples all
+  more than `restart_ns` late by the same amount (the device time went back) reset the model; frames
+  that are merely late (a stalled reader delivers a burst: each frame late by a different amount) are
+  stamped with the current map and then join the fit;
 - sensors without a device clock: capture time = arrival - configured latency;
 - UART transmission time: the arrival stamp of the last byte minus the packet's wire time gives the
   arrival of the first byte.
@@ -106,6 +109,8 @@ class ClockModel:
     `update(arrival_ns, device_ns)` feeds one frame and returns its corrected capture time; call it for
     every frame of the sensor, in arrival order. The result depends only on the samples fed so far."""
 
+    RESTART_CONFIRM = 3  # consecutive frames off the map by the same amount (> restart_ns): a new epoch
+
     def __init__(self, name: str = "sensor", *, latency_ns: int = 0, wrap_ns: float = 0.0,
                  bin_ns: int = NS // 2, window_bins: int = 240, min_span_ns: int = 10 * NS,
                  max_drift_ppm: float = 1000.0, restart_ns: int = NS // 2, mode_gap_ns: int = 5 * MS,
@@ -128,6 +133,7 @@ class ClockModel:
 
     # -- state ------------------------------------------------------------------------------------
     def _reset_fit(self) -> None:
+        self._suspect: list[tuple[float, float, int, float]] = []  # samples far above the map: restart or late?
         self.x0: float | None = None  # device time of the first sample (fit is relative to it: precision)
         self.y0 = 0.0  # host - device at the first sample
         self.bins: list[tuple[int, float, float]] = []  # closed bins: (bin id, x, y) minimum-latency sample, by x
@@ -213,16 +219,38 @@ class ClockModel:
         x_abs = self._unwrap(float(device_ns), arrival)
         if self.x0 is not None:
             resid = (arrival - x_abs) - (self.y0 + self.a + self.b * (x_abs - self.x0))
-            if restart_hint or abs(resid) > self.restart_ns:
-                # device restarted (or its clock jumped): the old map says nothing about the new epoch
-                self.restarts += 1
-                restarted = True
-                self._reset_fit()
-                x_abs = float(device_ns)
+            if restart_hint or resid < -self.restart_ns:
+                # device restarted or its clock jumped ahead (no frame arrives before it is captured): the
+                # old map says nothing about the new epoch
+                self._restart()
+                restarted, x_abs = True, float(device_ns)
+            elif resid > self.restart_ns:
+                # delivered late by more than restart_ns (a stalled reader, a burst), or the device time went
+                # back (restart): a restart moves consecutive frames by the same amount, a stall does not
+                self._suspect.append((float(device_ns), x_abs, arrival, resid))
+                rs = [r for *_, r in self._suspect]
+                if len(self._suspect) < self.RESTART_CONFIRM or max(rs) - min(rs) > 4 * self.mode_gap:
+                    if len(self._suspect) >= self.RESTART_CONFIRM:
+                        self._suspect.pop(0)
+                    t = self.to_host(x_abs) - self.latency_ns  # the current map; not fitted (yet)
+                    return Stamp(int(round(t)), int(round(self.unc + resid)), "device")
+                held = self._suspect[:-1]
+                self._restart()
+                for dev, _, arr, _ in held:
+                    self._add(dev, arr)
+                restarted, x_abs = True, float(device_ns)
+            elif self._suspect:  # they were late, not a new epoch: they belong to the fit
+                for _, x, arr, _ in self._suspect:
+                    self._add(x, arr)
+                self._suspect = []
         self._add(x_abs, arrival)
         t = self.to_host(x_abs) - self.latency_ns
         self.unc = self.uncertainty(x_abs)
         return Stamp(int(round(t)), int(round(self.unc)), "device", restarted)
+
+    def _restart(self) -> None:
+        self.restarts += 1
+        self._reset_fit()
 
     def _unwrap(self, raw: float, arrival: int) -> float:
         if self.wrap_ns <= 0:
