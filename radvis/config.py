@@ -184,11 +184,11 @@ class SyncConfig:
     camera_wrap_s: float = opt(0.0, "Period of the camera device-time counter when it wraps (4294.967296 for a "
                                "32-bit microsecond counter); 0 = no wrap.", min=0)
     clock_window_s: float = opt(120.0, "Sliding window of the clock models' lower-envelope fit (drift).", min=1)
-    clock_warmup_s: float = opt(10.0, "Frames stamped before their device clock model has seen this much device time "
+    clock_warmup_s: float = opt(20.0, "Frames stamped before their device clock model has seen this much device time "
                                 "(per clock epoch) are not paired (reason `warmup`): drift is not observable yet, and "
-                                "a sparse minimum-latency mode (a DCA1000 frame size that is not a multiple of 1456 B: "
-                                "`radvis radar cfg` says how often) may not have shown up. 0 = pair from the first "
-                                "frame.", min=0)
+                                "a sparse minimum-latency mode (a DCA1000 frame size that is not a multiple of 1456 B "
+                                "puts 1 frame in N on time: `radvis radar cfg` says N) needs two on-time frames; keep "
+                                ">= 2 x N radar frame periods. 0 = pair from the first frame.", min=0)
     restart_ms: float = opt(500.0, "A device-time sample this far off the fitted clock is a device restart.", min=1)
     time_jump_s: float = opt(1.0, "Host stamps going back by more than this (replay --loop) reset the matcher.", min=0)
     uart_tx_correction: bool = opt(True, "Subtract the UART transmission time the radar driver measured (meta "
