@@ -24,6 +24,7 @@ import time
 from collections import Counter, deque
 
 import numpy as np
+import zmq
 
 from radvis.log import StatsLine
 from radvis.transport import RateLimitedLog, publisher_from_config, subscriber_from_config
@@ -202,10 +203,13 @@ class SyncProcessor:
         return []
 
     def tick(self, now_ns: int | None = None) -> list[Message]:
-        """Idle. Live: a stream silent for max_latency while the other has frames waiting can hold them
-        no longer: none of its frames still to come can lie below now - max_latency (same host clock).
-        Replay: decisions wait for the data (or its end-of-stream event); a replay that goes quiet for a
-        long time without one is flushed as a fallback."""
+        """Idle. Live: a stream whose socket has been silent for max_latency, while the other stream's host
+        stamps have run more than max_latency past its own and the other has frames waiting, is stalled:
+        none of its frames still to come lies below (the other's newest stamp - max_latency). Both
+        conditions: silence alone is also what a backlog of the other stream looks like (one socket drained
+        before the other), and stamps alone cannot tell a stalled sensor from a slow socket.
+        Replay: decisions wait for the data (or its end-of-stream events); a replay that goes quiet for a
+        long time without them is flushed as a fallback."""
         if self.replay_seen:
             quiet = max(10.0, 4 * self.max_latency_ns / NS)
             if time.monotonic() - self.last_input_wall > quiet and (self.matcher.pending or self._buffered()):
@@ -214,12 +218,15 @@ class SyncProcessor:
         now = now_ns if now_ns is not None else time.monotonic_ns()
         out: list = []
         for stream, other in ((RADAR, CAMERA), (CAMERA, RADAR)):
-            last = self.last_rx.get(stream, self.started_wall)
-            if now - last > self.max_latency_ns and self._waiting(other):
+            silent = now - self.last_rx.get(stream, self.started_wall) > self.max_latency_ns
+            ahead = self.last_mono.get(other)
+            behind = self.last_mono.get(stream)
+            if silent and ahead is not None and (behind is None or ahead - behind > self.max_latency_ns) \
+                    and self._waiting(other):
                 if stream not in self.stalled:
                     self.counts["stalls"] += 1
                     self.stalled.add(stream)
-                out += self.matcher.stall(stream, now - self.max_latency_ns)
+                out += self.matcher.stall(stream, ahead - self.max_latency_ns)
         return self._emit(out, now)
 
     def _waiting(self, stream: str) -> bool:
@@ -309,29 +316,57 @@ class SyncProcessor:
 
 
 class SyncDaemon:
-    """Sockets around a SyncProcessor: SUB to the radar, camera and truth endpoints, PUB on the pairs endpoint."""
+    """Sockets around a SyncProcessor: SUB to the radar, camera and truth endpoints, PUB on the pairs endpoint.
+
+    One SUB per endpoint, read in host-stamp order: when both frame sockets have messages queued, the one
+    whose stream is behind in t.mono_ns is read first. A single SUB fair-queues message by message, so
+    a backlog (a replay at full speed, a busy host) let the 10 Hz radar run seconds ahead of the 30 Hz
+    camera and overflow sync's buffers, and what overflowed depended on the timing."""
 
     def __init__(self, cfg):
         self.cfg = cfg
         self.proc = SyncProcessor(cfg)
-        # frames, a replayer's end-of-stream events, and (emulated devices) the scene's ground truth
-        self.sub = subscriber_from_config(cfg, ["radar", "camera", "truth"], topics=[RADAR, CAMERA, "event", "truth"],
-                                          name="sync")
+        # frames plus a replayer's end-of-stream events; (emulated devices) the scene's ground truth
+        self.subs = {RADAR: subscriber_from_config(cfg, ["radar"], topics=[RADAR, "event"], name="sync"),
+                     CAMERA: subscriber_from_config(cfg, ["camera"], topics=[CAMERA, "event"], name="sync"),
+                     "truth": subscriber_from_config(cfg, ["truth"], topics=["truth"], name="sync")}
+        self.poller = zmq.Poller()
+        for sub in self.subs.values():
+            self.poller.register(sub.sock, zmq.POLLIN)
         self.pub = publisher_from_config(cfg, "pairs")
         self.statsline = StatsLine(log, cfg.rig.stats_interval_s, rates=("pairs", "radar_in", "camera_in"))
 
     def stats(self) -> dict:
         d = self.proc.stats()
-        d["sub"] = self.sub.stats.as_dict()
+        sub = {"received": 0, "bytes": 0, "rejected": Counter(), "lost": 0, "out_of_order": 0, "restarts": 0}
+        for s in self.subs.values():
+            for k, v in s.stats.as_dict().items():
+                sub[k] = sub[k] + (Counter(v) if k == "rejected" else v)
+        sub["rejected"] = dict(sub["rejected"])
+        d["sub"] = sub
         d["pub_dropped_hwm"] = self.pub.stats.dropped_hwm
         return d
+
+    def _next(self, timeout_ms: int) -> Message | None:
+        """The next message: truth first (it only annotates), then the frame stream that is behind."""
+        ready = dict(self.poller.poll(timeout_ms))
+        order = ["truth"]
+        r, c = self.proc.last_mono.get(RADAR, -1), self.proc.last_mono.get(CAMERA, -1)
+        order += [RADAR, CAMERA] if r <= c else [CAMERA, RADAR]
+        for name in order:
+            sub = self.subs[name]
+            if sub.sock in ready:
+                frames = sub.recv_frames(0)
+                if frames is not None:
+                    return sub.accept(frames)  # None when malformed (counted)
+        return None
 
     def serve(self, duration_s: float | None = None, stop=None) -> dict:
         """Run until `duration_s` passes or `stop` (a threading.Event) is set. Returns the final stats."""
         end = None if not duration_s else time.monotonic() + duration_s
         next_tick = time.monotonic()
         while not (stop is not None and stop.is_set()) and (end is None or time.monotonic() < end):
-            msg = self.sub.recv(timeout_ms=50)
+            msg = self._next(50)
             outs = self.proc.process(msg) if msg is not None else []
             if time.monotonic() >= next_tick:  # also while one stream keeps talking: the other may be silent
                 outs += self.proc.tick()
@@ -348,7 +383,8 @@ class SyncDaemon:
         return self.stats()
 
     def close(self) -> None:
-        self.sub.close()
+        for sub in self.subs.values():
+            sub.close()
         self.pub.close()
 
 

@@ -344,3 +344,75 @@ def test_end_of_stream_event_decides_the_tail():
     assert held > 0 and proc.stats()["ends"] == 1 and not proc.matcher.pending
     flushed, _ = run_processor(messages(rig, replay=True), cfg)
     assert n_before + sum(1 for m in tail if m.kind == "pair") == sum(1 for m in flushed if m.kind == "pair")
+
+
+def test_recorded_live_run_replays_to_the_same_pairs(tmp_path):
+    """What `radvis rig` checks after a run, with the DCA1000 latency pattern: capture daemons publish 60 s of
+    the scenario live (as fast as the sockets take it), a live `SyncDaemon` pairs it while a `Recorder`
+    records radar, camera and pairs; the session replayed by `capture.replay` into a fresh sync gives exactly
+    the recorded live pairs (rig/cli.recorded_pairs reads them as the rig does)."""
+    from capture.record import Recorder
+    from capture.replay import replay_session
+    from rig.cli import _pair_id, recorded_pairs
+    rig = issue13(4, duration_s=60)
+    live_eps = {k: f"ipc://{tmp_path}/live-{k}" for k in ("radar", "camera", "pairs")}
+    cfg_live = cfg_for(None, **{f"endpoints.{k}": v for k, v in live_eps.items()},
+                       **{"endpoints.truth": f"ipc://{tmp_path}/live-truth"})
+    pubs = {k: Publisher(live_eps[k], hwm=100_000) for k in ("radar", "camera")}
+    sync = SyncDaemon(cfg_live)
+    rec = Recorder(live_eps, tmp_path / "session", fsync_s=0.5)
+    msgs = messages(rig, replay=False)
+    stop, rstop = threading.Event(), threading.Event()
+    result = {}
+    ths = [threading.Thread(target=lambda: result.update(sync.serve(stop=stop)), daemon=True),
+           threading.Thread(target=lambda: [rec.poll_once(20) for _ in iter(rstop.is_set, True)], daemon=True)]
+    try:
+        for k, p in pubs.items():  # both consumers of each endpoint: sync and the recorder
+            assert p.wait_for_subscribers(2, 10, topic=k)
+        assert sync.pub.wait_for_subscribers(1, 10, topic="pair")
+        for th in ths:
+            th.start()
+        for m in msgs:
+            assert pubs[m.kind].send(m, keep_seq=True)
+        # the rig stops producers, then sync (which decides what it holds), then the recorder
+        n_frames = len(msgs)
+        end = time.monotonic() + 60
+        while time.monotonic() < end and sync.proc.counts["radar_in"] + sync.proc.counts["camera_in"] < n_frames:
+            time.sleep(0.05)
+        stop.set()
+        ths[0].join(10)
+        end = time.monotonic() + 30
+        while time.monotonic() < end and rec.written < n_frames + result["pairs"]:
+            time.sleep(0.05)
+        rstop.set()
+        ths[1].join(10)
+    finally:
+        stop.set()
+        rstop.set()
+        rec.close()
+        for p in pubs.values():
+            p.close()
+        sync.close()
+    live, frames = recorded_pairs(tmp_path / "session")
+    assert len(live) == result["pairs"] > 300 and len(frames) == n_frames, (len(live), result["unmatched"], result["stalls"], result["sub"])
+
+    cfg = cfg_for(tmp_path)
+    daemon = SyncDaemon(cfg)
+    sub = Subscriber(cfg.endpoints.pairs, ["pair"], hwm=100_000)
+    stop = threading.Event()
+    th = threading.Thread(target=lambda: daemon.serve(stop=stop), daemon=True)
+    try:
+        assert daemon.pub.wait_for_subscribers(1, 10, topic="pair")
+        th.start()
+        st = replay_session(cfg, str(tmp_path / "session"), topics=["radar", "camera"], as_fast=True,
+                            wait_subscribers=1)
+        got = _collect(sub, lambda o: len(o) >= len(live), 60)
+        assert _collect(sub, lambda o: daemon.proc.counts["ends"] >= 1, 30) == []  # decided by the end event
+        stop.set()
+        th.join(10)
+    finally:
+        stop.set()
+        sub.close()
+        daemon.close()
+    assert st.sent == n_frames
+    assert sorted(_pair_id(m.meta) for m in got) == sorted(live)
