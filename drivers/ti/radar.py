@@ -225,6 +225,8 @@ def open_radar(cfg, *, source=None):
         rcfg = parse_cfg(path)
     except CfgError as e:
         raise RadarError(f"radar.cfg: {e}") from None
+    for w in rcfg.warnings:  # e.g. DCA1000 frames that are not a multiple of the 1456-byte packet
+        log.warning("radar.cfg: %s", w)
     if r.mode == "dca1000":
         return _open_dca(cfg, rcfg, source)
     emu = None
