@@ -32,7 +32,7 @@ from radvis.wire import Message
 from radvis.frames import is_restart
 from sync.clock import NS, ClockModel, Stamp
 from sync.matcher import CAMERA, INF, RADAR, Drop, Matcher, Pair
-from sync.truth import TruthJoin
+from sync.truth import PairingError
 
 log = logging.getLogger("radvis.sync")
 END_OF_STREAM = "end_of_stream"  # event a replayer sends on each endpoint after its last message
@@ -71,7 +71,7 @@ class SyncProcessor:
         self.warmup = Counter()  # per stream: frames not paired while their clock model warmed up
         self.skews = deque(maxlen=2000)  # ms
         self.added = deque(maxlen=2000)  # ms: publish time - arrival of the later frame of the pair (live)
-        self.truth = TruthJoin()
+        self.truth = PairingError()
         self.started_wall = time.monotonic_ns()
         self.last_rx: dict[str, int] = {}  # live: this process's clock when each stream last delivered a frame
         self.stalled: set[str] = set()
@@ -265,7 +265,8 @@ class SyncProcessor:
                     self.added.append((now - max(ev.radar.arrival, ev.camera.arrival)) / 1e6)
                 rh, ch = ev.radar.data[0], ev.camera.data[0]
                 self.truth.add_pair((rh.source, _int_or_none(rh.meta.get("frame_number"))),
-                                    (ch.source, _int_or_none(ch.meta.get("frame_number"))), ev.skew_ns)
+                                    (ch.source, _int_or_none(ch.meta.get("frame_number"))), ev.skew_ns,
+                                    (rh.t_mono_ns, ch.t_mono_ns))
             elif isinstance(ev, Drop):
                 if self.cfg.sync.events and (ev.stream == RADAR or ev.reason not in ("no_partner", "warmup")):
                     out.append(self.drop_message(ev))
