@@ -355,13 +355,13 @@ def test_recorded_live_run_replays_to_the_same_pairs(tmp_path):
     from capture.replay import replay_session
     from rig.cli import _pair_id, recorded_pairs
     rig = issue13(4, duration_s=60)
-    live_eps = {k: f"ipc://{tmp_path}/live-{k}" for k in ("radar", "camera", "pairs")}
-    cfg_live = cfg_for(None, **{f"endpoints.{k}": v for k, v in live_eps.items()},
-                       **{"endpoints.truth": f"ipc://{tmp_path}/live-truth"})
-    pubs = {k: Publisher(live_eps[k], hwm=100_000) for k in ("radar", "camera")}
+    live_eps = {k: f"ipc://{tmp_path}/live-{k}" for k in ("radar", "camera", "pairs", "truth")}
+    cfg_live = cfg_for(None, **{f"endpoints.{k}": v for k, v in live_eps.items()})
+    pubs = {k: Publisher(live_eps[k], hwm=100_000) for k in ("radar", "camera", "truth")}
     sync = SyncDaemon(cfg_live)
     rec = Recorder(live_eps, tmp_path / "session", fsync_s=0.5)
-    msgs = messages(rig, replay=False)
+    msgs = messages(rig, replay=False, truth=True)
+    n_truth = sum(1 for m in msgs if m.kind == "truth")
     stop, rstop = threading.Event(), threading.Event()
     result = {}
     ths = [threading.Thread(target=lambda: result.update(sync.serve(stop=stop)), daemon=True),
@@ -375,14 +375,14 @@ def test_recorded_live_run_replays_to_the_same_pairs(tmp_path):
         for m in msgs:
             assert pubs[m.kind].send(m, keep_seq=True)
         # the rig stops producers, then sync (which decides what it holds), then the recorder
-        n_frames = len(msgs)
+        n_frames = len(msgs) - n_truth
         end = time.monotonic() + 60
         while time.monotonic() < end and sync.proc.counts["radar_in"] + sync.proc.counts["camera_in"] < n_frames:
             time.sleep(0.05)
         stop.set()
         ths[0].join(10)
         end = time.monotonic() + 30
-        while time.monotonic() < end and rec.written < n_frames + result["pairs"]:
+        while time.monotonic() < end and rec.written < n_frames + n_truth + result["pairs"]:
             time.sleep(0.05)
         rstop.set()
         ths[1].join(10)
@@ -416,3 +416,17 @@ def test_recorded_live_run_replays_to_the_same_pairs(tmp_path):
         daemon.close()
     assert st.sent == n_frames
     assert sorted(_pair_id(m.meta) for m in got) == sorted(live)
+
+    # the rig report's timing section, from the same recording (rig/sync_report.py)
+    from rig.sync_report import analyse, plot, read_session, sync_report
+    rep = sync_report(tmp_path / "session", tmp_path)
+    a = rep["analysis"]
+    assert a["has_truth"] and a["pairs"] == len(live) and a["pair_error_ms"]["n"] == len(live)
+    assert a["pair_error_ms"]["p99"] < 1e3 / 60 and a["skew_error_ms"]["p99"] < TIME_TOL_MS
+    assert 15 < a["latency_ms"]["radar"]["p50"] < 125 and a["latency_ms"]["camera"]["max"] < 20
+    assert "pairing error against the truth" in rep["line"] and (tmp_path / "timing.png").stat().st_size > 1000
+    assert any("timing.png" in ln for ln in rep["markdown"])
+    data = read_session(tmp_path / "session")
+    data["truth"] = {}  # real devices
+    b = analyse(data)
+    assert not b["has_truth"] and b["pair_error_ms"] is None and plot(b, tmp_path / "nt.png") is not None
