@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from radvis.wire import Message
+
 NS = 1_000_000_000
 MS = 1_000_000
 DCA_PACKET = 1456  # bytes of ADC payload per DCA1000 packet (ti_mmwave.md §3.3)
@@ -151,6 +153,50 @@ def issue13(seed: int = 0, *, duration_s: float = 240.0, **radar_kw) -> Rig:
     radar = radar_stream(rng, t0=t0, duration_s=duration_s, **kw)
     camera = camera_stream(rng, t0=t0, duration_s=duration_s)
     return Rig(radar, camera, t0, seed, notes=dict(kw))
+
+
+def messages(rig: Rig, *, replay: bool, truth: bool = False, small: bool = True) -> list[Message]:
+    """The rig as the capture daemons publish it (and a recorder records it), in arrival order: radar
+    messages with meta frame_number / frame_period_ms (/ uart_time_s), camera messages with t.device_ns,
+    small buffers (`small`) or the rig's shapes; `truth`: a truth message per frame (docs/sync.md)."""
+    out, seq = [], {"radar": 0, "camera": 0}
+    rshape, cshape = ((4, 4, 2), (4, 4, 3)) if small else ((128, 128, 2), (96, 128, 3))
+    for arr, name, i in rig.events():
+        s = rig.stream(name)
+        if name == "radar":
+            meta = {"frame_number": int(s.frame_number[i]), "frame_period_ms": 100.0, "mode": "dca1000"}
+            if s.uart_time_s is not None:
+                meta.update(mode="uart", uart_time_s=float(s.uart_time_s[i]))
+            m = Message(kind="radar", source="radar0", buffers={"ra": np.full(rshape, i, np.float32)}, meta=meta)
+        else:
+            m = Message(kind="camera", source="camera0", buffers={"image": np.full(cshape, i % 251, np.uint8)},
+                        meta={"frame_number": int(i), "encoding": "raw"}, t_device_ns=int(s.dev[i]))
+        m.t_mono_ns, m.t_wall_ns, m.replay, m.epoch = int(arr), int(arr) + 10**18, replay, 5
+        m.seq = seq[name]
+        seq[name] += 1
+        out.append(m)
+    if truth:
+        out = with_truth(rig, out)
+    return out
+
+
+def truth_message(rig: Rig, name: str, i: int) -> Message:
+    s = rig.stream(name)
+    return Message(kind="truth", source=f"{name}0",
+                   meta={"stream": name, "frame_number": int(s.frame_number[i]), "t_capture_ns": int(s.tau[i]),
+                         "label": "empty"})
+
+
+def with_truth(rig: Rig, msgs: list[Message]) -> list[Message]:
+    """Interleave a truth message per frame: half before the frame (the emulator samples the scene first),
+    half after (a slower truth socket), so the join is tested both ways."""
+    out = []
+    for m in msgs:
+        i = int(m.meta["frame_number"]) if m.kind == "camera" else int(np.flatnonzero(rig.radar.frame_number ==
+                                                                                     m.meta["frame_number"])[0])
+        t = truth_message(rig, m.kind, i)
+        out += [t, m] if i % 2 else [m, t]
+    return out
 
 
 def truth_pairs(rig: Rig, max_skew_ns: int) -> set[tuple[int, int]]:

@@ -23,7 +23,7 @@ from radvis.transport import Publisher, Subscriber
 from radvis.wire import Message
 from sync.clock import ClockModel
 from sync.daemon import END_OF_STREAM, SyncDaemon, SyncProcessor
-from sync.scenario import MS, NS, Rig, issue13, precision_recall, truth_pairs
+from sync.scenario import MS, NS, Rig, issue13, messages, precision_recall, truth_message, truth_pairs
 
 WARMUP_S = 20.0  # sync.clock_warmup_s default
 TIME_TOL_MS = 1.5  # docs/sync.md: corrected time after warm-up
@@ -62,48 +62,6 @@ def best_fast_jitter(rig: Rig) -> np.ndarray:
                 best = min(best, jit[i])
             out[i] = best
     return np.array([out[i] for i in r.kept()])
-
-
-def messages(rig: Rig, *, replay: bool, truth: bool = False, small=True) -> list[Message]:
-    """What the capture daemons publish (and a recorder records), in arrival order."""
-    out, seq = [], {"radar": 0, "camera": 0}
-    rshape, cshape = ((4, 4, 2), (4, 4, 3)) if small else ((128, 128, 2), (96, 128, 3))
-    for arr, name, i in rig.events():
-        s = rig.stream(name)
-        if name == "radar":
-            meta = {"frame_number": int(s.frame_number[i]), "frame_period_ms": 100.0, "mode": "dca1000"}
-            if s.uart_time_s is not None:
-                meta.update(mode="uart", uart_time_s=float(s.uart_time_s[i]))
-            m = Message(kind="radar", source="radar0", buffers={"ra": np.full(rshape, i, np.float32)}, meta=meta)
-        else:
-            m = Message(kind="camera", source="camera0", buffers={"image": np.full(cshape, i % 251, np.uint8)},
-                        meta={"frame_number": int(i), "encoding": "raw"}, t_device_ns=int(s.dev[i]))
-        m.t_mono_ns, m.t_wall_ns, m.replay, m.epoch = int(arr), int(arr) + 10**18, replay, 5
-        m.seq = seq[name]
-        seq[name] += 1
-        out.append(m)
-    if truth:
-        out = with_truth(rig, out)
-    return out
-
-
-def truth_message(rig: Rig, name: str, i: int) -> Message:
-    s = rig.stream(name)
-    return Message(kind="truth", source=f"{name}0",
-                   meta={"stream": name, "frame_number": int(s.frame_number[i]), "t_capture_ns": int(s.tau[i]),
-                         "label": "empty"})
-
-
-def with_truth(rig: Rig, msgs: list[Message]) -> list[Message]:
-    """Interleave a truth message per frame: half before the frame (the emulator samples the scene first),
-    half after (a slower truth socket), so the join is tested both ways."""
-    out = []
-    for m in msgs:
-        i = int(m.meta["frame_number"]) if m.kind == "camera" else int(np.flatnonzero(rig.radar.frame_number ==
-                                                                                     m.meta["frame_number"])[0])
-        t = truth_message(rig, m.kind, i)
-        out += [t, m] if i % 2 else [m, t]
-    return out
 
 
 def cfg_for(tmp_path=None, **extra):
