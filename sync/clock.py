@@ -109,7 +109,8 @@ class ClockModel:
     `update(arrival_ns, device_ns)` feeds one frame and returns its corrected capture time; call it for
     every frame of the sensor, in arrival order. The result depends only on the samples fed so far."""
 
-    RESTART_CONFIRM = 3  # consecutive frames off the map by the same amount (> restart_ns): a new epoch
+    RESTART_CONFIRM = 3
+    WARM_FLOOR_BINS = 6  # lowest-latency bins a warm model rests on (1 in 91 on time: ~55 s; unimodal: at once)  # consecutive frames off the map by the same amount (> restart_ns): a new epoch
 
     def __init__(self, name: str = "sensor", *, latency_ns: int = 0, wrap_ns: float = 0.0,
                  bin_ns: int = NS // 2, window_bins: int = 240, min_span_ns: int = 10 * NS,
@@ -155,6 +156,7 @@ class ClockModel:
         self.modes = 0  # latency modes in the window (1 = unimodal; 2 = e.g. DCA1000 late/on-time frames)
         self.floor_bins = 0  # bins on the lowest mode (the ones that set the offset)
         self.anchor_age = 0.0  # ns the offset's anchor lies before the window (0: inside it)
+        self.warm = False  # latched by is_warm() for this epoch
 
     def reset(self) -> None:
         """Forget the fit (e.g. replay looped back in time); counters are kept."""
@@ -184,6 +186,16 @@ class ClockModel:
         if self.x0 is None or self.last_x is None:
             return 0.0
         return self.last_x - self.x0
+
+    def is_warm(self, min_span_ns: float) -> bool:
+        """Trust this epoch's corrected times for pairing: the drift is fitted, the epoch spans min_span_ns
+        of device time, and the offset rests on WARM_FLOOR_BINS bins of the lowest latency mode (the
+        error is then the smallest of that many jitters; with 1 frame in 91 on time and 2 ms jitter, within
+        1.5 ms). Latched until the next restart: a run of late frames later does not make it cold."""
+        if not self.warm and self.x0 is not None and self.fitted and self.epoch_span_ns() >= min_span_ns \
+                and self.floor_bins >= self.WARM_FLOOR_BINS:
+            self.warm = True
+        return self.warm
 
     # -- mapping ----------------------------------------------------------------------------------
     def to_host(self, device_ns: float) -> float:

@@ -162,7 +162,7 @@ class SyncProcessor:
             self.last_rx[msg.kind] = now
             self.stalled.discard(msg.kind)
         clock = self.clock(msg.kind, msg.source)
-        if stamp.mode == "device" and clock.epoch_span_ns() < self.warmup_ns:
+        if stamp.mode == "device" and not clock.is_warm(self.warmup_ns):
             # the clock model is still warming up: this frame's time is not trusted for a pair, but it
             # exists, so the other stream's frames around it are decided as if it had been pushed
             self.warmup[msg.kind] += 1

@@ -207,6 +207,51 @@ def truth_pairs(rig: Rig, max_skew_ns: int) -> set[tuple[int, int]]:
     return {(int(ri[a]), int(ci[b])) for a, b in match_offline(rig.radar.tau[ri], rig.camera.tau[ci], max_skew_ns)}
 
 
+def radar_warm_time(rig: Rig, warmup_s: float = 20.0) -> int | None:
+    """True capture time of the first radar frame a fresh radar ClockModel calls warm (`is_warm`), i.e.
+    from when the synchroniser pairs with sync.clock_warmup_s = warmup_s; None if never."""
+    from sync.clock import ClockModel
+    r = rig.radar
+    m = ClockModel("radar", latency_ns=r.latency_ns)
+    for arr, name, i in rig.events():
+        if name == "radar":
+            tx = int(round(r.uart_time_s[i] * NS)) if r.uart_time_s is not None else 0
+            m.update(arr, float(r.dev[i]), tx_ns=tx)
+            if m.is_warm(warmup_s * NS):
+                return int(r.tau[i])
+    return None
+
+
+def truth_pair_sets(rig: Rig, max_skew_ns: int, tol_ns: int) -> tuple[set, set]:
+    """(robust, loose) truth pairs for a corrected-time accuracy of `tol_ns`: robust = mutual nearest
+    neighbours (true capture times) within max_skew - tol whose runner-up is more than tol further (no
+    estimate within the tolerance can change them: a synchroniser must produce them); loose = every pair
+    within tol of being a mutual nearest neighbour within max skew (an estimate within the tolerance may
+    produce it: not an error). With tol = 0 both are `truth_pairs`."""
+    ri, ci = rig.radar.kept(), rig.camera.kept()
+    tr, tc = rig.radar.tau[ri], rig.camera.tau[ci]
+
+    def two_nearest(src, dst):
+        i = np.searchsorted(dst, src)
+        cand = np.stack([dst[np.clip(i + k, 0, len(dst) - 1)] for k in (-2, -1, 0, 1)], 1)
+        ok = np.stack([(i + k >= 0) & (i + k < len(dst)) for k in (-2, -1, 0, 1)], 1)
+        d = np.sort(np.where(ok, np.abs(cand - src[:, None]), np.inf), 1)
+        return d[:, 0], d[:, 1]
+
+    r1, r2 = two_nearest(tr, tc)
+    c1, c2 = two_nearest(tc, tr)
+    robust, loose = set(), set()
+    for a in range(len(ri)):
+        lo, hi = np.searchsorted(tc, [tr[a] - max_skew_ns - tol_ns, tr[a] + max_skew_ns + tol_ns])
+        for b in range(lo, hi):
+            d = abs(tc[b] - tr[a])
+            if d <= r1[a] + tol_ns and d <= c1[b] + tol_ns and d <= max_skew_ns + tol_ns:
+                loose.add((int(ri[a]), int(ci[b])))
+            if d == r1[a] and d == c1[b] and d <= max_skew_ns - tol_ns and r2[a] - d > tol_ns and c2[b] - d > tol_ns:
+                robust.add((int(ri[a]), int(ci[b])))
+    return robust, loose
+
+
 def precision_recall(got: set, want: set) -> tuple[float, float]:
     tp = len(got & want)
     return tp / max(1, len(got)), tp / max(1, len(want))

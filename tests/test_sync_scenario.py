@@ -5,11 +5,12 @@ exponential jitter 2 ms. Camera 30 Hz, millisecond device clock, -60 ppm, latenc
 drops. Sync is told radar_latency_ms = 15. Before the fix: corrected radar times ~95 ms off for minutes,
 drift swinging +-900 ppm, pair precision = recall ~0.3-0.5.
 
-Stated accuracy (docs/sync.md): once a clock model has seen two on-time frames (20 s, the default
-sync.clock_warmup_s, for 1 in 91 at 10 Hz) each corrected time is within 1.5 ms of the truth; in general the
-radar error is the smallest jitter among the on-time frames seen so far (+ 0.5 ms). Pairs are judged against
-the pairing rule applied to the true capture times (sync.scenario.truth_pairs), for radar frames after the
-warm-up; they must have precision = recall >= 0.99."""
+Stated accuracy (docs/sync.md): once a clock model is warm (its epoch spans sync.clock_warmup_s, 20 s, and
+its offset rests on 6 bins of the lowest latency mode: ~45-65 s for 1 frame in 91 on time) each corrected
+time is within 1.5 ms of the truth; in general the radar error is the smallest jitter among the on-time
+frames seen so far (+ 0.5 ms). Pairs are judged against the pairing rule applied to the true capture times
+(sync.scenario.truth_pairs), for radar frames after the warm-up: precision = recall >= 0.99 (strict), and
+with the truth's own ambiguity at the 1.5 ms tolerance (truth_pair_sets) for more seeds."""
 from __future__ import annotations
 
 import threading
@@ -23,9 +24,10 @@ from radvis.transport import Publisher, Subscriber
 from radvis.wire import Message
 from sync.clock import ClockModel
 from sync.daemon import END_OF_STREAM, SyncDaemon, SyncProcessor
-from sync.scenario import MS, NS, Rig, issue13, messages, precision_recall, truth_message, truth_pairs
+from sync.scenario import (MS, NS, Rig, issue13, messages, precision_recall, radar_warm_time, truth_message,
+                            truth_pairs)
 
-WARMUP_S = 20.0  # sync.clock_warmup_s default
+WARMUP_S = 20.0  # sync.clock_warmup_s default (the least warm-up; the lowest mode's bins decide the rest)
 TIME_TOL_MS = 1.5  # docs/sync.md: corrected time after warm-up
 SKEW = NS // 60
 SEEDS = [1, 2, 3]
@@ -79,8 +81,16 @@ def pair_set(rig: Rig, out: list[Message]) -> set[tuple[int, int]]:
             for m in out if m.kind == "pair"}
 
 
+def warm_from(rig: Rig) -> int:
+    """When the sync pairs from (the radar clock model warm), computed apart from the sync; bounded."""
+    t = radar_warm_time(rig, WARMUP_S)
+    assert t is not None and t - rig.t0 < 75 * NS, "warm-up longer than 75 s"
+    return t
+
+
 def warm_truth(rig: Rig) -> set[tuple[int, int]]:
-    return {p for p in truth_pairs(rig, SKEW) if rig.radar.tau[p[0]] >= rig.t0 + WARMUP_S * NS}
+    t = warm_from(rig)
+    return {p for p in truth_pairs(rig, SKEW) if rig.radar.tau[p[0]] >= t}
 
 
 def run_processor(msgs, cfg) -> tuple[list[Message], SyncProcessor]:
@@ -99,7 +109,7 @@ def run_processor(msgs, cfg) -> tuple[list[Message], SyncProcessor]:
 def test_clock_model_holds_the_sparse_envelope(seed):
     rig = issue13(seed)
     t, err, m, drift = clock_errors(rig, "radar")
-    warm = t >= WARMUP_S
+    warm = t >= (warm_from(rig) - rig.t0) / NS
     assert np.abs(err[warm]).max() < TIME_TOL_MS * MS, np.abs(err[warm]).max() / MS
     # the envelope error is the on-time frames' jitter, nothing more
     assert np.all(np.abs(err[warm]) <= best_fast_jitter(rig)[warm] + 0.5 * MS)
@@ -109,6 +119,31 @@ def test_clock_model_holds_the_sparse_envelope(seed):
     assert m.state()["latency_modes"] >= 2 and m.restarts == 0
     tc, errc, mc, _ = clock_errors(rig, "camera")
     assert np.abs(errc[tc >= 3]).max() < 0.2 * MS and abs(mc.drift_ppm() + 60) < 1
+
+
+def test_pairs_within_the_stated_tolerance_over_more_seeds():
+    """Seeds 1-8, pairs by the pairing rule on the corrected times after warm-up: every pair the truth makes
+    unambiguous at the 1.5 ms tolerance is produced, and every produced pair is right within it; corrected
+    radar times within 1.5 ms. (Strict precision = recall, where a 0.3 ms error may pick the other of two
+    camera frames 16.6 and 16.7 ms away, is >= 0.99 for 16 of 20 seeds, min 0.968: docs/sync.md.)"""
+    from sync.matcher import match_offline
+    from sync.scenario import truth_pair_sets
+    for seed in range(1, 9):
+        rig = issue13(seed)
+        t0 = warm_from(rig)
+        est = {}
+        for name in ("radar", "camera"):
+            t, err, _, _ = clock_errors(rig, name)
+            s = rig.stream(name)
+            est[name] = s.tau[s.kept()] + err
+            if name == "radar":
+                assert np.abs(err[s.tau[s.kept()] >= t0]).max() < TIME_TOL_MS * MS, seed
+        ri, ci = rig.radar.kept(), rig.camera.kept()
+        got = {(int(ri[a]), int(ci[b])) for a, b in match_offline(est["radar"], est["camera"], SKEW)
+               if rig.radar.tau[ri[a]] >= t0}
+        robust, loose = truth_pair_sets(rig, SKEW, int(TIME_TOL_MS * MS))
+        robust = {p for p in robust if rig.radar.tau[p[0]] >= t0}
+        assert len(got & loose) / len(got) >= 0.99 and len(got & robust) / len(robust) >= 0.99, seed
 
 
 @pytest.mark.parametrize("variant", [
@@ -140,13 +175,14 @@ def test_clock_model_variants(variant):
 def test_replayed_scenario_pairs_match_truth(seed):
     rig = issue13(seed)
     out, proc = run_processor(messages(rig, replay=True, truth=True), cfg_for())
-    got = {p for p in pair_set(rig, out) if rig.radar.tau[p[0]] >= rig.t0 + WARMUP_S * NS}
+    got = pair_set(rig, out)
     want = warm_truth(rig)
     prec, rec = precision_recall(got, want)
     assert prec >= 0.99 and rec >= 0.99, (prec, rec)
     st = proc.stats()
     # nothing paired during the clock warm-up; those frames are accounted for
-    assert not [p for p in pair_set(rig, out) if rig.radar.tau[p[0]] < rig.t0 + (WARMUP_S - 1) * NS]
+    t_warm = warm_from(rig)
+    assert not [p for p in pair_set(rig, out) if rig.radar.tau[p[0]] < t_warm - NS]
     assert st["unmatched"]["radar"]["warmup"] > 150
     # the truth join: every pair's true offset is known; p99 within half a camera period
     tr = st["truth"]
@@ -190,7 +226,7 @@ def test_live_pairs_equal_replayed_pairs_whatever_the_interleaving():
 
     def events(out):
         return sorted((m.meta["stream"], m.meta["seq"], m.meta["reason"]) for m in out if m.kind == "event")
-    assert key(live) == key(replay) and len(key(replay)) > 900
+    assert key(live) == key(replay) and len(key(replay)) > 500
     assert events(live) == events(replay)
     assert proc.counts["stalls"] == 0
 
@@ -199,8 +235,8 @@ def test_stalled_stream_is_forced_only_live():
     """The camera goes silent for 3 s mid-run: live, the radar frames waiting for it are decided once its
     socket has been silent for max_latency (counted as a stall); a replay waits for the data instead. Pairs
     away from the stall are the same both ways."""
-    rig = issue13(3, duration_s=60)
-    t_gap = rig.t0 + 40 * NS
+    rig = issue13(3, duration_s=100)
+    t_gap = rig.t0 + 80 * NS
     gap = (rig.camera.arrival >= t_gap) & (rig.camera.arrival < t_gap + 3 * NS)
     rig.camera.keep &= ~gap
     cfg = cfg_for()
@@ -229,17 +265,17 @@ def _collect(sub, until, limit_s=60.0):
 
 
 def test_sync_daemon_real_time_over_sockets(tmp_path):
-    """The scenario through `SyncDaemon` over ZeroMQ: the first 45 s of the run (a backlog, as after a
+    """The scenario through `SyncDaemon` over ZeroMQ: the first 66 s of the run (a backlog, as after a
     stall) as fast as the sockets go, then the next 4 s in real time, paced by the arrival stamps mapped onto
     this host's clock; truth on its own endpoint. The pairs equal the replay of the same messages; precision
     and recall >= 0.99 against the truth after warm-up; the sync's stats carry the pairing error."""
-    rig = issue13(1, duration_s=49)
+    rig = issue13(1, duration_s=70)
     cfg = cfg_for(tmp_path)
     replay_pairs = pair_set(rig, run_processor(messages(rig, replay=True), cfg)[0])
     msgs = messages(rig, replay=False)
     truths = [truth_message(rig, m.kind, int(m.meta["frame_number"])) for m in msgs]  # fn = index
-    # shift the timeline so that t = 45 s of the run is "now + 0.5 s" on this host (the real-time part)
-    shift = time.monotonic_ns() + NS // 2 - (rig.t0 + 45 * NS)
+    # shift the timeline so that t = 66 s of the run is "now + 0.5 s" on this host (the real-time part)
+    shift = time.monotonic_ns() + NS // 2 - (rig.t0 + 66 * NS)
     for m, t in zip(msgs, truths):
         m.t_mono_ns += shift
         t.meta["t_capture_ns"] += shift
@@ -269,8 +305,7 @@ def test_sync_daemon_real_time_over_sockets(tmp_path):
         sub.close()
         daemon.close()
     assert pair_set(rig, got) == replay_pairs
-    warm = {p for p in replay_pairs if rig.radar.tau[p[0]] >= rig.t0 + WARMUP_S * NS}
-    prec, rec = precision_recall(warm, warm_truth(rig))
+    prec, rec = precision_recall(replay_pairs, warm_truth(rig))
     assert prec >= 0.99 and rec >= 0.99, (prec, rec)
     assert result["stalls"] == 0 and result["pairs"] == len(replay_pairs)
     tr = result["truth"]
@@ -280,7 +315,7 @@ def test_sync_daemon_real_time_over_sockets(tmp_path):
 
 
 def test_no_truth_says_so():
-    rig = issue13(1, duration_s=30)
+    rig = issue13(1, duration_s=90)
     _, proc = run_processor(messages(rig, replay=True), cfg_for())
     assert proc.stats()["truth"] == {"truth": "none"} and proc.stats()["pairs"] > 50
 
@@ -352,7 +387,7 @@ def test_recorded_live_run_replays_to_the_same_pairs(tmp_path):
             p.close()
         sync.close()
     live, frames = recorded_pairs(tmp_path / "session")
-    assert len(live) == result["pairs"] > 300 and len(frames) == n_frames, (len(live), result["unmatched"], result["stalls"], result["sub"])
+    assert len(live) == result["pairs"] > 100 and len(frames) == n_frames, (len(live), result["unmatched"], result["stalls"], result["sub"])
 
     cfg = cfg_for(tmp_path)
     daemon = SyncDaemon(cfg)
