@@ -191,7 +191,10 @@ class ClockModel:
         """Trust this epoch's corrected times for pairing: the drift is fitted, the epoch spans min_span_ns
         of device time, and the offset rests on WARM_FLOOR_BINS bins of the lowest latency mode (the
         error is then the smallest of that many jitters; with 1 frame in 91 on time and 2 ms jitter, within
-        1.5 ms). Latched until the next restart: a run of late frames later does not make it cold."""
+        1.5 ms). Latched until the next restart: a run of late frames later does not make it cold.
+        min_span_ns <= 0: always warm (no warm-up gate)."""
+        if min_span_ns <= 0:
+            return True
         if not self.warm and self.x0 is not None and self.fitted and self.epoch_span_ns() >= min_span_ns \
                 and self.floor_bins >= self.WARM_FLOOR_BINS:
             self.warm = True
