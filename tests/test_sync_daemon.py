@@ -328,3 +328,21 @@ def test_recorded_session_replays_to_identical_pairs(tmp_path):
         assert st.sent == len(msgs) and all(m.replay for m in got)
         runs.append(sorted((m.meta["radar"]["seq"], m.meta["camera"]["seq"], m.meta["skew_ns"]) for m in got))
     assert runs[0] == runs[1] == want and len(want) > 60
+
+
+def test_one_restart_threshold_for_driver_and_sync():
+    """#17: a frame number that went back by RESTART_JUMP (radvis/frames.py) or more is a device restart,
+    for the UART driver and for sync alike; less is a late frame."""
+    from drivers.ti.radar import UartRadar
+    from radvis.frames import RESTART_JUMP, is_restart
+    assert UartRadar.RESTART_JUMP == RESTART_JUMP == 100
+    assert not is_restart(None, 0) and not is_restart(200, 101) and is_restart(200, 100)
+    proc = SyncProcessor(cfg_for())
+    t = 50 * NS
+    for fn in range(0, 201):  # 20 s of a 10 Hz radar
+        proc.process(radar_msg(fn, t + fn * 100 * MS + 3 * MS, replay=True))
+    clock = proc.clocks[("radar", "radar0")]
+    proc.process(radar_msg(101, t + 201 * 100 * MS + 3 * MS, replay=True))  # back by 99: late, not a restart
+    assert clock.restarts == 0
+    proc.process(radar_msg(0, t + 202 * 100 * MS + 3 * MS, replay=True))  # back by 200: restarted
+    assert clock.restarts == 1 and clock.state()["samples"] == 203

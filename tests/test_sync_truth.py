@@ -48,3 +48,34 @@ def test_bounded():
         pe.add_pair(("radar0", 10_000 + k), ("camera0", k), 0)
     assert len(pe.truth) == 10 and len(pe.pending) == 5
     assert pe.stats()["pairs_without_truth"] == 95
+
+
+def test_uart_wire_time_is_the_drivers_own_meta_field(shared_fixtures):
+    """#17: sync subtracts exactly the wire time the UART driver writes (meta uart_time_s), nothing guessed.
+    Real frames: the AWR1642 SDK 3.6 capture through UartParser and UartRadar._frame (the driver's own meta),
+    then capture.daemon.radar_message (the wire message) into SyncProcessor."""
+    from capture.daemon import radar_message
+    from drivers.ti.cfg import parse_cfg
+    from drivers.ti.radar import UartRadar
+    from drivers.ti.uart import UartParser
+    from radvis.config import load
+    from sync.daemon import SyncProcessor
+    base = shared_fixtures / "ti" / "AWR1632BOOST_mmWaveRadar"
+    rcfg = parse_cfg(base / "cfgs" / "AWR1642-SDK_3_6_0.cfg")
+    drv = UartRadar(rcfg, "loop://", "loop://", data_baud=921600)
+    frames = UartParser(rcfg.profile).feed((base / "test_data" / "AWR1642_test_data_SDK_3_6_0.dat").read_bytes())
+    msgs = [radar_message(f, "radar0") for f in (drv._frame(fr) for fr in frames[:5]) if f is not None]
+    assert msgs and all(m.meta["uart_time_s"] == m.meta["uart_bytes"] * 10 / 921600 for m in msgs)
+    on, off = (SyncProcessor(load(None, [f"sync.uart_tx_correction={v}", "sync.radar_latency_ms=0"]))
+               for v in ("true", "false"))
+    m = msgs[0]
+    m.t_mono_ns = 10**12
+    a, b = on._stamp(m), off._stamp(m)
+    assert b.t_ns - a.t_ns == round(m.meta["uart_time_s"] * 1e9) > 0  # the first byte, not the last
+    # fields no producer writes are not read: only uart_bytes/packet_bytes/total_packet_len -> no correction
+    m2 = msgs[1]
+    del m2.meta["uart_time_s"]
+    m2.meta.update(packet_bytes=4000, total_packet_len=4000)
+    m2.t_mono_ns = 10**12
+    p = SyncProcessor(load(None, ["sync.radar_latency_ms=0"]))
+    assert p._stamp(m2).t_ns == 10**12
