@@ -50,7 +50,8 @@ def test_capture_record_replay_reproduces_messages(tmp_path):
     assert report["written"] == 50 and report["lost"] == 0
 
     # replay into a fresh subscriber, as fast as it takes them
-    sub = Subscriber([f"ipc://{tmp_path}/radar.sock", f"ipc://{tmp_path}/camera.sock"])
+    # the frames only: after them the replayer also sends an end-of-stream `event` per endpoint (docs/recording.md)
+    sub = Subscriber([f"ipc://{tmp_path}/radar.sock", f"ipc://{tmp_path}/camera.sock"], topics=["radar", "camera"])
     rp = radvis_proc(["replay", str(out), "--max", *ipc_sets(tmp_path), "--set", "transport.slow_joiner_s=10"])
     try:
         replayed = collect(sub, 50, 40)
