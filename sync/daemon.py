@@ -162,6 +162,8 @@ class SyncProcessor:
             self.last_rx[msg.kind] = now
             self.stalled.discard(msg.kind)
         clock = self.clock(msg.kind, msg.source)
+        # the inter-message bound holds for a model that fitted its drift (steps are then µs), or arrival stamps
+        self.matcher.set_steady(msg.kind, stamp.mode != "device" or clock.fitted)
         if stamp.mode == "device" and not clock.is_warm(self.warmup_ns):
             # the clock model is still warming up: this frame's time is not trusted for a pair, but it
             # exists, so the other stream's frames around it are decided as if it had been pushed

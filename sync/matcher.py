@@ -75,11 +75,15 @@ class _Stream:
     newest: float = -INF
     wm: float = -INF  # watermark (monotone)
     hard: float = -INF  # below this a new frame is late (arrival bound / reorder allowance)
+    steady: bool = True  # its corrected times step by whole periods (a young clock model's do not)
 
     def floor(self) -> float:
         """No frame of this stream still to come lies below this (what its frames so far promise): the
-        newest + the inter-message lower bound (in order), or the newest - the reorder allowance."""
-        return self.newest + self.min_period if self.reorder == 0 else self.newest - self.reorder
+        newest + the inter-message lower bound (in order; only while the stream's times are `steady`), or
+        the newest - the reorder allowance."""
+        if self.reorder:
+            return self.newest - self.reorder
+        return self.newest + (self.min_period if self.steady else 0.0)
 
     def insert(self, f: Frame) -> None:
         if not self.times or f.t >= self.times[-1]:
@@ -122,6 +126,13 @@ class Matcher:
     # -- configuration that becomes known later (e.g. the radar frame period from its first message) --
     def set_min_period(self, stream: str, ns: float) -> None:
         self.s[stream].min_period = float(ns)
+
+    def set_steady(self, stream: str, steady: bool) -> None:
+        """Whether `stream`'s next frames keep the inter-message lower bound. A clock model that has not
+        fitted its drift yet may map a frame a few ms earlier than its predecessor's period implies (its
+        first samples pin the offset poorly): without the bound such a frame is used, not `late`, and the
+        pairs around it wait for one more frame of that stream instead."""
+        self.s[stream].steady = bool(steady)
 
     # -- events ---------------------------------------------------------------------------------------
     def push(self, stream: str, t_ns: int, key: Any = None, data: Any = None, now_ns: float | None = None) -> list:
@@ -195,7 +206,7 @@ class Matcher:
                 if not f.done:
                     self._drop(out, stream, f, "no_partner")
             st = self.s[stream]
-            self.s[stream] = _Stream(st.min_period, st.reorder)
+            self.s[stream] = _Stream(st.min_period, st.reorder, steady=st.steady)
         self.pending.clear()
         self.now = -INF
         return out
@@ -208,7 +219,7 @@ class Matcher:
                 if not f.done:
                     self._drop(out, stream, f, "reset")
             st = self.s[stream]
-            self.s[stream] = _Stream(st.min_period, st.reorder)
+            self.s[stream] = _Stream(st.min_period, st.reorder, steady=st.steady)
         self.pending.clear()
         self.now = -INF
         return out

@@ -258,7 +258,10 @@ def test_replay_end_to_end_over_sockets_is_repeatable(rig_sockets):
         th, stop, result = _start(daemon)
         for m in msgs:
             assert (rpub if m.kind == "radar" else cpub).send(m, keep_seq=True)
-        got = _collect(sub, quiet_s=1.6)  # the daemon flushes the tail once the replay is quiet for 1 s
+        for pub, stream in ((rpub, "radar"), (cpub, "camera")):  # what capture.replay sends after its last message
+            pub.send(Message(kind="event", source="replay", meta={"event": "end_of_stream", "stream": stream},
+                             replay=True))
+        got = _collect(sub, quiet_s=1.6)  # the daemon decides the tail on the end-of-stream events
         stop.set()
         th.join(5)
         runs.append([(m.meta["radar"]["seq"], m.meta["camera"]["seq"], m.meta["skew_ns"])
