@@ -16,8 +16,9 @@ lowest quarter" mixes the two latency modes. So the model separates the two jobs
   current drift); at most `window_bins` bins are kept (a sliding window, so slow drift changes are
   tracked);
 - **latency modes**: the bins' heights above the current line, sorted, split wherever consecutive
-  heights are more than `mode_gap_ns` apart (one frame period late vs on time are ~95 ms apart; jitter
-  within a mode is continuous);
+  heights are more than `mode_gap_ns` (10 ms) apart (one frame period late vs on time are ~95 ms apart;
+  jitter within a mode is continuous: on the emulated rig under load the on-time frames alone spread over
+  ~20 ms, a few ms apart);
 - **drift** (slope) = the lower-envelope line (the edge of the lower convex hull under the centre: the
   LP "highest line below every sample") of the mode that pins the slope best (most bins x span^2) -
   usually the dense late mode, whose every bin is a sample;
@@ -114,7 +115,7 @@ class ClockModel:
 
     def __init__(self, name: str = "sensor", *, latency_ns: int = 0, wrap_ns: float = 0.0,
                  bin_ns: int = NS // 2, window_bins: int = 240, min_span_ns: int = 10 * NS,
-                 max_drift_ppm: float = 1000.0, restart_ns: int = NS // 2, mode_gap_ns: int = 5 * MS,
+                 max_drift_ppm: float = 1000.0, restart_ns: int = NS // 2, mode_gap_ns: int = 10 * MS,
                  warm_leak_ppm: float = 100.0, hold_s: float = 600.0, hold_leak_ppm: float = 5.0):
         self.name = name
         self.latency_ns = int(latency_ns)
@@ -343,7 +344,12 @@ class ClockModel:
                 self.a_held, self.held_age = v, first - x
         # floor noise: heights of the lowest mode's bins above the support line (how well the edge is pinned)
         a = min(self.a_closed, self.a_held)
-        h = sorted(r for x, y in zip(xs, ys) if (r := y - b * x - a) <= self.mode_gap)
+        # the lowest latency mode: heights above the support line, up to the first gap > mode_gap
+        h = []
+        for r in sorted(y - b * x - a for x, y in zip(xs, ys)):
+            if h and r - h[-1] > self.mode_gap:
+                break
+            h.append(r)
         self.floor_bins = len(h)
         mid = h[len(h) // 2] if h else 0.0
         self.floor_unc = max(1000.0, mid / math.sqrt(max(1, len(h))) * 2.0)
