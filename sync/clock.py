@@ -110,8 +110,8 @@ class ClockModel:
     `update(arrival_ns, device_ns)` feeds one frame and returns its corrected capture time; call it for
     every frame of the sensor, in arrival order. The result depends only on the samples fed so far."""
 
-    RESTART_CONFIRM = 3
-    WARM_FLOOR_BINS = 6  # lowest-latency bins a warm model rests on (1 in 91 on time: ~55 s; unimodal: at once)  # consecutive frames off the map by the same amount (> restart_ns): a new epoch
+    RESTART_CONFIRM = 3  # consecutive frames off the map by the same amount (> restart_ns): a new epoch
+    WARM_FLOOR_BINS = 6  # lowest-latency bins a warm model rests on (1 in 91 on time: ~55 s; unimodal: at once)
 
     def __init__(self, name: str = "sensor", *, latency_ns: int = 0, wrap_ns: float = 0.0,
                  bin_ns: int = NS // 2, window_bins: int = 240, min_span_ns: int = 10 * NS,

@@ -6,7 +6,7 @@ drops. Sync is told radar_latency_ms = 15. Before the fix: corrected radar times
 drift swinging +-900 ppm, pair precision = recall ~0.3-0.5.
 
 Stated accuracy (docs/sync.md): once a clock model is warm (its epoch spans sync.clock_warmup_s, 20 s, and
-its offset rests on 6 bins of the lowest latency mode: ~45-65 s for 1 frame in 91 on time) each corrected
+its offset rests on 6 bins of the lowest latency mode: ~45-55 s for 1 frame in 91 on time) each corrected
 time is within 1.5 ms of the truth; in general the radar error is the smallest jitter among the on-time
 frames seen so far (+ 0.5 ms). Pairs are judged against the pairing rule applied to the true capture times
 (sync.scenario.truth_pairs), for radar frames after the warm-up: precision = recall >= 0.99 (strict), and
