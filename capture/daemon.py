@@ -254,7 +254,7 @@ def capture_main(cfg, kind: str, *, max_frames: int = 0, logger: logging.Logger 
     try:
         announce_ready(cfg, f"capture-{kind}", endpoint=pub.endpoint)
         if cfg.capture.wait_subscribers:
-            ok = pub.wait_for_subscribers(cfg.capture.wait_subscribers, cfg.transport.slow_joiner_s)
+            ok = pub.wait_for_subscribers(cfg.capture.wait_subscribers, cfg.transport.slow_joiner_s, topic=kind)
             logger.info("%s: publishing on %s (%s)", kind, pub.endpoint,
                         "subscribers ready" if ok else "no subscriber yet, sending anyway")
         st = run_capture(kind, opener, to_msg, pub,

@@ -124,6 +124,12 @@ class Pacer:
         return ok
 
 
+# the kind (= ZeroMQ topic) of the messages on each rig endpoint, so `--wait-subscribers N` counts N
+# consumers of those messages, not N subscriptions (one sync subscribes to several topics per endpoint)
+ENDPOINT_KIND = {"radar": "radar", "camera": "camera", "pairs": "pair", "truth": "truth", "control": "stats"}
+END_OF_STREAM = "end_of_stream"  # sync/daemon.py decides what it still holds when every stream has ended
+
+
 def _bind_publishers(cfg, names, wait_n: int, wait_s: float) -> dict[str, Publisher]:
     pubs = {}
     for n in names:
@@ -133,9 +139,29 @@ def _bind_publishers(cfg, names, wait_n: int, wait_s: float) -> dict[str, Publis
         pubs[n] = Publisher(ep, hwm=cfg.transport.sndhwm, curve=keys_from_config(cfg))
     if wait_n:
         for n, p in pubs.items():
-            if not p.wait_for_subscribers(wait_n, wait_s):
-                log.warning("%s: no subscriber after %.1f s, replaying anyway", n, wait_s)
+            if not p.wait_for_subscribers(wait_n, wait_s, topic=ENDPOINT_KIND.get(n)):
+                log.warning("%s: %d subscriber(s) after %.1f s (asked for %d), replaying anyway", n,
+                            p.subscribers_for(ENDPOINT_KIND.get(n)), wait_s, wait_n)
     return pubs
+
+
+def _end_of_stream(pubs: dict[str, Publisher], stop: threading.Event) -> None:
+    """After the last message: an `event` {"event": "end_of_stream", "stream": endpoint} on each frame
+    endpoint (after that endpoint's data on the same socket), so a synchroniser decides its tail now
+    instead of guessing from a quiet period. Not sent when stopped early (a partial replay has no end)."""
+    if stop.is_set():
+        return
+    for n in ("radar", "camera"):
+        p = pubs.get(n)
+        if p is not None:
+            m = Message(kind="event", source="replay", meta={"event": END_OF_STREAM, "stream": n}, replay=True)
+            m.stamp()
+            m.seq, m.epoch = p.next_seq(m.kind), p.epoch
+            try:
+                p.sock.sndtimeo = 2000  # wait for room (it must not be dropped), but never for ever
+                p.sock.send_multipart(encode(m), copy=False)
+            except zmq.ZMQError as e:
+                log.warning("%s: end-of-stream event not sent: %s", n, e)
 
 
 def _close_all(pubs: dict[str, Publisher], linger_ms: int = 5000) -> None:
@@ -211,6 +237,7 @@ def replay_session(cfg, session: str, *, topics: list[str] | None = None, rate: 
             st.passes = p
             if not loop:
                 break
+        _end_of_stream(pubs, pacer.stop)
     finally:
         _close_all(pubs)
     return st
@@ -333,6 +360,7 @@ def replay_cruw(cfg, root: str, seq: str, *, rate: float = 1.0, as_fast: bool = 
             pacer.stats.passes = p
             if not loop:
                 break
+        _end_of_stream(pubs, pacer.stop)
     finally:
         _close_all(pubs)
     return pacer.stats

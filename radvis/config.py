@@ -225,11 +225,16 @@ class SyncConfig:
                               "32-bit 200 MHz cycle counter); 0 = no wrap.", min=0)
     camera_wrap_s: float = opt(0.0, "Period of the camera device-time counter when it wraps (4294.967296 for a "
                                "32-bit microsecond counter); 0 = no wrap.", min=0)
-    clock_window_s: float = opt(120.0, "Sliding window of the clock models' lower-envelope fit.", min=1)
+    clock_window_s: float = opt(120.0, "Sliding window of the clock models' lower-envelope fit (drift).", min=1)
+    clock_warmup_s: float = opt(20.0, "Frames stamped before their device clock model has seen this much device time "
+                                "(per clock epoch) are not paired (reason `warmup`): drift is not observable yet, and "
+                                "a sparse minimum-latency mode (a DCA1000 frame size that is not a multiple of 1456 B "
+                                "puts 1 frame in N on time: `radvis radar cfg` says N) needs two on-time frames; keep "
+                                ">= 2 x N radar frame periods. 0 = pair from the first frame.", min=0)
     restart_ms: float = opt(500.0, "A device-time sample this far off the fitted clock is a device restart.", min=1)
     time_jump_s: float = opt(1.0, "Host stamps going back by more than this (replay --loop) reset the matcher.", min=0)
-    uart_tx_correction: bool = opt(True, "Subtract the UART transmission time (meta uart_bytes x 10 / radar.data_baud) "
-                                   "from radar arrival stamps.")
+    uart_tx_correction: bool = opt(True, "Subtract the UART transmission time the radar driver measured (meta "
+                                   "uart_time_s = packet bytes x 10 / its data baud) from radar arrival stamps.")
     events: bool = opt(True, "Publish an `event` message for each unpaired radar frame and each late or overflowed frame.")
 
 

@@ -126,13 +126,17 @@ class Publisher:
         self.sock.sndhwm = hwm
         self.sock.linger = 1000
         self.sock.setsockopt(zmq.XPUB_NODROP, 1)  # always learn about a full queue, so drops are counted
+        # report every (un)subscription, not just the first/last per topic: without it a second subscriber to
+        # a topic is invisible and wait_for_subscribers(2) never returns (issue #13). VERBOSER (libzmq >= 4.2)
+        # also reports each unsubscription, including those of a subscriber that disconnects.
+        self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         _secure(self.sock, curve, server=bind)
         (self.sock.bind if bind else self.sock.connect)(endpoint)
         self.endpoint = self.sock.last_endpoint.decode() if bind else endpoint
         self.epoch = random.getrandbits(62)  # lets subscribers tell a restart from a sequence gap
         # one counter per kind: a subscriber that filters topics (pairs but not events) sees no false gaps
         self.seqs: dict[str, int] = {}
-        self.subscribers = 0
+        self.subscriptions: Counter = Counter()  # topic prefix -> live subscriptions to it
         self.stats = PubStats()
 
     def _drain_subscriptions(self) -> None:
@@ -142,15 +146,30 @@ class Publisher:
             except zmq.Again:
                 return
             if ev[:1] == b"\x01":
-                self.subscribers += 1
-            elif ev[:1] == b"\x00":
-                self.subscribers = max(0, self.subscribers - 1)
+                self.subscriptions[bytes(ev[1:])] += 1
+            elif ev[:1] == b"\x00" and self.subscriptions[bytes(ev[1:])] > 0:
+                self.subscriptions[bytes(ev[1:])] -= 1
 
-    def wait_for_subscribers(self, n: int = 1, timeout_s: float = 2.0) -> bool:
-        """Block until n subscriptions have arrived (slow-joiner handling). False on timeout."""
+    @property
+    def subscribers(self) -> int:
+        """Subscriptions of any topic (a subscriber to two topics counts twice)."""
+        return sum(self.subscriptions.values())
+
+    def subscribers_for(self, topic: str | None) -> int:
+        """Subscribers that receive messages of `topic` (their subscription is a prefix of it); None = any."""
+        if topic is None:
+            return self.subscribers
+        t = topic.encode()
+        return sum(n for p, n in self.subscriptions.items() if t.startswith(p))
+
+    def wait_for_subscribers(self, n: int = 1, timeout_s: float = 2.0, topic: str | None = None) -> bool:
+        """Block until n subscribers receive `topic` (None: until n subscriptions of any topic have arrived)
+        (slow-joiner handling). False on timeout. Give the topic when several consumers subscribe: one
+        subscriber to several topics (sync takes radar, camera, event and truth from each endpoint) would
+        otherwise count several times."""
         deadline = time.monotonic() + timeout_s
         self._drain_subscriptions()
-        while self.subscribers < n:
+        while self.subscribers_for(topic) < n:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False

@@ -204,7 +204,7 @@ def plot_probe(metrics: Path, out: Path) -> Path | None:
 
 
 def write_report(run_dir: Path, status: dict, ev: dict | None, rep: dict | None, elapsed_s: float,
-                 heldout: Path | None) -> Path:
+                 heldout: Path | None, timing: list[str] | None = None) -> Path:
     L = ["# radvis rig run", "", f"Wall time {elapsed_s / 60:.1f} min (budget {BUDGET_S / 60:.0f} min).", "",
          "## Stages", "", "| stage | state | restarts | last rate/s | drops |", "|---|---|---|---|---|"]
     for n, s in status.get("stages", {}).items():
@@ -228,6 +228,7 @@ def write_report(run_dir: Path, status: dict, ev: dict | None, rep: dict | None,
         L += ["## Replay", "", f"The recorded session replayed through a fresh `radvis sync`: {rep['identical']} of "
               f"{rep['live_pairs']} live pairs reproduced, {rep['only_live']} missing, {rep['only_replay']} extra "
               f"({'identical' if rep['same_pairs'] else 'DIFFERENT'}).", ""]
+    L += timing or []  # rig/sync_report.py: latency and pairing error over the run
     path = run_dir / "rig-report.md"
     path.write_text("\n".join(L))
     return path
@@ -278,8 +279,13 @@ def _rig(args) -> int:
                   f"{rep['only_replay']} extra -> {'same pairs' if rep['same_pairs'] else 'DIFFERENT pairs'}")
         except (OSError, ValueError) as e:
             print(f"rig: replay check failed: {e}", flush=True)
+    timing = None
+    if "record" in stages and session.exists():
+        from rig.sync_report import sync_report
+        timing = sync_report(session, run_dir)
+        print(timing["line"], flush=True)
     elapsed = time.monotonic() - t_start
-    report = write_report(run_dir, status, ev, rep, elapsed, heldout)
+    report = write_report(run_dir, status, ev, rep, elapsed, heldout, timing["markdown"] if timing else None)
     print(f"\nreport: {report}")
     if ev is not None:
         print(f"evaluation report: {Path(ev['plots']['confusion']).parent / 'report.md'}")

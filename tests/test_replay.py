@@ -46,7 +46,8 @@ def test_capture_record_replay_reproduces_messages(tmp_path):
     assert report["written"] == 50 and report["lost"] == 0
 
     # replay into a fresh subscriber, as fast as it takes them
-    sub = Subscriber([f"ipc://{tmp_path}/radar.sock", f"ipc://{tmp_path}/camera.sock"])
+    # the frames only: after them the replayer also sends an end-of-stream `event` per endpoint (docs/recording.md)
+    sub = Subscriber([f"ipc://{tmp_path}/radar.sock", f"ipc://{tmp_path}/camera.sock"], topics=["radar", "camera"])
     rp = radvis_proc(["replay", str(out), "--max", *ipc_sets(tmp_path), "--set", "transport.slow_joiner_s=10"])
     try:
         replayed = collect(sub, 50, 40)
@@ -162,6 +163,7 @@ def _cruw_tree(root: Path, seq: str, n: int) -> list[np.ndarray]:
 def test_replay_cruw_sequence_as_live(tmp_path):
     seq = "2019_04_09_BMS1001"
     ras = _cruw_tree(tmp_path / "cruw", seq, 4)
+    # the frames only: after them the replayer also sends an end-of-stream `event` per endpoint
     sub = Subscriber([f"ipc://{tmp_path}/radar.sock", f"ipc://{tmp_path}/camera.sock"])
     tsub = Subscriber(f"ipc://{tmp_path}/truth.sock", topics=["truth"])
     rp = radvis_proc(["replay", "--cruw", str(tmp_path / "cruw"), "--seq", seq, *ipc_sets(tmp_path),

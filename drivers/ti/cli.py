@@ -13,6 +13,8 @@ def _cfg(args) -> int:
     except CfgError as e:
         print(f"radvis: {e}", file=sys.stderr)
         return 2
+    for w in rc.warnings:
+        print(f"radvis: warning: {w}", file=sys.stderr)
     print(rc.to_json())
     return 0
 

@@ -33,6 +33,7 @@ from drivers.ti.cfg import CfgError, RadarCfg, parse_cfg
 from drivers.ti.cli_port import CliError, CliPort
 from drivers.ti.dca1000_capture import DCA1000Capture
 from drivers.ti.uart import UartParser
+from radvis.frames import RESTART_JUMP, is_restart
 
 log = logging.getLogger("radvis.ti.radar")
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +77,7 @@ def _stop_sensor(cli) -> None:
 class UartRadar:
     """The demo's UART output as RadarFrames. Open with `.open()`; iterate; `.close()`."""
 
-    RESTART_JUMP = 100  # a frame number this far below the last one is a device restart, not a late frame
+    RESTART_JUMP = RESTART_JUMP  # one threshold for drivers and sync (radvis/frames.py)
 
     def __init__(self, rcfg: RadarCfg, cli_url: str, data_url: str, *, cli_baud: int = 115200,
                  data_baud: int = 921600, source_id: str = "radar0", stall_timeout_s: float | None = None,
@@ -169,7 +170,7 @@ class UartRadar:
     def _frame(self, f) -> RadarFrame | None:
         fn = f.frame_number
         if self._last_fn is not None and fn <= self._last_fn:
-            if self._last_fn - fn < self.RESTART_JUMP:
+            if not is_restart(self._last_fn, fn):
                 self.late_dropped += 1   # duplicates and late packets would break time order downstream
                 return None
             self.restarts += 1           # the frame counter went far back: the device restarted
@@ -214,6 +215,8 @@ def open_radar(r, *, config_source: str | None = None):
         rcfg = parse_cfg(path)
     except CfgError as e:
         raise RadarError(f"radar.cfg: {e}") from None
+    for w in rcfg.warnings:  # e.g. DCA1000 frames that are not a multiple of the 1456-byte packet
+        log.warning("radar.cfg: %s", w)
     if r.mode == "dca1000":
         return _open_dca(r, rcfg)
     if not r.cli_port or not r.data_port:
