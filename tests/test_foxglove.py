@@ -67,7 +67,8 @@ def stamp_ns(ts) -> int:
 def scene_image(k: int, h: int = 96, w: int = 128) -> np.ndarray:
     """A smooth picture (JPEG keeps it within a few grey levels), different per k."""
     y, x = np.mgrid[0:h, 0:w]
-    img = np.stack([(x * 2 + k * 7) % 256, (y * 2 + k * 11) % 256, ((x + y) + k * 5) % 256], -1).astype(np.uint8)
+    img = np.stack([128 + 100 * np.sin(x / 17 + k), 128 + 100 * np.cos(y / 13 + 0.5 * k),
+                    128 + 90 * np.sin((x + y) / 23 - k)], -1).astype(np.uint8)
     cv2.rectangle(img, (10 + k, 20), (40 + k, 60), (255, 255, 255), -1)
     return img
 
