@@ -96,6 +96,13 @@ def _export(args) -> int:
     return export_main(args)
 
 
+@_flush_zmq
+def _view(args) -> int:
+    from capture.view import view_main
+    logger = rlog.setup(args.cfg.rig.log_level, "view")
+    return view_main(args.cfg, host=args.host, port=args.port, duration_s=args.duration, logger=logger)
+
+
 def register(sub, common) -> None:
     p = sub.add_parser("capture", help="run a capture daemon: publish stamped device frames")
     csub = p.add_subparsers(dest="capture_kind", metavar="DEVICE", required=True)
@@ -147,3 +154,13 @@ def register(sub, common) -> None:
     x.add_argument("--jpeg-quality", type=int, default=95, metavar="Q",
                    help="JPEG quality for camera frames recorded raw (JPEG frames are written as recorded)")
     x.set_defaults(func=_export)
+
+    v = sub.add_parser("view", parents=[common], help="serve the live rig to the Foxglove app (WebSocket protocol)",
+                       description="Camera, range-azimuth heatmap, radar points, pairs (sync skew), ground truth and "
+                                   "every stage's stats (learner loss and probe accuracy) as Foxglove topics. Open "
+                                   "Foxglove -> Open connection -> Foxglove WebSocket -> ws://HOST:PORT; layout in "
+                                   "docs/foxglove-layout.json. Never slows capture: slow viewers lose frames.")
+    v.add_argument("--host", default=None, help="bind address (default view.host, 127.0.0.1)")
+    v.add_argument("--port", type=int, default=None, help="TCP port (default view.port, 8765; 0 = any free port)")
+    v.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0 = until signalled)")
+    v.set_defaults(func=_view)

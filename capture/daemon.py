@@ -235,9 +235,14 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
 
 def stats_publisher(cfg) -> Publisher | None:
-    """Stats go to the control endpoint, which the supervisor binds: daemons connect, so many can share it."""
+    """Stats go to the control endpoint, which the supervisor binds: daemons connect, so many can share it.
+    They also go to endpoints.view_stats, which `radvis view` binds (a PUB sends only to connected peers
+    that subscribed, so a rig without a view loses nothing by it)."""
     try:
-        return Publisher(cfg.endpoints.control, bind=False, hwm=100, curve=keys_from_config(cfg))
+        pub = Publisher(cfg.endpoints.control, bind=False, hwm=100, curve=keys_from_config(cfg))
+        if getattr(cfg.endpoints, "view_stats", ""):
+            pub.sock.connect(cfg.endpoints.view_stats)
+        return pub
     except Exception as e:  # stats are best-effort; capture must run without them
         log.warning("no stats publisher on %s: %r", cfg.endpoints.control, e)
         return None

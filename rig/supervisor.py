@@ -35,11 +35,12 @@ STAGE_ARGV = {
     "sync": ["sync"],
     "record": ["record"],
     "learner": ["learn", "online"],
+    "view": ["view"],
 }
 # downstream first: a consumer is subscribed before its producer publishes the first message
-START_ORDER = ["learner", "record", "sync", "camera", "radar"]
+START_ORDER = ["learner", "record", "view", "sync", "camera", "radar"]
 # a line each consumer logs once its subscriber sockets exist (connect-before-bind is fine in ZeroMQ)
-READY_LOG = {"learner": "ready: subscribed", "record": "recording "}
+READY_LOG = {"learner": "ready: subscribed", "record": "recording ", "view": "view: serving"}
 # upstream first: producers stop, then each consumer gets everything that was produced before it stops
 STOP_WAVES = [("radar", "camera"), ("sync",), ("record", "learner")]
 STOP_GRACE_S = 0.5  # for messages in flight between a wave and the next
