@@ -96,8 +96,16 @@ def _export(args) -> int:
     return export_main(args)
 
 
-@_flush_zmq
 def _view(args) -> int:
+    if args.layout:
+        from capture.foxglove_layout import layout_json
+        sys.stdout.write(layout_json())
+        return 0
+    return _serve_view(args)
+
+
+@_flush_zmq
+def _serve_view(args) -> int:
     from capture.view import view_main
     logger = rlog.setup(args.cfg.rig.log_level, "view")
     return view_main(args.cfg, host=args.host, port=args.port, duration_s=args.duration, logger=logger)
@@ -163,4 +171,7 @@ def register(sub, common) -> None:
     v.add_argument("--host", default=None, help="bind address (default view.host, 127.0.0.1)")
     v.add_argument("--port", type=int, default=None, help="TCP port (default view.port, 8765; 0 = any free port)")
     v.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0 = until signalled)")
+    v.add_argument("--layout", action="store_true",
+                   help="print the Foxglove layout (docs/foxglove-layout.json: camera, heatmap, points, learner "
+                        "loss and probe accuracy, sync skew) and exit")
     v.set_defaults(func=_view)

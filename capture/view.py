@@ -85,7 +85,12 @@ class Receiver(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_ev.is_set():
-            for sock, _ in self.poller.poll(100):
+            try:
+                ready = self.poller.poll(100)
+            except zmq.ZMQError as e:  # the sockets were closed under us (shutdown): nothing more to drain
+                log.debug("view receiver stops: %s", e)
+                return
+            for sock, _ in ready:
                 sub = self.subs[self.by_sock[sock]]
                 for _ in range(256):
                     try:

@@ -142,6 +142,18 @@ def test_a_viewer_that_stops_reading_does_not_stop_the_others(view):
     stuck.close(), live.close(), cam.close()
 
 
+def test_shipped_layout_is_generated_and_names_served_topics(view, capsys):
+    import re
+    from capture.foxglove_layout import layout_json
+    from radvis import cli
+    text = (REPO / "docs" / "foxglove-layout.json").read_text()
+    assert text == layout_json(), "docs/foxglove-layout.json is stale: radvis view --layout > docs/foxglove-layout.json"
+    assert cli.main(["view", "--layout"]) == 0 and capsys.readouterr().out == text
+    v, _, _ = view
+    named = set(re.findall(r'"(/[a-z_/]+)', text))
+    assert named and named <= set(v.channels), named - set(v.channels)  # every topic it shows, the view serves
+
+
 # ---------------------------------------------------------------------------------------------
 # in the rig
 # ---------------------------------------------------------------------------------------------
