@@ -213,6 +213,12 @@ def test_recorded_session_decodes_with_the_foxglove_schemas(tmp_path):
     assert line[0].x == pytest.approx(INTRINSICS["cx"] + INTRINSICS["fx"] * math.tan(a))
     assert stamp_ns(cam_truth.points[0].timestamp) == sent["camera"][2].t_wall_ns
 
+    # the same channels make a picture without radvis's own decoder (capture/snapshot.py)
+    from capture.snapshot import snapshot
+    res = snapshot(tmp_path / "session", tmp_path / "snap.png")
+    assert (tmp_path / "snap.png").read_bytes()[:4] == b"\x89PNG"
+    assert res["objects"] == 1 and res["pairs"] == 1 and res["points"] == len(sent["radar"][0].buffers["points"])
+
 
 def test_converter_never_raises_and_truth_join_is_bounded():
     c = Converter()
