@@ -133,6 +133,10 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str = "bes
         # a labelled set the encoder never saw (e.g. pretrained on unlabelled exports): split it by its own rule
         log(f"radvis eval: {', '.join(describe(data))} is not the pretraining data ({', '.join(trained_on)}); probing on a "
             f"{cfg_l.split} split of it (seed {cfg_l.seed}, test fraction {cfg_l.test_fraction})")
+        seen = sorted(set(describe(data)) & set(trained_on))
+        if seen:
+            log(f"radvis eval: warning: {', '.join(seen)} was part of the pretraining data: its test frames were seen "
+                f"(without labels) in pretraining; pass the run's exact --data to use its held-out sequences")
         own = split_frames(frames, cfg_l.split, cfg_l.test_fraction, cfg_l.seed, 0.0)
         split = {**split, "data": describe(data), "n_frames": len(frames), "mode": cfg_l.split,
                  "train": own["train"].tolist(), "val": own["val"].tolist(), "test": own["test"].tolist(),
