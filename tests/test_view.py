@@ -250,6 +250,22 @@ def test_view_in_the_emulated_rig_then_export_learn_offline_and_eval(tmp_path, c
         assert c[f"received_{kind}"] - accounted in (0, 1), c
     assert c["pictured_camera"] >= images
 
+    # the recorded session opens in the Foxglove data model: camera, heatmap and truth decode with the schemas
+    # stored in the file, truth annotations carry the stamp of a recorded heatmap / camera frame
+    from tests.test_foxglove import read_foxglove, stamp_ns
+    fx = read_foxglove(session)
+    assert fx["_channels"]["/camera/image"][0] == "foxglove.CompressedImage"
+    assert fx["_channels"]["/radar/heatmap"][0] == "foxglove.RawImage"
+    heat_t = {stamp_ns(m.timestamp) for m, _ in fx["/radar/heatmap"]}
+    cam_t = {stamp_ns(m.timestamp) for m, _ in fx["/camera/image"]}
+    assert all(m.width == m.height == 128 and len(m.data) == 128 * 128 * 3 for m, _ in fx["/radar/heatmap"][:5])
+    jpeg = fx["/camera/image"][0][0].data
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (96, 128)
+    assert {stamp_ns(m.texts[0].timestamp) for m, _ in fx["/radar/heatmap/truth"]} <= heat_t
+    assert {stamp_ns(m.texts[0].timestamp) for m, _ in fx["/camera/truth"]} <= cam_t
+    scene_t = {stamp_ns(m.deletions[0].timestamp) for m, _ in fx["/truth/scene"]}
+    assert scene_t and scene_t <= heat_t  # emulator truth, joined to recorded radar frames
+
     # export -> learn offline (no annotations) -> eval
     from radvis import cli
     ds = tmp_path / "ds"
