@@ -28,7 +28,7 @@ UART_CFG = "drivers/ti/cfgs/radvis_iwr1843.cfg"
 
 def endpoints(tmp: Path) -> list[str]:
     out = []
-    for name in ("radar", "camera", "pairs", "control"):
+    for name in ("radar", "camera", "pairs", "truth", "control", "view_stats"):
         out += ["--set", f"endpoints.{name}='ipc://{tmp}/{name}.sock'"]
     return out + ["--set", "rig.stats_interval_s=0.5", "--set", "transport.slow_joiner_s=1.0"]
 
