@@ -243,8 +243,9 @@ def view_main(cfg, host: str | None = None, port: int | None = None, duration_s:
     spub = stats_publisher(cfg)
     line = StatsLine(logger, cfg.rig.stats_interval_s, rates=("sent", "received"))
     h = host or cfg.view.host
+    eps = {n: getattr(cfg.endpoints, "view_stats" if n == "stats" else n) for n in v.rx.subs}
     logger.info("view: serving ws://%s:%d (Foxglove: Open connection -> Foxglove WebSocket) from %s", h, v.port,
-                ", ".join(f"{n}={s.sock.getsockopt(zmq.LAST_ENDPOINT).decode() or n}" for n, s in v.rx.subs.items()))
+                ", ".join(f"{n}={e}" for n, e in eps.items()))
     print(json.dumps({"url": f"ws://{h}:{v.port}", "port": v.port}), flush=True)
     t_end = time.monotonic() + duration_s if duration_s else None
     try:
