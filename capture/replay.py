@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import zmq
 
-from capture.record import ScanResult, scan, segments, unframe
+from capture.record import ENCODING, ScanResult, scan, segments, unframe
 from radvis import cruw
 from radvis.transport import Publisher, keys_from_config
 from radvis.truth import truth_message
@@ -178,15 +178,15 @@ def session_topics(files: list[Path]) -> list[str]:
         try:
             with open(path, "rb") as f:
                 summary = make_reader(f).get_summary()
-            if summary is not None:
-                names = [c.topic for c in summary.channels.values()]
+            if summary is not None:  # the exact channels only: the Foxglove ones are pictures of them
+                names = [c.topic for c in summary.channels.values() if c.message_encoding == ENCODING]
         except Exception:
             names = None
         if names is None:
             res = ScanResult()
             for _ in scan(path, res):
                 pass
-            names = [c.topic for c in res.channels.values()]
+            names = [c.topic for c in res.channels.values() if c.message_encoding == ENCODING]
         topics += [t for t in names if t not in topics]
     return topics
 

@@ -21,7 +21,9 @@ def register(sub, common) -> None:
     o = lsub.add_parser("offline", parents=[common],
                         help="pretrain on a CRUW/ROD2021 tree (real or `radvis synth` output); "
                              "DDP: torchrun --nproc-per-node=N -m learner.train_offline ...")
-    o.add_argument("--data", required=True, help="CRUW root (contains sequences/ and annotations/)")
+    o.add_argument("--data", required=True, nargs="+", action="extend", metavar="DIR",
+                   help="CRUW-layout root(s): CRUW/ROD2021, `radvis synth` output, `radvis export`ed sessions "
+                        "(annotations optional: pretraining is label-free); several roots train as one set")
     o.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, tb/, split.json")
     o.add_argument("--epochs", type=int, default=None, help="override learner.epochs")
     o.add_argument("--cache-dir", default=None, help="frozen-teacher key cache (default DATA/.radvis_cache)")
@@ -39,7 +41,9 @@ def register(sub, common) -> None:
 
     e = sub.add_parser("eval", parents=[common], help="linear probe, label efficiency, fine-tuning, t-SNE of a run")
     e.add_argument("--run", required=True, help="run directory written by `radvis learn offline`")
-    e.add_argument("--data", required=True, help="the CRUW root the run was trained on")
+    e.add_argument("--data", required=True, nargs="+", action="extend", metavar="DIR",
+                   help="labelled CRUW-layout root(s): the run's own data (its split.json is used), or another "
+                        "labelled set the encoder never saw (split by learner.split / test_fraction / seed)")
     e.add_argument("--json", action="store_true", help="print the numbers as JSON on stdout")
     e.add_argument("--checkpoint", default="best.pt", help="checkpoint in the run dir (default best.pt)")
     e.add_argument("--fractions", default=None, help="comma-separated label %% (default learner.label_fractions)")

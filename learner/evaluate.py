@@ -26,7 +26,8 @@ from torch import nn
 from tqdm import tqdm
 
 from learner.checkpoint import load_checkpoint
-from learner.data import CRUWFrames, balanced, label_subset
+from learner.data import DataError, balanced, label_subset, split_frames
+from learner.multiroot import describe, open_frames
 from learner.models import build_radar_encoder
 from radvis.cruw import LABELS
 
@@ -121,10 +122,29 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str = "bes
                                 f"train/test; `radvis learn offline` writes it, and `radvis learn online` does when "
                                 f"it probes a labelled set (--eval-data / learner.online_eval_data)")
     split = json.loads((run / "split.json").read_text())
-    frames = CRUWFrames(data, ("train",), chirp=cfg_l.chirp, clutter_removal=cfg_l.clutter_removal)
-    if len(frames) != split["n_frames"]:
+    frames = open_frames(data, ("train",), chirp=cfg_l.chirp, clutter_removal=cfg_l.clutter_removal)
+    if not (frames.label >= 0).any():
+        raise DataError(f"{', '.join(map(str, [data] if isinstance(data, (str, Path)) else data))}: no labels "
+                        f"(no annotations/train/*.txt, or only mixed frames). `radvis eval` needs labels: pretraining "
+                        f"is label-free, evaluation is not. A `radvis export` of a session without the emulator's "
+                        f"ground truth has none; evaluate on a labelled set instead (`radvis synth`, CRUW, or an "
+                        f"export of an emulated session): --data LABELLED_DIR")
+    trained_on = split["data"] if isinstance(split["data"], list) else [split["data"]]
+    if trained_on != describe(data):
+        # a labelled set the encoder never saw (e.g. pretrained on unlabelled exports): split it by its own rule
+        log(f"radvis eval: {', '.join(describe(data))} is not the pretraining data ({', '.join(trained_on)}); probing on a "
+            f"{cfg_l.split} split of it (seed {cfg_l.seed}, test fraction {cfg_l.test_fraction})")
+        seen = sorted(set(describe(data)) & set(trained_on))
+        if seen:
+            log(f"radvis eval: warning: {', '.join(seen)} was part of the pretraining data: its test frames were seen "
+                f"(without labels) in pretraining; pass the run's exact --data to use its held-out sequences")
+        own = split_frames(frames, cfg_l.split, cfg_l.test_fraction, cfg_l.seed, 0.0)
+        split = {**split, "data": describe(data), "n_frames": len(frames), "mode": cfg_l.split,
+                 "train": own["train"].tolist(), "val": own["val"].tolist(), "test": own["test"].tolist(),
+                 "test_sequences": sorted({frames.sequences[s].name for s in np.unique(frames.seq[own["test"]])})}
+    elif len(frames) != split["n_frames"]:
         raise ValueError(f"{data}: has {len(frames)} frames but the run was trained on {split['n_frames']} "
-                         f"({split['data']}); evaluate on the same data directory")
+                         f"({split['data']}); the data directory changed since pretraining")
     pool = balanced(np.array(split["train"] + split["val"], np.int64), frames.label, seed=0)
     test = balanced(np.array(split["test"], np.int64), frames.label, seed=0)
     if len(pool) == 0 or len(test) == 0:
@@ -194,7 +214,7 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str = "bes
     if sweep:
         plots["queue_sweep"] = _plot_sweep(sweep, out / "queue_sweep.png")
     results = {"run": str(run), "checkpoint": checkpoint, "epoch": int(state["epoch"]), "teacher": state["teacher"]["name"],
-               "radar_encoder": arch, "data": str(data), "n_frames": len(frames),
+               "radar_encoder": arch, "data": ", ".join(describe(data)), "n_frames": len(frames),
                "n_pretrain_pairs": len(split["train"]), "n_probe_pool": int(len(pool)), "n_test": int(len(test)),
                "test_sequences": split["test_sequences"], "split": split["mode"], "seeds": seeds,
                "table": table, "rows": rows, "confusion": confusion.tolist(),

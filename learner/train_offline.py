@@ -34,9 +34,10 @@ from tqdm import tqdm
 
 from learner.cache import build_key_cache, cache_dir_for, embed_frames, teacher_inputs
 from learner.checkpoint import atomic_save, load_checkpoint, remove_stale_temps
-from learner.data import CRUWFrames, split_frames, write_split
+from learner.data import split_frames, write_split
 from learner.device import resolve_device
 from learner.loss import mi_bound
+from learner.multiroot import describe, open_frames
 from learner.models import build_radar_encoder
 from learner.queue import NegativeQueue, concat_all_gather
 from learner.step import contrastive_step, step_stats
@@ -105,7 +106,7 @@ class PairSource:
     """Radar tensors + image keys for frame indices: keys from the cache (one row per frame, centring
     applied) or, without the cache, decoded JPEGs through the live teacher every step."""
 
-    def __init__(self, frames: CRUWFrames, teacher, use_cache: bool, cache_base: Path, indices: np.ndarray,
+    def __init__(self, frames, teacher, use_cache: bool, cache_base: Path, indices: np.ndarray,
                  device: str, shuffle_bn: bool, progress: bool):
         self.frames, self.teacher, self.use_cache, self.device, self.shuffle_bn = frames, teacher, use_cache, device, shuffle_bn
         self.cache_build_s = 0.0
@@ -209,13 +210,15 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
     teacher = build_teacher(cfg_l).to(device)          # fails here, before any data or training, if weights are missing
     if rank == 0:
         log(f"radvis learn: {teacher.announcement}")
-    frames = CRUWFrames(data_dir, ("train",), chirp=cfg_l.chirp, clutter_removal=cfg_l.clutter_removal)
+    frames = open_frames(data_dir, ("train",), chirp=cfg_l.chirp, clutter_removal=cfg_l.clutter_removal)
+    roots = describe(data_dir)  # one root, or several (`--data A B`: many sessions and CRUW in one run)
     split = split_frames(frames, cfg_l.split, cfg_l.test_fraction, cfg_l.seed, cfg_l.val_fraction)
     pre_idx, val_idx = split["train"], split["val"]
     if rank == 0:
-        write_split(out / "split.json", frames, split, cfg_l.split, cfg_l.seed)
+        write_split(out / "split.json", frames, split, cfg_l.split, cfg_l.seed,
+                    data=roots[0] if len(roots) == 1 else roots)
 
-    cache_base = Path(cache_dir) if cache_dir else Path(data_dir) / ".radvis_cache"
+    cache_base = Path(cache_dir) if cache_dir else Path(roots[0]) / ".radvis_cache"
     val_sub = val_idx
     if len(val_sub) > 1024:
         val_sub = np.sort(np.random.default_rng(cfg_l.seed).choice(val_idx, 1024, replace=False))

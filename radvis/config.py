@@ -77,8 +77,9 @@ class RigConfig:
     stages: list = opt(["emulate-radar", "emulate-camera", "radar", "camera", "sync", "record", "learner"],
                        "Stages `radvis rig` starts, each as its own process: the emulated devices (`radvis emulate "
                        "radar|camera`, serving the ports and URLs [radar] and [camera] name; leave them out on "
-                       "real hardware), the capture daemons, sync, the recorder and the online learner.",
-                       choices=["emulate-radar", "emulate-camera", "radar", "camera", "sync", "record", "learner"])
+                       "real hardware), the capture daemons, sync, the recorder and the online learner; `view` "
+                       "serves the live rig to Foxglove (not started by default).",
+                       choices=["emulate-radar", "emulate-camera", "radar", "camera", "sync", "record", "learner", "view"])
     log_level: str = opt("INFO", "Logging level for all daemons.", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     stats_interval_s: float = opt(5.0, "Seconds between the one-line stats each daemon logs.", min=0.1)
     restart_backoff_s: float = opt(1.0, "First delay before restarting a crashed stage (doubles, capped at 30 s).", min=0)
@@ -103,6 +104,9 @@ class EndpointsConfig:
     truth: str = opt("tcp://127.0.0.1:5553", "Where emulated devices publish the scene's ground truth per frame "
                      "(kind `truth`: true capture time, label, objects); unused with real devices.")
     control: str = opt("tcp://127.0.0.1:5559", "Where daemons publish their periodic stats (kind `stats`).")
+    view_stats: str = opt("tcp://127.0.0.1:5558", "Where `radvis view` binds to receive the stages' stats (learner "
+                          "loss and probe accuracy, drops): every stats publisher connects here as well as to "
+                          "`control` (the supervisor binds that one); empty = stats are not sent to the view.")
 
 
 @dataclass
@@ -250,6 +254,33 @@ class RecordConfig:
     rotate_mb: float = opt(1024.0, "Start a new segment after this many MB (0 = never).", min=0)
     fsync_s: float = opt(1.0, "Flush and fsync the open segment this often.", min=0.01)
     prefix: str = opt("radvis", "Segment file name prefix: PREFIX-YYYYmmdd-HHMMSS-NNNN.mcap.")
+    foxglove: bool = opt(True, "Also write Foxglove well-known-schema channels (camera, range-azimuth heatmap, radar "
+                         "points, pairs, ground truth) beside the exact multipart ones, so Foxglove and other MCAP "
+                         "tools show the session (docs/recording.md); rendering settings in [foxglove].")
+
+
+@dataclass
+class FoxgloveConfig:
+    heatmap_db_min: float = opt(-10.0, "Range-azimuth heatmap picture: 20 log10 |RA| at or below this is the "
+                                "colormap's first colour.")
+    heatmap_db_max: float = opt(30.0, "Range-azimuth heatmap picture: 20 log10 |RA| at or above this is the "
+                                "colormap's last colour (linear in dB between).")
+    colormap: str = opt("turbo", "Heatmap colormap (OpenCV's).", choices=["turbo", "viridis", "inferno", "jet", "gray"])
+    jpeg_quality: int = opt(80, "JPEG quality of camera frames that arrive raw (JPEG frames pass through as they are).",
+                            min=1, max=100)
+
+
+@dataclass
+class ViewConfig:
+    host: str = opt("127.0.0.1", "Address the Foxglove WebSocket server of `radvis view` binds to (loopback by "
+                    "default; 0.0.0.0 exposes the rig's live data to the network).")
+    port: int = opt(8765, "Its TCP port (Foxglove's default; 0 = any free port, printed at start).", min=0, max=65535)
+    topics: list = opt(["radar", "camera", "pairs", "truth"], "Endpoints (by name in [endpoints]) the view subscribes "
+                       "to; stats arrive on endpoints.view_stats.")
+    max_hz: float = opt(15.0, "Most pictures per second per topic sent to viewers; a newer frame replaces one not "
+                        "sent yet (counted as dropped). Capture never waits for the view.", min=0.1)
+    backlog: int = opt(32, "Messages buffered per viewer connection; a slow viewer loses the oldest "
+                       "(the Foxglove SDK's per-client queue).", min=1)
 
 
 @dataclass
@@ -353,6 +384,8 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    foxglove: FoxgloveConfig = field(default_factory=FoxgloveConfig)
+    view: ViewConfig = field(default_factory=ViewConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
 

@@ -33,6 +33,19 @@ def control_publisher(cfg, hwm: int = 1000) -> Publisher | None:
         return None
 
 
+def stats_publisher(cfg) -> Publisher | None:
+    """The control publisher a stage sends its stats on. It also connects to `endpoints.view_stats`, which
+    `radvis view` binds (a PUB sends only to connected peers that subscribed, so a rig without a view loses
+    nothing by it)."""
+    pub = control_publisher(cfg, hwm=100)
+    if pub is not None and getattr(cfg.endpoints, "view_stats", ""):
+        try:
+            pub.sock.connect(cfg.endpoints.view_stats)
+        except Exception as e:  # best effort, like the control plane itself
+            log.warning("stats not sent to the view at %s: %r", cfg.endpoints.view_stats, e)
+    return pub
+
+
 def ready_message(stage: str, **info) -> Message:
     return Message(kind="event", source=stage, meta={"event": READY, "stage": stage, "pid": os.getpid(), **info})
 

@@ -45,10 +45,11 @@ STAGE_ARGV = {
     "sync": ["sync"],
     "record": ["record"],
     "learner": ["learn", "online"],
+    "view": ["view"],
 }
 # the devices first (as hardware is switched on before the software), then downstream first: a consumer is
 # subscribed before its producer publishes the first message
-START_ORDER = ["emulate-radar", "emulate-camera", "learner", "record", "sync", "camera", "radar"]
+START_ORDER = ["emulate-radar", "emulate-camera", "learner", "record", "view", "sync", "camera", "radar"]
 EMULATORS = ("emulate-radar", "emulate-camera")
 # upstream first: each stage gets everything that was produced upstream of it before it stops
 STOP_WAVES = [EMULATORS, ("radar", "camera"), ("sync",), ("record", "learner")]
@@ -56,7 +57,7 @@ STOP_GRACE_S = 0.5  # for messages in flight between a wave and the next
 # the `stage` field daemons put in their stats and ready messages -> rig stage
 STATS_STAGE = {"capture-radar": "radar", "capture-camera": "camera", "record": "record", "sync": "sync",
                "learner": "learner", "learn-online": "learner", "learn": "learner",
-               "emulate-radar": "emulate-radar", "emulate-camera": "emulate-camera"}
+               "emulate-radar": "emulate-radar", "emulate-camera": "emulate-camera", "view": "view"}
 BACKOFF_CAP_S = 30.0
 HEALTHY_S = 30.0  # a stage that ran this long starts again from the first backoff
 EXIT_CONFIG = 2  # exit code for a configuration/usage error: restarting cannot help

@@ -110,7 +110,7 @@ def open_fake_camera(cfg) -> FakeSource:
 def ipc_sets(tmp: Path) -> list[str]:
     """--set overrides putting every endpoint on ipc:// sockets inside tmp (no port collisions)."""
     out = []
-    for name in ("radar", "camera", "pairs", "truth", "control"):
+    for name in ("radar", "camera", "pairs", "truth", "control", "view_stats"):
         out += ["--set", f'endpoints.{name}="ipc://{tmp}/{name}.sock"']
     return out
 

@@ -40,7 +40,7 @@ def endpoints(tmp: Path) -> list[str]:
     """Every endpoint on ipc:// in tmp, the emulated devices on free ports, and the DCA1000 link on a private
     pair of loopback addresses (host .1, board .2, with the board's real port numbers)."""
     out = []
-    for name in ("radar", "camera", "pairs", "truth", "control"):
+    for name in ("radar", "camera", "pairs", "truth", "control", "view_stats"):
         out += ["--set", f"endpoints.{name}='ipc://{tmp}/{name}.sock'"]
     a, b = (int(x) for x in np.random.default_rng().integers(1, 250, 2))
     out += ["--set", f"radar.cli_port='socket://127.0.0.1:{free_port()}'",

@@ -249,7 +249,9 @@ class OnlineLearner:
                     self._write(mf, writer, row)
                 if status.due():
                     row = self._metrics_row(train_stats, rates, now - t0)
-                    status.tick(status_fields(row))
+                    shown = status.tick(status_fields(row))
+                    if shown is not None:
+                        self._publish_stats(shown, row)
                 if out is not None and lc.online_eval_every_steps and self.step % lc.online_eval_every_steps == 0:
                     self._probe(mf, writer, now - t0)
                 if out is not None and ((lc.online_ckpt_every_steps and self.step - self.last_ckpt_step
@@ -258,6 +260,9 @@ class OnlineLearner:
                     self.save()
                     self._write(mf, writer, {"event": "checkpoint", "step": self.step})
         finally:
+            if getattr(self, "_spub", None):
+                self._spub.close()
+                self._spub = None
             self.ingest.rx.stop()
             # whatever was received before the stop is processed, so a stop loses no pair it acknowledged
             while self.ingest.poll():
@@ -272,6 +277,17 @@ class OnlineLearner:
             if writer is not None:
                 writer.close()
         return final
+
+    def _publish_stats(self, shown: dict, row: dict) -> None:
+        """The status line as a `stats` message on the control bus: the rig's table and `radvis view` (the
+        loss and probe-accuracy curves live) read it."""
+        if getattr(self, "_spub", None) is None:
+            from radvis.control import stats_publisher
+            self._spub = stats_publisher(self.cfg) or False
+        if self._spub:
+            from radvis.wire import Message
+            probe = {k: row[k] for k in ("knn_acc", "linear_acc") if k in row}
+            self._spub.send(Message(kind="stats", source="learner", meta={"stage": "learner", **shown, **probe}))
 
     def _probe(self, mf, writer, t: float) -> None:
         r = self.evaluate()
