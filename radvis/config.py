@@ -100,7 +100,10 @@ class RigConfig:
 class EndpointsConfig:
     radar: str = opt("tcp://127.0.0.1:5550", "Where the radar capture daemon publishes radar frames.")
     camera: str = opt("tcp://127.0.0.1:5551", "Where the camera capture daemon publishes camera frames.")
-    pairs: str = opt("tcp://127.0.0.1:5552", "Where the synchroniser publishes radar-camera pairs.")
+    pairs: str | list = opt("tcp://127.0.0.1:5552", "Where the synchroniser publishes radar-camera pairs. A list "
+                            "(one endpoint per rig) on a GPU box that learns from several rigs: `radvis learn "
+                            "online` subscribes to all of them; a stage that publishes (sync, replay) needs "
+                            "exactly one (docs/deploy.md).")
     truth: str = opt("tcp://127.0.0.1:5553", "Where emulated devices publish the scene's ground truth per frame "
                      "(kind `truth`: true capture time, label, objects); unused with real devices.")
     control: str = opt("tcp://127.0.0.1:5559", "Where daemons publish their periodic stats (kind `stats`).")
@@ -412,6 +415,14 @@ def _check(src: str, key: str, f: dataclasses.Field, tp, value: Any) -> Any:
     def fail(expected: str):
         raise ConfigError(f"{src}: {key}: expected {expected}, got {given!r}")
 
+    if isinstance(tp, types.UnionType):  # `str | list`: one endpoint, or several (a learner fed by many rigs)
+        if isinstance(value, str):
+            tp = str
+        elif isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+            tp = list
+        else:
+            fail("a string or a non-empty list of strings")
+
     if tp is bool:
         if not isinstance(value, bool):
             fail("a boolean (true/false)")
@@ -567,7 +578,9 @@ def docs_markdown() -> str:
             if m.get("pattern"):
                 allowed.append(f"`{m['pattern']}`")
             default = getattr(inst, f.name)
-            lines.append(f"| `{f.name}` | {hints[f.name].__name__} | `{default!r}` | {'; '.join(allowed)} | "
+            tp = hints[f.name]
+            tname = " or ".join(a.__name__ for a in tp.__args__) if isinstance(tp, types.UnionType) else tp.__name__
+            lines.append(f"| `{f.name}` | {tname} | `{default!r}` | {'; '.join(allowed)} | "
                          f"{m.get('help', '')} |")
         lines.append("")
     lines += ["## Removed keys and values", "", "A config that still has one fails with this explanation.", "",

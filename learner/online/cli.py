@@ -62,7 +62,9 @@ def register(sub, common) -> None:
                    help="start from an offline checkpoint/export's radar encoder (ignored when RUN has a checkpoint)")
     p.add_argument("--naive", action="store_true",
                    help="naive baseline: train on the latest pairs, FIFO queue, no buffer, no exclusion, no dedup")
-    p.add_argument("--endpoint", metavar="URL", help="pair stream to subscribe to (default: [endpoints] pairs)")
+    p.add_argument("--endpoint", metavar="URL", action="append",
+                   help="pair stream to subscribe to; repeat for several rigs (default: [endpoints] pairs, "
+                        "a string or a list)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds")
     p.add_argument("--max-steps", type=int, metavar="N", help="stop at this total step count")
     p.add_argument("--max-pairs", type=int, metavar="N", help="stop after this many pairs received in this run")

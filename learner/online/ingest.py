@@ -22,6 +22,7 @@ topic carry it in the frames' meta["truth"]; that is still read.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -43,6 +44,7 @@ _ratelog = RateLimitedLog(log)  # a dropped pair: at most one line per 5 s per r
 
 RA_SHAPE = (128, 128, 2)
 _LRU = 64  # sequences remembered for dedup / stream position (a restart of sync opens a new one)
+_MAX_SOURCES = 64  # pair sources (rigs) counted one by one in the metrics
 
 
 class PairError(ValueError):
@@ -56,13 +58,22 @@ class Pair:
     radar: np.ndarray  # float32 (2, 128, 128): channels first, as the encoders take it
     image: np.ndarray  # uint8 (H, W, 3) RGB
     t_ns: int  # pair time (sync's t_pair_ns)
-    seq_id: int  # stream identity: the sync publisher's epoch (a restart starts a new sequence)
+    seq_id: int  # stream identity: (sync publisher's source, its epoch), `stream_id`; a restart starts a new one
     label: int  # index into LABELS (the 4-class task) from meta truth, -1 when unknown or mixed
     scene_id: int | None
     source: str
     msg_seq: int
     recv_ns: int  # monotonic time the receiver thread got it
     truth_keys: tuple = ()  # ((source, frame_number, arrival mono ns) of the radar frame, then of the camera frame)
+
+
+def stream_id(source: str, epoch: int) -> int:
+    """The sequence id of a pair stream: its publisher's (source, epoch) hashed into 62 bits. Several rigs
+    feed one learner (`endpoints.pairs` as a list); keying on the pair (not the epoch alone) keeps two rigs
+    apart even when they replay the same recording (same epochs), so the queue's temporal exclusion, the
+    dedup gate and the buffer's minimum separation only ever compare frames of one rig's one run."""
+    h = hashlib.blake2b(f"{source}\0{int(epoch)}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & (2**62 - 1)
 
 
 def label_of(truth) -> tuple[int, int | None]:
@@ -123,7 +134,7 @@ def decode_pair(msg: Message, recv_ns: int = 0) -> Pair:
         if isinstance(h.get("source"), str) and isinstance(fn, int) and not isinstance(fn, bool):
             keys.append((h["source"], fn, t_arr if isinstance(t_arr, int) and t_arr > 0 else None))
     return Pair(radar=np.ascontiguousarray(ra.transpose(2, 0, 1)), image=image, t_ns=int(t),
-                seq_id=int(msg.epoch) & (2**62 - 1), label=label, scene_id=sid, source=msg.source,
+                seq_id=stream_id(msg.source, msg.epoch), label=label, scene_id=sid, source=msg.source,
                 msg_seq=msg.seq, recv_ns=recv_ns, truth_keys=tuple(keys))
 
 
@@ -209,10 +220,15 @@ class Receiver:
     def sub_stats(self) -> dict:
         s = self.sub.stats if self.sub is not None else None
         if s is None:
-            return {"lost": 0, "rejected": {}, "restarts": 0}
+            return {"lost": 0, "rejected": {}, "restarts": 0, "lost_by_source": {}}
         # pairs lost upstream (the truth stream's own gaps are not pairs)
         truth_lost = sum(v["lost"] for k, v in list(s.per_source.items()) if k[2] == "truth")
-        return {"lost": s.lost - truth_lost, "rejected": dict(s.rejected), "restarts": s.restarts}
+        lost_by_source: Counter = Counter()
+        for (src, _, kind), v in list(s.per_source.items()):
+            if kind == "pair":
+                lost_by_source[src] += v["lost"]
+        return {"lost": s.lost - truth_lost, "rejected": dict(s.rejected), "restarts": s.restarts,
+                "lost_by_source": dict(lost_by_source)}
 
     @property
     def stopped(self) -> bool:
@@ -251,6 +267,8 @@ class Ingest:
         self.dedup_threshold, self.keep_interval_ns = dedup_threshold, int(keep_interval_s * 1e9)
         self.heldout, self.max_batch = heldout, max_batch
         self.counts: Counter = Counter()  # pairs_in, kept, duplicates_skipped, inserted, heldout
+        self.by_source: dict[str, Counter] = {}  # pair source -> the same counts, per rig (metrics `per_source`)
+        self.seq_source: OrderedDict = OrderedDict()  # seq_id -> source, to attribute buffer entries
         self.dropped: Counter = Counter()  # reason -> pairs that never reached the buffer for a fault
         self.last_kept: OrderedDict = OrderedDict()  # seq_id -> (key float32, t_ns)
         self.position: OrderedDict = OrderedDict()  # (source, seq_id) -> last message seq processed
@@ -310,6 +328,7 @@ class Ingest:
         for p in pairs:
             if self.clutter_tau_s > 0:
                 p.radar = self._clutter_of(p).remove(p.radar, p.t_ns)
+            self._count(p, "pairs_in")
         self.counts["pairs_in"] += len(pairs)
         if not pairs:
             return
@@ -328,10 +347,13 @@ class Ingest:
         for p, k in zip(pairs, keys):
             if self._duplicate(p, k):
                 self.counts["duplicates_skipped"] += 1
+                self._count(p, "duplicates_skipped")
                 continue
             self.counts["kept"] += 1
             if self.heldout is not None and self.heldout.offer(p):
                 self.counts["heldout"] += 1
+                self._count(p, "kept")
+                self._count(p, "heldout")
                 continue
             try:
                 slot = self.buffer.add(p.radar, k, p.t_ns, p.seq_id, p.label)
@@ -342,6 +364,7 @@ class Ingest:
                 continue
             if slot >= 0:
                 self.counts["inserted"] += 1
+            self._count(p, "kept")
             kept_keys.append(k)
             kept_t.append(p.t_ns)
             kept_seq.append(p.seq_id)
@@ -352,6 +375,37 @@ class Ingest:
                                torch.tensor(kept_t, dtype=torch.int64, device=dev),
                                torch.tensor(kept_seq, dtype=torch.int64, device=dev))
         self.lag_s = (time.monotonic_ns() - min(p.recv_ns for p in pairs)) / 1e9
+
+    def _count(self, p: Pair, what: str) -> None:
+        c = self.by_source.get(p.source)
+        if c is None:
+            if len(self.by_source) >= _MAX_SOURCES:   # bounded whatever arrives; named rigs are few
+                return
+            c = self.by_source[p.source] = Counter()
+        c[what] += 1
+        if what == "pairs_in":
+            self.seq_source[p.seq_id] = p.source
+            self.seq_source.move_to_end(p.seq_id)
+            while len(self.seq_source) > 4 * _LRU:
+                self.seq_source.popitem(last=False)
+
+    def per_source(self) -> dict:
+        """Per pair source (one per rig): pairs in, kept, duplicates, held out, lost in transport, and the
+        replay buffer entries it holds now (docs/online.md "Several rigs")."""
+        lost = self.rx.sub_stats().get("lost_by_source", {}) if self.rx is not None else {}
+        n = len(self.buffer)
+        seqs, cnt = np.unique(self.buffer.seq[:n], return_counts=True)
+        held: Counter = Counter()
+        for s, c in zip(seqs.tolist(), cnt.tolist()):
+            held[self.seq_source.get(s, "?")] += c
+        out = {}
+        for src in sorted(set(self.by_source) | set(lost) | {k for k in held if k != "?"}):
+            c = self.by_source.get(src, Counter())
+            out[src] = {"pairs_in": c["pairs_in"], "kept": c["kept"], "duplicates_skipped": c["duplicates_skipped"],
+                        "heldout": c["heldout"], "lost_in_transport": lost.get(src, 0), "buffer": held.get(src, 0)}
+        if held.get("?"):
+            out["?"] = {"buffer": held["?"]}  # entries of sequences older than the source map remembers
+        return out
 
     def _with_truth(self, pairs: list[Pair]) -> list[Pair]:
         """Label pairs from the truth topic; keep back (in arrival order) the ones still waiting for theirs.
@@ -444,12 +498,16 @@ class Ingest:
 
     def state_dict(self) -> dict:
         return {"counts": dict(self.counts), "dropped": dict(self.dropped),
+                "by_source": {k: dict(v) for k, v in self.by_source.items()},
+                "seq_source": [[int(k), v] for k, v in self.seq_source.items()],
                 "position": [[k, int(v)] for k, v in self.position.items()],
                 "last_kept": [[int(s), _t(k), int(t)] for s, (k, t) in self.last_kept.items()]}
 
     def load_state_dict(self, sd: dict) -> None:
         self.counts = Counter(sd["counts"])
         self.dropped = Counter(sd["dropped"])
+        self.by_source = {k: Counter(v) for k, v in sd.get("by_source", {}).items()}  # absent before #19
+        self.seq_source = OrderedDict((int(k), v) for k, v in sd.get("seq_source", []))
         self.position = OrderedDict((k, v) for k, v in sd["position"])
         self.last_kept = OrderedDict((s, (k.numpy(), t)) for s, k, t in sd["last_kept"])
 

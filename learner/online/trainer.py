@@ -58,7 +58,7 @@ class OnlineLearner:
     stream whatever the replay ratio; "batch" the keys of each trained batch (MoCo over a pair set, as
     the offline variant of `bench.online --compare` and `bench.online_session` trains)."""
 
-    def __init__(self, cfg, out_dir, *, endpoint: str | None = None, from_ckpt: str | None = None,
+    def __init__(self, cfg, out_dir, *, endpoint: str | list[str] | None = None, from_ckpt: str | None = None,
                  naive: bool = False, device: str | None = None, queue_feed: str = "stream"):
         if queue_feed not in QUEUE_FEEDS:
             raise ValueError(f"queue_feed must be one of {QUEUE_FEEDS}, got {queue_feed!r}")
@@ -319,7 +319,8 @@ class OnlineLearner:
                "buffer_fill": len(self.buffer), "buffer_capacity": self.buffer.capacity,
                "queue_fill": len(self.queue), "steps_per_s": round(rates["steps_per_s"], 3),
                "updates_per_pair": round(self.samples / admitted, 3), "lag_s": ing["lag_s"],
-               "rx_queue": ing["rx_queue"], "truth": ing["truth"], "lr": self.lr_now(), "rss_mb": round(rss_mb(), 1)}
+               "rx_queue": ing["rx_queue"], "truth": ing["truth"], "lr": self.lr_now(), "rss_mb": round(rss_mb(), 1),
+               "per_source": self.ingest.per_source()}
         for k in ("loss", "mi_bound", "k_eff", "masked_frac", "acc1", "batch"):
             if k in train:
                 row[k] = round(train[k], 5) if isinstance(train[k], float) else train[k]
