@@ -36,6 +36,7 @@ from learner.cache import build_key_cache, cache_dir_for, embed_frames, teacher_
 from learner.checkpoint import atomic_save, load_checkpoint, remove_stale_temps
 from learner.data import split_frames, write_split
 from learner.device import resolve_device
+from learner.loader import Prefetcher, prefetch_workers
 from learner.loss import mi_bound
 from learner.multiroot import describe, open_frames
 from learner.models import build_radar_encoder
@@ -277,11 +278,15 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg_l.epochs}", unit="step",
                    disable=not progress or rank != 0, leave=False)
         model.train()
+        # this rank's share of each global batch; radar maps read ahead on threads (learner/loader.py)
+        batches = [pre_idx[perm[s * B * world:(s + 1) * B * world]][rank * B:(rank + 1) * B]
+                   for s in range(steps_per_epoch)]
+        radar_in = Prefetcher(frames.radar_batch, batches, pin=device == "cuda", workers=prefetch_workers(device))
         for s in bar:
             t0 = time.perf_counter()
-            glob = pre_idx[perm[s * B * world:(s + 1) * B * world]]
-            idx = glob[rank * B:(rank + 1) * B]
-            res = contrastive_step(ddp, opt, queue, src.radar(idx), src.keys_for(idx), pre_t[idx].to(device),
+            idx = batches[s]
+            radar = next(radar_in).to(device, non_blocking=True)
+            res = contrastive_step(ddp, opt, queue, radar, src.keys_for(idx), pre_t[idx].to(device),
                                    pre_s[idx].to(device), temperature=cfg_l.temperature, exclusion_s=cfg_l.exclusion_s)
             sched.step()
             step += 1
@@ -298,6 +303,7 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
                 stop = True
                 break
         bar.close()
+        radar_in.close()
         if stop:
             break
         val = heldout_retrieval(model, src, val_sub, cfg_l.temperature, device) if rank == 0 else {}
