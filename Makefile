@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-check clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -17,6 +17,10 @@ test: setup
 
 bench: setup
 	$(PY) -m bench.run_all $(BENCH_ARGS)
+
+# The GPU box's path in one table (< 5 min on one H100/H200; tiny CPU mode without CUDA): docs/deploy.md.
+gpu-check: setup
+	$(PY) -m bench.gpu $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .hypothesis

@@ -225,7 +225,8 @@ def stage_online(lc, p: dict, out: Path, env: dict, cuda: bool) -> dict:
     st = json.loads(rep.stdout.strip().splitlines()[-1])
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     final = rows[-1]
-    train_rows = [r for r in rows if "event" not in r and r.get("step", 0) > 0]
+    # training rows and the final one: steps over the time training ran (from the first logged step on)
+    train_rows = [r for r in rows if ("event" not in r or r["event"] == "stop") and r.get("step", 0) > 0]
     steps_s = ((train_rows[-1]["step"] - train_rows[0]["step"]) / max(1e-9, train_rows[-1]["t"] - train_rows[0]["t"])
                if len(train_rows) > 1 else float("nan"))
     return {"pairs": n, "pairs_in": final["pairs_in"], "dropped": final["dropped"],
