@@ -222,12 +222,12 @@ def export_main(args) -> int:
     """Handler of `radvis export`."""
     import sys
 
-    from tqdm import tqdm
-    bar = tqdm(unit="pair", desc="export", disable=not sys.stderr.isatty())
+    from radvis.log import progress
+    bar = progress(unit="pair", desc="export")
     try:
         s = export_session(args.session, args.out, start_s=args.start, end_s=args.end, stride=args.stride,
                            seq_seconds=args.seq_seconds, name=args.name, jpeg_quality=args.jpeg_quality, progress=bar)
-    except (ExportError, FileNotFoundError) as e:
+    except (ExportError, FileNotFoundError, ValueError) as e:
         print(f"radvis export: {e}", file=sys.stderr)
         return 1
     finally:

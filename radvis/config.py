@@ -10,6 +10,7 @@ Errors name the file, the key, what was expected and what was received, e.g.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import re
 import tomllib
@@ -21,7 +22,23 @@ from typing import Any
 
 from radvis.cruw import SCENE_KINDS
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "config.toml"
+
+
+def resolve_path(value: str | Path, config_source: str | Path | None = None) -> Path:
+    """A relative path from the config (e.g. radar.cfg = "drivers/ti/cfgs/radvis_iwr1843.cfg"), the same way
+    for every command and from any working directory: as given when it exists (absolute, or relative to the
+    current directory), else relative to the config file's directory, else relative to the radvis checkout
+    (where the packaged defaults live). A path found nowhere is returned as given, so the error names it."""
+    p = Path(value).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    bases = [Path(config_source).parent] if config_source and str(config_source) != "<defaults>" else []
+    for base in bases + [REPO]:
+        if (base / p).exists():
+            return base / p
+    return p
 
 
 # A publisher id on the wire (radvis.wire.NAME_RE, docs/wire-format.md "Names"); radvis.wire is not
@@ -461,8 +478,11 @@ def _build(cls, data: dict, src: str, prefix: str):
         if prefix + key in REMOVED_KEYS:
             raise ConfigError(f"{src}: {prefix}{key}: no longer a config key: {REMOVED_KEYS[prefix + key]}")
         if key not in names or names[key].metadata.get("internal"):
-            known = ", ".join(n for n, f in names.items() if not f.metadata.get("internal"))
-            raise ConfigError(f"{src}: {prefix}{key}: unknown key (expected one of: {known})")
+            known = [n for n, f in names.items() if not f.metadata.get("internal")]
+            what = "section" if not prefix else "key"
+            near = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise ConfigError(f"{src}: unknown {what} '{prefix}{key}', {hint}(expected one of: {', '.join(known)})")
     kwargs = {}
     for name, f in names.items():
         if name not in data:

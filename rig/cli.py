@@ -251,7 +251,8 @@ def _rig(args) -> int:
     extra, heldout = {}, None
     session = Path(cfg.record.out or run_dir / "session")
     if "learner" in stages:
-        extra["learner"] = ["--out", str(run_dir / "learner")]
+        # --first-pair-timeout 0: the rig's sync pairs only after its clock warm-up, and the rig stops the learner
+        extra["learner"] = ["--out", str(run_dir / "learner"), "--first-pair-timeout", "0"]
         if cfg.rig.heldout_sequences and not args.no_eval:
             heldout = make_heldout(cfg, run_dir / "heldout", common)
             if heldout is not None:
