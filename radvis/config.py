@@ -108,7 +108,8 @@ class RigConfig:
     eval_supervised_epochs: int = opt(5, "Epochs of the supervised baseline in the rig's final evaluation "
                                       "(learner.supervised_epochs for `radvis eval`).", min=1)
     eval_fractions: list = opt([1, 5, 25, 100], "Label fractions (%) of the rig's final evaluation.")
-    eval_seeds: int = opt(2, "Label subsets per fraction in the rig's final evaluation.", min=1)
+    eval_seeds: int = opt(3, "Label subsets per fraction in the rig's final evaluation (a verdict with its "
+                          "uncertainty needs >= 3).", min=1)
     verify_replay: bool = opt(True, "After the run, replay the recording through a fresh sync and check the pairs.")
     replay_rate: float = opt(8.0, "Speed (x real time) of that replay.", min=0.1)
 
