@@ -354,7 +354,7 @@ class LearnerConfig:
                                     "fractions get extra epochs).", min=1)
     # --- online learner (`radvis learn online`, docs/online.md) ---
     online_buffer_size: int = opt(4096, "Online: replay buffer capacity in pairs (memory is allocated up front: "
-                                  "~65 KB per pair).", min=2)
+                                  "68 KB per pair of buffer storage, 280 MB at 4096; the whole learner is ~2 GB, docs/online.md).", min=2)
     online_policy: str = opt("redundancy", "Online: buffer eviction: redundancy (evict the entry most similar to "
                              "another, MinRed-style, on the frozen image keys), reservoir (uniform over the stream), "
                              "or fifo (naive baseline).", choices=["redundancy", "reservoir", "fifo"])

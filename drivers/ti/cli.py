@@ -11,7 +11,8 @@ from pathlib import Path
 def cfg_file(path: str, what: str) -> Path:
     """A .cfg argument is always a file (any name: a cfg saved as good.txt is still a cfg); a missing path or a
     directory is said as such instead of being parsed as cfg text."""
-    p = Path(path)
+    from radvis.config import resolve_path
+    p = resolve_path(path)  # as given, else a packaged cfg (drivers/ti/cfgs/...) from any directory
     if p.is_dir():
         raise ValueError(f"{what} {path}: is a directory, expected a TI .cfg file")
     if not p.exists():
@@ -31,7 +32,7 @@ def parse_sdk(text: str | None) -> tuple[int, int] | None:
 def _cfg(args) -> int:
     from drivers.ti.cfg import CfgError, parse_cfg
     try:
-        path, sdk = cfg_file(args.file, "radvis radar cfg:"), parse_sdk(args.sdk)
+        path, sdk = cfg_file(args.file, "radar cfg"), parse_sdk(args.sdk)
         rc = parse_cfg(path) if sdk is None else parse_cfg(path, sdk=sdk)
     except (CfgError, ValueError) as e:
         print(f"radvis: {e}", file=sys.stderr)
@@ -53,7 +54,7 @@ def _parse(args) -> int:
         return 2
     if args.cfg_file:
         try:
-            profile = parse_cfg(cfg_file(args.cfg_file, "radvis radar parse: --cfg")).profile
+            profile = parse_cfg(cfg_file(args.cfg_file, "radar parse --cfg")).profile
         except (CfgError, ValueError) as e:
             f.close()
             print(f"radvis: {e}", file=sys.stderr)
