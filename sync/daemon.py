@@ -342,10 +342,13 @@ class SyncDaemon:
 
     def stats(self) -> dict:
         d = self.proc.stats()
-        sub = {"received": 0, "bytes": 0, "rejected": Counter(), "lost": 0, "out_of_order": 0, "restarts": 0}
-        for s in self.subs.values():
+        sub = {"received": 0, "bytes": 0, "rejected": Counter(), "lost": 0}
+        for s in self.subs.values():  # one Subscriber per endpoint: their counters add up
             for k, v in s.stats.as_dict().items():
-                sub[k] = sub[k] + (Counter(v) if k == "rejected" else v)
+                if k == "rejected":
+                    sub[k].update(v)
+                else:
+                    sub[k] = sub.get(k, 0) + v
         sub["rejected"] = dict(sub["rejected"])
         d["sub"] = sub
         d["pub_dropped_hwm"] = self.pub.stats.dropped_hwm
