@@ -357,6 +357,8 @@ class SyncDaemon:
     def _next(self, timeout_ms: int) -> Message | None:
         """The next message: truth first (it only annotates), then the frame stream that is behind."""
         ready = dict(self.poller.poll(timeout_ms))
+        for sub in self.subs.values():  # re-make a connection libzmq dropped for an oversize frame (counted)
+            sub.watch()
         order = ["truth"]
         r, c = self.proc.last_mono.get(RADAR, -1), self.proc.last_mono.get(CAMERA, -1)
         order += [RADAR, CAMERA] if r <= c else [CAMERA, RADAR]
