@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,31 +24,13 @@ from radvis.control import is_ready
 from radvis.transport import Publisher, Subscriber
 from radvis.wire import Message
 
-from .conftest import REPO
+from .conftest import REPO, rig_sets
 
 UART_CFG = "drivers/ti/cfgs/radvis_iwr1843.cfg"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def endpoints(tmp: Path) -> list[str]:
-    """Every endpoint on ipc:// in tmp, the emulated devices on free ports, and the DCA1000 link on a private
-    pair of loopback addresses (host .1, board .2, with the board's real port numbers)."""
-    out = []
-    for name in ("radar", "camera", "pairs", "truth", "control", "view_stats"):
-        out += ["--set", f"endpoints.{name}='ipc://{tmp}/{name}.sock'"]
-    a, b = (int(x) for x in np.random.default_rng().integers(1, 250, 2))
-    out += ["--set", f"radar.cli_port='socket://127.0.0.1:{free_port()}'",
-            "--set", f"radar.data_port='socket://127.0.0.1:{free_port()}'",
-            "--set", f"radar.dca_host='127.{a}.{b}.1'", "--set", f"radar.dca_board='127.{a}.{b}.2'",
-            "--set", f"camera.url='http://127.0.0.1:{free_port()}/?action=stream'"]
-    # pair from the first frame: these tests are about faults, not about the clock models' warm-up (docs/sync.md)
-    return out + ["--set", "rig.stats_interval_s=0.5", "--set", "transport.slow_joiner_s=1.0",
-                  "--set", "sync.clock_warmup_s=0"]
+    return rig_sets(tmp) + ["--set", "rig.stats_interval_s=0.5", "--set", "transport.slow_joiner_s=1.0"]
 
 
 def start(tmp: Path, name: str, args: list[str]) -> subprocess.Popen:
