@@ -389,6 +389,11 @@ class EmulatedTI:
                     return
                 time.sleep(0.001)
 
+    @property
+    def pending_bytes(self) -> int:
+        """Data-port bytes generated but not yet written (the host has not read them yet)."""
+        return len(self._tx)
+
     def _flush_data(self) -> None:
         if self.data_port is None:
             self._tx.clear()

@@ -39,15 +39,17 @@ def run_device(n_frames: int, faults=None, source=None, cfg_text=FAST):
         with CliPort(emu.cli_port_url) as cli, data:
             cli.configure(rc.lines)
             deadline = time.monotonic() + 20
+            got = 0
             while emu.counts["frames"] < n_frames and time.monotonic() < deadline:
-                frames += parser.feed(data.read(65536))
-            cli.send("sensorStop")
-            quiet = time.monotonic()
-            while time.monotonic() - quiet < 0.25:
                 chunk = data.read(65536)
-                if chunk:
-                    quiet = time.monotonic()
-                    frames += parser.feed(chunk)
+                got += len(chunk)
+                frames += parser.feed(chunk)
+            cli.send("sensorStop")  # acknowledged: the board sends nothing more, so drain what it did send
+            deadline = time.monotonic() + 20
+            while (got < emu.counts["bytes_sent"] or emu.pending_bytes) and time.monotonic() < deadline:
+                chunk = data.read(65536)
+                got += len(chunk)
+                frames += parser.feed(chunk)
             frames += parser.flush()
     finally:
         emu.stop()
