@@ -398,9 +398,6 @@ class Recorder:
         if msg.t_mono_ns:
             lag = (mono - msg.t_mono_ns) / 1e6
             self.lag_ms = lag if self.written == 1 else 0.95 * self.lag_ms + 0.05 * lag
-        if self.rotate_bytes and seg.size >= self.rotate_bytes:  # per message, not per burst: a backlog
-            seg.close(self.stats())                              # after a stall must not overfill a segment
-            self.seg = None
 
     def close(self) -> dict:
         st = self.stats()
