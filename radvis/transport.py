@@ -330,7 +330,7 @@ class Subscriber:
                 self._refused.add(ep)
                 self.stats.handshake_failures += 1
                 why = "not authorised (CURVE keys)" if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH else \
-                    "refused (security mechanism: CURVE on one side only?)"
+                    "refused (a wrong server key, or CURVE on one side only?)"
                 self.ratelog.warning("handshake", f"handshake with {ep} {why}: receiving nothing from it "
                                      f"({self.stats.handshake_failures} so far; docs/wire-format.md CURVE)")
             elif ev["event"] == zmq.EVENT_DISCONNECTED:
