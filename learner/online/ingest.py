@@ -454,7 +454,7 @@ class Ingest:
         by_source = {src: dict(c) for src, c in self.by_source.items()}
         if self.rx is not None:
             s = self.rx.sub_stats()
-            for src, n in s["lost_by_source"].items():
+            for src, n in s.get("lost_by_source", {}).items():
                 by_source.setdefault(src, {})["lost_in_transport"] = n
             dropped["queue_full"] = self.rx.dropped_full
             dropped["lost_in_transport"] = s["lost"]
