@@ -316,7 +316,8 @@ class Recorder:
         path = self.out / f"{self.prefix}-{stamp}-{self.index:04d}.mcap"
         self.index += 1
         meta = {**self.metadata, "segment": self.index - 1, "wall0_ns": self.wall0, "mono0_ns": self.mono0}
-        chmeta = {n: {"endpoint_url": ep} for n, ep in self.endpoints.items()}
+        # an endpoint may be a list (pairs of several rigs): one channel, its URLs comma-separated
+        chmeta = {n: {"endpoint_url": ep if isinstance(ep, str) else ",".join(ep)} for n, ep in self.endpoints.items()}
         self.seg = Segment(path, metadata=meta, channel_meta=chmeta, **self.opts)
         self.files.append(path)
         log.info("recording to %s", path)

@@ -24,6 +24,7 @@ import zmq
 
 from capture.record import ENCODING, ScanResult, scan, segments, unframe
 from radvis import cruw
+from radvis.config import bind_endpoint
 from radvis.transport import Publisher, keys_from_config
 from radvis.truth import truth_message
 from radvis.wire import Message, encode
@@ -133,10 +134,9 @@ END_OF_STREAM = "end_of_stream"  # sync/daemon.py decides what it still holds wh
 def _bind_publishers(cfg, names, wait_n: int, wait_s: float) -> dict[str, Publisher]:
     pubs = {}
     for n in names:
-        ep = getattr(cfg.endpoints, n, None)
-        if ep is None:
+        if getattr(cfg.endpoints, n, None) is None:
             raise ValueError(f"recorded topic {n!r} has no endpoint in [endpoints]; use --topics to skip it")
-        pubs[n] = Publisher(ep, hwm=cfg.transport.sndhwm, curve=keys_from_config(cfg))
+        pubs[n] = Publisher(bind_endpoint(cfg, n), hwm=cfg.transport.sndhwm, curve=keys_from_config(cfg))
     if wait_n:
         for n, p in pubs.items():
             if not p.wait_for_subscribers(wait_n, wait_s, topic=ENDPOINT_KIND.get(n)):

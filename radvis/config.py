@@ -118,7 +118,10 @@ class RigConfig:
 class EndpointsConfig:
     radar: str = opt("tcp://127.0.0.1:5550", "Where the radar capture daemon publishes radar frames.")
     camera: str = opt("tcp://127.0.0.1:5551", "Where the camera capture daemon publishes camera frames.")
-    pairs: str = opt("tcp://127.0.0.1:5552", "Where the synchroniser publishes radar-camera pairs.")
+    pairs: str | list = opt("tcp://127.0.0.1:5552", "Where the synchroniser publishes radar-camera pairs. A list "
+                            "(one endpoint per rig, e.g. [\"tcp://rig1:5552\", \"tcp://rig2:5552\"]) is for the GPU "
+                            "box: `learn online`, `record` and `view` subscribe to every rig; `sync` and `replay` "
+                            "bind one endpoint and refuse a list of several (docs/deploy.md).")
     truth: str = opt("tcp://127.0.0.1:5553", "Where emulated devices publish the scene's ground truth per frame "
                      "(kind `truth`: true capture time, label, objects); unused with real devices.")
     control: str = opt("tcp://127.0.0.1:5559", "Where daemons publish their periodic stats (kind `stats`).")
@@ -411,6 +414,22 @@ class Config:
         return {s.name: dataclasses.asdict(getattr(self, s.name)) for s in sections()}
 
 
+def endpoint_list(value: str | list) -> list[str]:
+    """An [endpoints] value as a list: a subscriber connects to every entry (several rigs into one learner)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def bind_endpoint(cfg: "Config", name: str) -> str:
+    """The one endpoint a publisher of [endpoints] `name` binds. A list of several is the learner's view of
+    several rigs; a publisher (sync, replay) belongs to one rig, whose own config names its one endpoint."""
+    eps = endpoint_list(getattr(cfg.endpoints, name))
+    if len(eps) != 1:
+        raise ConfigError(f"{cfg.source}: endpoints.{name}: this stage binds one endpoint, got a list of {len(eps)} "
+                          f"({', '.join(eps)}); a list is for subscribers (the GPU box's `learn online`): give each "
+                          f"rig's config its own endpoints.{name} = \"tcp://0.0.0.0:PORT\" (docs/deploy.md)")
+    return eps[0]
+
+
 def sections() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(Config) if not f.metadata.get("internal")]
 
@@ -449,6 +468,13 @@ def _check(src: str, key: str, f: dataclasses.Field, tp, value: Any) -> Any:
     elif tp is dict:
         if not isinstance(value, dict):
             fail("a table")
+    elif tp == str | list:  # an endpoint, or several (one per rig) for the subscribers
+        if isinstance(value, list):
+            if not value or not all(isinstance(v, str) and v for v in value):
+                fail("a string or a non-empty list of strings")
+            value = list(value)
+        elif not isinstance(value, str):
+            fail("a string or a list of strings")
     if isinstance(value, str) and (key, value) in REMOVED_VALUES:
         raise ConfigError(f"{src}: {key}: {value!r} is no longer a choice: {REMOVED_VALUES[key, value]}")
     lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
@@ -588,7 +614,9 @@ def docs_markdown() -> str:
             if m.get("pattern"):
                 allowed.append(f"`{m['pattern']}`")
             default = getattr(inst, f.name)
-            lines.append(f"| `{f.name}` | {hints[f.name].__name__} | `{default!r}` | {'; '.join(allowed)} | "
+            tp = hints[f.name]
+            tname = " or ".join(t.__name__ for t in typing.get_args(tp)) if typing.get_args(tp) else tp.__name__
+            lines.append(f"| `{f.name}` | {tname} | `{default!r}` | {'; '.join(allowed)} | "
                          f"{m.get('help', '')} |")
         lines.append("")
     lines += ["## Removed keys and values", "", "A config that still has one fails with this explanation.", "",

@@ -330,7 +330,7 @@ class Subscriber:
                 self._refused.add(ep)
                 self.stats.handshake_failures += 1
                 why = "not authorised (CURVE keys)" if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH else \
-                    "refused (security mechanism: CURVE on one side only?)"
+                    "refused (a wrong server key, or CURVE on one side only?)"
                 self.ratelog.warning("handshake", f"handshake with {ep} {why}: receiving nothing from it "
                                      f"({self.stats.handshake_failures} so far; docs/wire-format.md CURVE)")
             elif ev["event"] == zmq.EVENT_DISCONNECTED:
@@ -423,10 +423,12 @@ class Subscriber:
 
 
 def publisher_from_config(cfg, endpoint_name: str, **kw) -> Publisher:
-    return Publisher(getattr(cfg.endpoints, endpoint_name), hwm=cfg.transport.sndhwm,
+    from radvis.config import bind_endpoint  # a list of several endpoints (one per rig) is refused, naming the key
+    return Publisher(bind_endpoint(cfg, endpoint_name), hwm=cfg.transport.sndhwm,
                      curve=keys_from_config(cfg), **kw)
 
 
 def subscriber_from_config(cfg, endpoint_names: list[str], topics: list[str] | None = None, **kw) -> Subscriber:
-    return Subscriber([getattr(cfg.endpoints, n) for n in endpoint_names], topics, hwm=cfg.transport.rcvhwm,
+    from radvis.config import endpoint_list  # an endpoint may be a list (several rigs): connect to each
+    return Subscriber([ep for n in endpoint_names for ep in endpoint_list(getattr(cfg.endpoints, n))], topics, hwm=cfg.transport.rcvhwm,
                       limits=Limits.from_config(cfg.transport), curve=keys_from_config(cfg), **kw)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup used by `make demo` and `make test`: a .venv with the pinned dependencies, plus
-# the one system library pyrealsense2 needs (libusb-1.0-0), installed with apt-get when run as root.
+# the one system library pyrealsense2 needs (libusb-1.0-0) and iproute2 for the two-host test, installed
+# with apt-get when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -14,6 +15,19 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
   else
     echo "bootstrap: libusb-1.0-0 is missing and this is not root; run: sudo apt-get install libusb-1.0-0" >&2
     exit 1
+  fi
+fi
+
+# iproute2 (`ip`): tests/test_two_hosts.py joins two network namespaces with a veth pair to test the rig ->
+# GPU box link for real; without root or `ip` that test skips (and says why), so its absence is not an error
+if ! command -v ip >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing iproute2 (the two-host test needs \`ip netns\`)" >&2
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; } ||
+      echo "bootstrap: installing iproute2 failed; tests/test_two_hosts.py will skip" >&2
+  else
+    echo "bootstrap: iproute2 is missing and this is not root; tests/test_two_hosts.py will skip" >&2
   fi
 fi
 

@@ -59,7 +59,7 @@ def _handler(args) -> int:
     final = lrn.run(max_steps=args.max_steps, duration_s=args.duration, max_pairs=args.max_pairs,
                     idle_exit_s=args.exit_when_idle, stop=stop)
     if not received() and not stopping["now"]:
-        endpoint = args.endpoint or cfg.endpoints.pairs
+        endpoint = ", ".join(args.endpoint or configmod.endpoint_list(cfg.endpoints.pairs))
         waited = f" in {wait_s:g} s" if no_pairs["timed_out"] else ""
         print(f"radvis learn online: no pairs received{waited}: is sync running at {endpoint}? (`radvis sync`, "
               f"endpoints.pairs; nothing trained, no encoder.pt written)", file=sys.stderr)
@@ -80,7 +80,9 @@ def register(sub, common) -> None:
                    help="start from an offline checkpoint/export's radar encoder (ignored when RUN has a checkpoint)")
     p.add_argument("--naive", action="store_true",
                    help="naive baseline: train on the latest pairs, FIFO queue, no buffer, no exclusion, no dedup")
-    p.add_argument("--endpoint", metavar="URL", help="pair stream to subscribe to (default: [endpoints] pairs)")
+    p.add_argument("--endpoint", metavar="URL", action="append",
+                   help="pair stream to subscribe to; repeat it for several rigs (default: [endpoints] pairs, a URL or "
+                        "a list of them)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds")
     p.add_argument("--max-steps", type=int, metavar="N", help="stop at this total step count")
     p.add_argument("--max-pairs", type=int, metavar="N", help="stop after this many pairs received in this run")

@@ -22,6 +22,7 @@ topic carry it in the frames' meta["truth"]; that is still read.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -56,13 +57,22 @@ class Pair:
     radar: np.ndarray  # float32 (2, 128, 128): channels first, as the encoders take it
     image: np.ndarray  # uint8 (H, W, 3) RGB
     t_ns: int  # pair time (sync's t_pair_ns)
-    seq_id: int  # stream identity: the sync publisher's epoch (a restart starts a new sequence)
+    seq_id: int  # stream identity: (source, epoch) of the sync publisher (a restart starts a new sequence); see seq_key
     label: int  # index into LABELS (the 4-class task) from meta truth, -1 when unknown or mixed
     scene_id: int | None
     source: str
     msg_seq: int
     recv_ns: int  # monotonic time the receiver thread got it
     truth_keys: tuple = ()  # ((source, frame_number, arrival mono ns) of the radar frame, then of the camera frame)
+
+
+def seq_key(source: str, epoch: int) -> int:
+    """A sequence's id: its (source, epoch) folded into 62 bits (it is stored in int64 tensors by the buffer
+    and the queue). The source takes part so that two rigs whose publishers share an epoch (two replays of
+    one recorded session keep its epochs) are still two sequences to the temporal exclusion, the dedup gate
+    and the buffer's redundancy eviction. For one source it is a bijection of the epoch."""
+    h = int.from_bytes(hashlib.blake2b(source.encode(), digest_size=8).digest(), "little")
+    return (int(epoch) ^ h) & (2**62 - 1)
 
 
 def label_of(truth) -> tuple[int, int | None]:
@@ -123,7 +133,7 @@ def decode_pair(msg: Message, recv_ns: int = 0) -> Pair:
         if isinstance(h.get("source"), str) and isinstance(fn, int) and not isinstance(fn, bool):
             keys.append((h["source"], fn, t_arr if isinstance(t_arr, int) and t_arr > 0 else None))
     return Pair(radar=np.ascontiguousarray(ra.transpose(2, 0, 1)), image=image, t_ns=int(t),
-                seq_id=int(msg.epoch) & (2**62 - 1), label=label, scene_id=sid, source=msg.source,
+                seq_id=seq_key(msg.source, msg.epoch), label=label, scene_id=sid, source=msg.source,
                 msg_seq=msg.seq, recv_ns=recv_ns, truth_keys=tuple(keys))
 
 
@@ -209,10 +219,16 @@ class Receiver:
     def sub_stats(self) -> dict:
         s = self.sub.stats if self.sub is not None else None
         if s is None:
-            return {"lost": 0, "rejected": {}, "restarts": 0}
+            return {"lost": 0, "rejected": {}, "restarts": 0, "lost_by_source": {}}
         # pairs lost upstream (the truth stream's own gaps are not pairs)
-        truth_lost = sum(v["lost"] for k, v in list(s.per_source.items()) if k[2] == "truth")
-        return {"lost": s.lost - truth_lost, "rejected": dict(s.rejected), "restarts": s.restarts}
+        streams = list(s.per_source.items())
+        truth_lost = sum(v["lost"] for k, v in streams if k[2] == "truth")
+        by_source: Counter = Counter()  # pairs lost upstream, per publisher (one sync per rig)
+        for k, v in streams:
+            if k[2] != "truth":
+                by_source[k[0]] += v["lost"]
+        return {"lost": s.lost - truth_lost, "rejected": dict(s.rejected), "restarts": s.restarts,
+                "lost_by_source": dict(by_source)}
 
     @property
     def stopped(self) -> bool:
@@ -251,6 +267,8 @@ class Ingest:
         self.dedup_threshold, self.keep_interval_ns = dedup_threshold, int(keep_interval_s * 1e9)
         self.heldout, self.max_batch = heldout, max_batch
         self.counts: Counter = Counter()  # pairs_in, kept, duplicates_skipped, inserted, heldout
+        # per rig (the pair's source, one sync per rig): pairs_in, inserted, duplicates_skipped
+        self.by_source: dict[str, Counter] = {}
         self.dropped: Counter = Counter()  # reason -> pairs that never reached the buffer for a fault
         self.last_kept: OrderedDict = OrderedDict()  # seq_id -> (key float32, t_ns)
         self.position: OrderedDict = OrderedDict()  # (source, seq_id) -> last message seq processed
@@ -311,6 +329,8 @@ class Ingest:
             if self.clutter_tau_s > 0:
                 p.radar = self._clutter_of(p).remove(p.radar, p.t_ns)
         self.counts["pairs_in"] += len(pairs)
+        for p in pairs:
+            self._src(p)["pairs_in"] += 1
         if not pairs:
             return
         keys = self._embed(pairs)
@@ -328,6 +348,7 @@ class Ingest:
         for p, k in zip(pairs, keys):
             if self._duplicate(p, k):
                 self.counts["duplicates_skipped"] += 1
+                self._src(p)["duplicates_skipped"] += 1
                 continue
             self.counts["kept"] += 1
             if self.heldout is not None and self.heldout.offer(p):
@@ -342,6 +363,7 @@ class Ingest:
                 continue
             if slot >= 0:
                 self.counts["inserted"] += 1
+                self._src(p)["inserted"] += 1
             kept_keys.append(k)
             kept_t.append(p.t_ns)
             kept_seq.append(p.seq_id)
@@ -352,6 +374,12 @@ class Ingest:
                                torch.tensor(kept_t, dtype=torch.int64, device=dev),
                                torch.tensor(kept_seq, dtype=torch.int64, device=dev))
         self.lag_s = (time.monotonic_ns() - min(p.recv_ns for p in pairs)) / 1e9
+
+    def _src(self, p: Pair) -> Counter:
+        c = self.by_source.get(p.source)
+        if c is None:
+            c = self.by_source[p.source] = Counter()
+        return c
 
     def _with_truth(self, pairs: list[Pair]) -> list[Pair]:
         """Label pairs from the truth topic; keep back (in arrival order) the ones still waiting for theirs.
@@ -423,8 +451,11 @@ class Ingest:
 
     def stats(self) -> dict:
         dropped = dict(self.dropped)
+        by_source = {src: dict(c) for src, c in self.by_source.items()}
         if self.rx is not None:
             s = self.rx.sub_stats()
+            for src, n in s.get("lost_by_source", {}).items():
+                by_source.setdefault(src, {})["lost_in_transport"] = n
             dropped["queue_full"] = self.rx.dropped_full
             dropped["lost_in_transport"] = s["lost"]
             for r, n in s["rejected"].items():
@@ -437,19 +468,21 @@ class Ingest:
         out["truth"] = {"in": c["truth_in"], "joined": c["truth_joined"], "missing": c["truth_missing"],
                         "bad": c["truth_bad"], "queue_full": self.rx.truth_dropped_full if self.rx else 0}
         out.update(received=self.rx.received if self.rx else out.get("pairs_in", 0),
-                   waiting_for_truth=len(self.waiting), dropped=sum(dropped.values()), dropped_by_reason=dropped,
+                   by_source=by_source, waiting_for_truth=len(self.waiting), dropped=sum(dropped.values()), dropped_by_reason=dropped,
                    reservoir_discarded=self.buffer.counts["discarded"],
                    rx_queue=self.rx.q.qsize() if self.rx else 0, lag_s=round(self.lag_s, 4))
         return out
 
     def state_dict(self) -> dict:
         return {"counts": dict(self.counts), "dropped": dict(self.dropped),
+                "by_source": {k: dict(v) for k, v in self.by_source.items()},
                 "position": [[k, int(v)] for k, v in self.position.items()],
                 "last_kept": [[int(s), _t(k), int(t)] for s, (k, t) in self.last_kept.items()]}
 
     def load_state_dict(self, sd: dict) -> None:
         self.counts = Counter(sd["counts"])
         self.dropped = Counter(sd["dropped"])
+        self.by_source = {k: Counter(v) for k, v in sd.get("by_source", {}).items()}  # absent before issue #19
         self.position = OrderedDict((k, v) for k, v in sd["position"])
         self.last_kept = OrderedDict((s, (k.numpy(), t)) for s, k, t in sd["last_kept"])
 

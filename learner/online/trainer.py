@@ -58,7 +58,7 @@ class OnlineLearner:
     stream whatever the replay ratio; "batch" the keys of each trained batch (MoCo over a pair set, as
     the offline variant of `bench.online --compare` and `bench.online_session` trains)."""
 
-    def __init__(self, cfg, out_dir, *, endpoint: str | None = None, from_ckpt: str | None = None,
+    def __init__(self, cfg, out_dir, *, endpoint: str | list[str] | None = None, from_ckpt: str | None = None,
                  naive: bool = False, device: str | None = None, queue_feed: str = "stream"):
         if queue_feed not in QUEUE_FEEDS:
             raise ValueError(f"queue_feed must be one of {QUEUE_FEEDS}, got {queue_feed!r}")
@@ -300,7 +300,7 @@ class OnlineLearner:
     def _default_subscriber(self):
         from radvis.transport import Subscriber, subscriber_from_config
         from radvis.wire import Limits
-        if self.endpoint:
+        if self.endpoint:  # one URL or several (one per rig): one SUB socket connected to each
             from radvis.transport import keys_from_config
             t = self.cfg.transport
             return Subscriber(self.endpoint, ["pair"], hwm=t.rcvhwm, limits=Limits.from_config(t),
@@ -313,6 +313,7 @@ class OnlineLearner:
         admitted = max(1, ing.get("kept", 0) - ing.get("heldout", 0))
         row = {"t": round(elapsed, 3), "step": self.step, "samples": self.samples,
                "pairs_in": ing.get("pairs_in", 0), "pairs_in_per_s": round(rates["pairs_in_per_s"], 3),
+               "by_source": ing["by_source"],
                "received": ing["received"], "dropped": ing["dropped"], "dropped_by_reason": ing["dropped_by_reason"],
                "duplicates_skipped": ing.get("duplicates_skipped", 0), "kept": ing.get("kept", 0),
                "heldout": ing.get("heldout", 0), "reservoir_discarded": ing["reservoir_discarded"],
