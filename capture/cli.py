@@ -55,7 +55,7 @@ def _recover(args) -> int:
     try:
         res = recover(args.file, args.out, compression=args.cfg.record.compression)
     except (OSError, ValueError) as e:
-        print(f"radvis record recover: {args.file}: {e}", file=sys.stderr)
+        print(f"radvis record recover: {e}", file=sys.stderr)
         return 1
     print(json.dumps(res))
     return 0

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from radvis.config import ConfigError
 from radvis.control import announce_ready, control_publisher
 from radvis.log import StatsLine
 from radvis.transport import Publisher, publisher_from_config
@@ -178,7 +179,7 @@ def run_capture(kind: str, open_source: Callable[[], object], to_message: Callab
                 else:
                     if not stop.is_set():
                         raise EOFError("stream ended")
-            except Shutdown:
+            except (Shutdown, ConfigError):  # a configuration mistake does not heal by reopening
                 raise
             except Exception as e:  # the device vanished or misbehaved: reopen, never die
                 st.device_errors += 1
@@ -232,6 +233,16 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def check_config(cfg, kind: str) -> None:
+    """The built-in drivers' configuration checks (custom openers, capture.*_open, check their own)."""
+    if kind == "radar" and not cfg.capture.radar_open:
+        from drivers.ti.radar import check_config as check_radar
+        check_radar(cfg.radar, cfg.source)
+    elif kind == "camera" and not cfg.capture.camera_open:
+        from drivers.camera import check_config as check_camera
+        check_camera(cfg.camera, cfg.source)
+
+
 def capture_main(cfg, kind: str, *, max_frames: int = 0, logger: logging.Logger | None = None) -> int:
     """`radvis capture radar|camera`."""
     logger = logger or log
@@ -239,6 +250,7 @@ def capture_main(cfg, kind: str, *, max_frames: int = 0, logger: logging.Logger 
     # other stages on the same cores (measured 10-80x slower matmuls on a loaded 2-core machine)
     from threadpoolctl import threadpool_limits
     threadpool_limits(1)
+    check_config(cfg, kind)  # ConfigError: exit 2 naming the key, before anything is bound or retried
     if kind == "radar":
         opener = radar_opener(cfg)
         source = cfg.radar.source

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from capture.record import scan, segments, unframe
+from radvis import cruw
+from radvis.cruw import OBJECT_CLASSES  # cruw.md §1: what an annotation line may name
 from radvis.wire import WireError, decode
 
 log = logging.getLogger("radvis.export")
-
-OBJECT_CLASSES = ("pedestrian", "cyclist", "car")  # cruw.md §1: what an annotation line may name
 
 
 class ExportError(ValueError):
@@ -74,7 +74,7 @@ def _annotation_lines(fid: int, truth: dict) -> list[str]:
         cls = o.get("cls")
         if cls not in OBJECT_CLASSES:
             raise ValueError(f"object class {cls!r} is not one of {OBJECT_CLASSES}")
-        lines.append(f"{fid} {float(o['range_m']):.4f} {float(o['azimuth_rad']):.4f} {cls}")
+        lines.append(cruw.format_line(fid, (float(o["range_m"]), float(o["azimuth_rad"]), cls)))
     return lines
 
 
@@ -222,12 +222,12 @@ def export_main(args) -> int:
     """Handler of `radvis export`."""
     import sys
 
-    from tqdm import tqdm
-    bar = tqdm(unit="pair", desc="export", disable=not sys.stderr.isatty())
+    from radvis.log import progress
+    bar = progress(unit="pair", desc="export")
     try:
         s = export_session(args.session, args.out, start_s=args.start, end_s=args.end, stride=args.stride,
                            seq_seconds=args.seq_seconds, name=args.name, jpeg_quality=args.jpeg_quality, progress=bar)
-    except (ExportError, FileNotFoundError) as e:
+    except (ExportError, FileNotFoundError, ValueError) as e:
         print(f"radvis export: {e}", file=sys.stderr)
         return 1
     finally:

@@ -324,7 +324,9 @@ class Converter:
                 out.append(Out(SCENE, "SceneUpdate", self.scene(objs, truth, t), t))
             if self.wants(HEATMAP_TRUTH):
                 out.append(Out(HEATMAP_TRUTH, "ImageAnnotations", self.heatmap_truth(objs, truth, t, info["shape"]), t))
-        elif self.wants(CAMERA_TRUTH) and info.get("intrinsics"):
+        elif self.wants(CAMERA_TRUTH) and (info.get("intrinsics") or truth.get("intrinsics")):
+            # an MJPEG camera's frames carry no intrinsics; the emulated camera puts its lens in the truth
+            info = {**info, "intrinsics": info.get("intrinsics") or truth.get("intrinsics")}
             out.append(Out(CAMERA_TRUTH, "ImageAnnotations", self.camera_truth(objs, truth, t, info), t))
         return out
 

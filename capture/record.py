@@ -221,6 +221,21 @@ def scan(path: str | Path, result: ScanResult | None = None, *,
             res.error = f"{type(e).__name__}: {e}"[:300]
 
 
+MCAP_MAGIC = b"\x89MCAP0\r\n"  # the first 8 bytes of every MCAP file, finished or not (mcap spec)
+
+
+def check_mcap(path: str | Path) -> Path:
+    """ValueError unless `path` starts with the MCAP magic: another file must not read as an empty session."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(len(MCAP_MAGIC))
+    if head != MCAP_MAGIC:
+        what = "is empty" if not head else f"does not start with the MCAP magic ({MCAP_MAGIC.hex(' ')})"
+        raise ValueError(f"{path}: not an MCAP recording: it {what}. Sessions are the .mcap segments `radvis "
+                         f"record` writes (a directory of them, or one file)")
+    return path
+
+
 def segments(session: str | Path) -> list[Path]:
     """A session is a directory of segments (in name order = recording order) or a single file."""
     p = Path(session)
@@ -228,16 +243,16 @@ def segments(session: str | Path) -> list[Path]:
         files = sorted(x for x in p.glob("*.mcap") if not x.name.endswith(".recovered.mcap"))
         if not files:
             raise FileNotFoundError(f"{p}: no .mcap segments")
-        return files
+        return [check_mcap(f) for f in files]
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such session file or directory")
-    return [p]
+    return [check_mcap(p)]
 
 
 def recover(path: str | Path, out: str | Path | None = None, compression: str = "zstd") -> dict:
     """Copy every complete message (and channel, metadata) of an unfinished segment into a new,
     finished and indexed MCAP file. Returns counts and the reason the original ended early."""
-    path = Path(path)
+    path = check_mcap(path)  # nothing to salvage from a file that never was MCAP; write no empty output
     out = Path(out) if out else path.with_name(path.stem + ".recovered.mcap")
     if out.exists():
         out.unlink()
@@ -301,7 +316,8 @@ class Recorder:
         path = self.out / f"{self.prefix}-{stamp}-{self.index:04d}.mcap"
         self.index += 1
         meta = {**self.metadata, "segment": self.index - 1, "wall0_ns": self.wall0, "mono0_ns": self.mono0}
-        chmeta = {n: {"endpoint_url": ep} for n, ep in self.endpoints.items()}
+        # an endpoint may be a list (pairs of several rigs): one channel, its URLs comma-separated
+        chmeta = {n: {"endpoint_url": ep if isinstance(ep, str) else ",".join(ep)} for n, ep in self.endpoints.items()}
         self.seg = Segment(path, metadata=meta, channel_meta=chmeta, **self.opts)
         self.files.append(path)
         log.info("recording to %s", path)
@@ -383,9 +399,6 @@ class Recorder:
         if msg.t_mono_ns:
             lag = (mono - msg.t_mono_ns) / 1e6
             self.lag_ms = lag if self.written == 1 else 0.95 * self.lag_ms + 0.05 * lag
-        if self.rotate_bytes and seg.size >= self.rotate_bytes:  # per message, not per burst: a backlog
-            seg.close(self.stats())                              # after a stall must not overfill a segment
-            self.seg = None
 
     def close(self) -> dict:
         st = self.stats()

@@ -24,7 +24,8 @@ import zmq
 
 from capture.record import ENCODING, ScanResult, scan, segments, unframe
 from radvis import cruw
-from radvis.transport import Publisher, bind_endpoint, keys_from_config
+from radvis.config import bind_endpoint
+from radvis.transport import Publisher, keys_from_config
 from radvis.truth import truth_message
 from radvis.wire import Message, encode
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm import tqdm
+from radvis.log import progress as tqdm  # a bar on a terminal, plain lines in logs
 
 from learner.cache import build_key_cache, cache_dir_for, embed_frames, teacher_inputs
 from learner.checkpoint import atomic_save, load_checkpoint, remove_stale_temps
@@ -344,12 +344,19 @@ def run(args) -> int:
     from learner.data import DataError
     from learner.device import DeviceError
     from learner.teachers import WeightsNotFoundError
+    from learner.cli import check_data, remove_if_empty
     cfg_l = args.cfg.learner
     if args.epochs is not None:
         cfg_l = dataclasses.replace(cfg_l, epochs=args.epochs)
+    if getattr(args, "device", None):
+        cfg_l = dataclasses.replace(cfg_l, device=args.device)
+    new_out = not Path(args.out).exists()
     try:
+        check_data(args.data)  # before the teacher loads or --out is created: a wrong --data is one line
         s = train(cfg_l, args.data, args.out, progress=not args.quiet, cache_dir=args.cache_dir)
     except (WeightsNotFoundError, DataError, DeviceError) as e:  # the user's setup, not a bug: one clear line
+        if new_out:
+            remove_if_empty(args.out)
         print(f"radvis learn offline: {e}", file=sys.stderr)
         return 2
     if _dist_info()[0] == 0:

@@ -10,6 +10,7 @@ Errors name the file, the key, what was expected and what was received, e.g.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import re
 import tomllib
@@ -21,7 +22,23 @@ from typing import Any
 
 from radvis.cruw import SCENE_KINDS
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "config.toml"
+
+
+def resolve_path(value: str | Path, config_source: str | Path | None = None) -> Path:
+    """A relative path from the config (e.g. radar.cfg = "drivers/ti/cfgs/radvis_iwr1843.cfg"), the same way
+    for every command and from any working directory: as given when it exists (absolute, or relative to the
+    current directory), else relative to the config file's directory, else relative to the radvis checkout
+    (where the packaged defaults live). A path found nowhere is returned as given, so the error names it."""
+    p = Path(value).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    bases = [Path(config_source).parent] if config_source and str(config_source) != "<defaults>" else []
+    for base in bases + [REPO]:
+        if (base / p).exists():
+            return base / p
+    return p
 
 
 # A publisher id on the wire (radvis.wire.NAME_RE, docs/wire-format.md "Names"); radvis.wire is not
@@ -91,7 +108,8 @@ class RigConfig:
     eval_supervised_epochs: int = opt(5, "Epochs of the supervised baseline in the rig's final evaluation "
                                       "(learner.supervised_epochs for `radvis eval`).", min=1)
     eval_fractions: list = opt([1, 5, 25, 100], "Label fractions (%) of the rig's final evaluation.")
-    eval_seeds: int = opt(2, "Label subsets per fraction in the rig's final evaluation.", min=1)
+    eval_seeds: int = opt(3, "Label subsets per fraction in the rig's final evaluation (a verdict with its "
+                          "uncertainty needs >= 3).", min=1)
     verify_replay: bool = opt(True, "After the run, replay the recording through a fresh sync and check the pairs.")
     replay_rate: float = opt(8.0, "Speed (x real time) of that replay.", min=0.1)
 
@@ -101,9 +119,9 @@ class EndpointsConfig:
     radar: str = opt("tcp://127.0.0.1:5550", "Where the radar capture daemon publishes radar frames.")
     camera: str = opt("tcp://127.0.0.1:5551", "Where the camera capture daemon publishes camera frames.")
     pairs: str | list = opt("tcp://127.0.0.1:5552", "Where the synchroniser publishes radar-camera pairs. A list "
-                            "(one endpoint per rig) on a GPU box that learns from several rigs: `radvis learn "
-                            "online` subscribes to all of them; a stage that publishes (sync, replay) needs "
-                            "exactly one (docs/deploy.md).")
+                            "(one endpoint per rig, e.g. [\"tcp://rig1:5552\", \"tcp://rig2:5552\"]) is for the GPU "
+                            "box: `learn online`, `record` and `view` subscribe to every rig; `sync` and `replay` "
+                            "bind one endpoint and refuse a list of several (docs/deploy.md).")
     truth: str = opt("tcp://127.0.0.1:5553", "Where emulated devices publish the scene's ground truth per frame "
                      "(kind `truth`: true capture time, label, objects); unused with real devices.")
     control: str = opt("tcp://127.0.0.1:5559", "Where daemons publish their periodic stats (kind `stats`).")
@@ -339,7 +357,7 @@ class LearnerConfig:
                                     "fractions get extra epochs).", min=1)
     # --- online learner (`radvis learn online`, docs/online.md) ---
     online_buffer_size: int = opt(4096, "Online: replay buffer capacity in pairs (memory is allocated up front: "
-                                  "~65 KB per pair).", min=2)
+                                  "68 KB per pair of buffer storage, 280 MB at 4096; the whole learner is ~2 GB, docs/online.md).", min=2)
     online_policy: str = opt("redundancy", "Online: buffer eviction: redundancy (evict the entry most similar to "
                              "another, MinRed-style, on the frozen image keys), reservoir (uniform over the stream), "
                              "or fifo (naive baseline).", choices=["redundancy", "reservoir", "fifo"])
@@ -396,6 +414,22 @@ class Config:
         return {s.name: dataclasses.asdict(getattr(self, s.name)) for s in sections()}
 
 
+def endpoint_list(value: str | list) -> list[str]:
+    """An [endpoints] value as a list: a subscriber connects to every entry (several rigs into one learner)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def bind_endpoint(cfg: "Config", name: str) -> str:
+    """The one endpoint a publisher of [endpoints] `name` binds. A list of several is the learner's view of
+    several rigs; a publisher (sync, replay) belongs to one rig, whose own config names its one endpoint."""
+    eps = endpoint_list(getattr(cfg.endpoints, name))
+    if len(eps) != 1:
+        raise ConfigError(f"{cfg.source}: endpoints.{name}: this stage binds one endpoint, got a list of {len(eps)} "
+                          f"({', '.join(eps)}); a list is for subscribers (the GPU box's `learn online`): give each "
+                          f"rig's config its own endpoints.{name} = \"tcp://0.0.0.0:PORT\" (docs/deploy.md)")
+    return eps[0]
+
+
 def sections() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(Config) if not f.metadata.get("internal")]
 
@@ -414,14 +448,6 @@ def _check(src: str, key: str, f: dataclasses.Field, tp, value: Any) -> Any:
 
     def fail(expected: str):
         raise ConfigError(f"{src}: {key}: expected {expected}, got {given!r}")
-
-    if isinstance(tp, types.UnionType):  # `str | list`: one endpoint, or several (a learner fed by many rigs)
-        if isinstance(value, str):
-            tp = str
-        elif isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
-            tp = list
-        else:
-            fail("a string or a non-empty list of strings")
 
     if tp is bool:
         if not isinstance(value, bool):
@@ -442,6 +468,13 @@ def _check(src: str, key: str, f: dataclasses.Field, tp, value: Any) -> Any:
     elif tp is dict:
         if not isinstance(value, dict):
             fail("a table")
+    elif tp == str | list:  # an endpoint, or several (one per rig) for the subscribers
+        if isinstance(value, list):
+            if not value or not all(isinstance(v, str) and v for v in value):
+                fail("a string or a non-empty list of strings")
+            value = list(value)
+        elif not isinstance(value, str):
+            fail("a string or a list of strings")
     if isinstance(value, str) and (key, value) in REMOVED_VALUES:
         raise ConfigError(f"{src}: {key}: {value!r} is no longer a choice: {REMOVED_VALUES[key, value]}")
     lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
@@ -472,8 +505,11 @@ def _build(cls, data: dict, src: str, prefix: str):
         if prefix + key in REMOVED_KEYS:
             raise ConfigError(f"{src}: {prefix}{key}: no longer a config key: {REMOVED_KEYS[prefix + key]}")
         if key not in names or names[key].metadata.get("internal"):
-            known = ", ".join(n for n, f in names.items() if not f.metadata.get("internal"))
-            raise ConfigError(f"{src}: {prefix}{key}: unknown key (expected one of: {known})")
+            known = [n for n, f in names.items() if not f.metadata.get("internal")]
+            what = "section" if not prefix else "key"
+            near = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise ConfigError(f"{src}: unknown {what} '{prefix}{key}', {hint}(expected one of: {', '.join(known)})")
     kwargs = {}
     for name, f in names.items():
         if name not in data:
@@ -579,7 +615,7 @@ def docs_markdown() -> str:
                 allowed.append(f"`{m['pattern']}`")
             default = getattr(inst, f.name)
             tp = hints[f.name]
-            tname = " or ".join(a.__name__ for a in tp.__args__) if isinstance(tp, types.UnionType) else tp.__name__
+            tname = " or ".join(t.__name__ for t in typing.get_args(tp)) if typing.get_args(tp) else tp.__name__
             lines.append(f"| `{f.name}` | {tname} | `{default!r}` | {'; '.join(allowed)} | "
                          f"{m.get('help', '')} |")
         lines.append("")

@@ -330,7 +330,7 @@ class Subscriber:
                 self._refused.add(ep)
                 self.stats.handshake_failures += 1
                 why = "not authorised (CURVE keys)" if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH else \
-                    "refused (security mechanism: CURVE on one side only?)"
+                    "refused (a wrong server key, or CURVE on one side only?)"
                 self.ratelog.warning("handshake", f"handshake with {ep} {why}: receiving nothing from it "
                                      f"({self.stats.handshake_failures} so far; docs/wire-format.md CURVE)")
             elif ev["event"] == zmq.EVENT_DISCONNECTED:
@@ -422,31 +422,13 @@ class Subscriber:
         self.sock.close(linger=0)
 
 
-def endpoint_list(cfg, name: str) -> list[str]:
-    """The endpoint(s) of `[endpoints] name` as a list: `endpoints.pairs` may list several (one per rig)
-    on a learner that fans them in."""
-    ep = getattr(cfg.endpoints, name)
-    return [ep] if isinstance(ep, str) else list(ep)
-
-
-def bind_endpoint(cfg, name: str) -> str:
-    """The one endpoint a publisher of `[endpoints] name` binds. A list of several is a subscriber's view
-    (a GPU box fanning in many rigs); each rig's own config names its one endpoint."""
-    eps = endpoint_list(cfg, name)
-    if len(eps) != 1:
-        from radvis.config import ConfigError
-        raise ConfigError(f"{cfg.source}: endpoints.{name}: a publisher binds one endpoint, got a list of {len(eps)} "
-                          f"({', '.join(eps)}); a list is for a learner subscribing to several rigs "
-                          f"(docs/deploy.md): give this stage's config one string")
-    return eps[0]
-
-
 def publisher_from_config(cfg, endpoint_name: str, **kw) -> Publisher:
+    from radvis.config import bind_endpoint  # a list of several endpoints (one per rig) is refused, naming the key
     return Publisher(bind_endpoint(cfg, endpoint_name), hwm=cfg.transport.sndhwm,
                      curve=keys_from_config(cfg), **kw)
 
 
 def subscriber_from_config(cfg, endpoint_names: list[str], topics: list[str] | None = None, **kw) -> Subscriber:
-    eps = [ep for n in endpoint_names for ep in endpoint_list(cfg, n)]
-    return Subscriber(eps, topics, hwm=cfg.transport.rcvhwm,
+    from radvis.config import endpoint_list  # an endpoint may be a list (several rigs): connect to each
+    return Subscriber([ep for n in endpoint_names for ep in endpoint_list(getattr(cfg.endpoints, n))], topics, hwm=cfg.transport.rcvhwm,
                       limits=Limits.from_config(cfg.transport), curve=keys_from_config(cfg), **kw)

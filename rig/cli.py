@@ -205,18 +205,26 @@ def plot_probe(metrics: Path, out: Path) -> Path | None:
 
 def write_report(run_dir: Path, status: dict, ev: dict | None, rep: dict | None, elapsed_s: float,
                  heldout: Path | None, timing: list[str] | None = None) -> Path:
+    from rig.supervisor import learner_cell
     L = ["# radvis rig run", "", f"Wall time {elapsed_s / 60:.1f} min (budget {BUDGET_S / 60:.0f} min).", "",
-         "## Stages", "", "| stage | state | restarts | last rate/s | drops |", "|---|---|---|---|---|"]
+         "## Stages", "", "Totals over the run, and the mean rate from a stage's first to its last stats message "
+         "(not the last, partial interval's rate).", "",
+         "| stage | state | restarts | total | mean rate | drops | learner |", "|---|---|---|---|---|---|---|"]
     for n, s in status.get("stages", {}).items():
-        L.append(f"| {n} | {s['state']} | {s['restarts']} | {s['rate_per_s'] if s['rate_per_s'] is not None else '-'} "
-                 f"| {s['drops'] if s['drops'] is not None else '-'} |")
+        unit = s.get("unit") or ""
+        total = f"{s['total']:g} {unit}" if s.get("total") is not None else "-"
+        mean = f"{s['mean_rate_per_s']:.2f} {unit}/s" if s.get("mean_rate_per_s") is not None else "-"
+        L.append(f"| {n} | {s['state']} | {s['restarts']} | {total} | {mean} "
+                 f"| {s['drops'] if s.get('drops') is not None else '-'} | {learner_cell(s.get('learner')) or '-'} |")
     L.append("")
     if ev is not None:
         L += ["## What the radar learnt from the camera", "",
               f"Linear-probe accuracy (%, 4 classes: empty / pedestrian / cyclist / car) on the held-out set "
               f"`{heldout}` ({ev['n_frames']} frames, test {ev['n_test']}, split {ev['split']}), mean ± std over "
               f"{ev['seeds']} label subsets. Teacher: {ev['teacher']}; radar encoder: {ev['radar_encoder']}.", "",
-              results_table(ev), "", f"Full evaluation report with plots: [{Path(ev['plots']['confusion']).parent / 'report.md'}]"
+              results_table(ev), "", "Verdict (paired differences over the label seeds; a difference within 2 "
+              "standard errors is called noise):", ""] + [f"- {v}" for v in ev.get("verdicts", [])] + [
+              "", f"Full evaluation report with plots: [{Path(ev['plots']['confusion']).parent / 'report.md'}]"
               f"({Path(ev['plots']['confusion']).parent.relative_to(run_dir) / 'report.md'})", ""]
     lm = run_dir / "learner" / "metrics.jsonl"
     if lm.exists():
@@ -251,7 +259,8 @@ def _rig(args) -> int:
     extra, heldout = {}, None
     session = Path(cfg.record.out or run_dir / "session")
     if "learner" in stages:
-        extra["learner"] = ["--out", str(run_dir / "learner")]
+        # --first-pair-timeout 0: the rig's sync pairs only after its clock warm-up, and the rig stops the learner
+        extra["learner"] = ["--out", str(run_dir / "learner"), "--first-pair-timeout", "0"]
         if cfg.rig.heldout_sequences and not args.no_eval:
             heldout = make_heldout(cfg, run_dir / "heldout", common)
             if heldout is not None:

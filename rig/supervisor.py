@@ -98,6 +98,13 @@ class Stage:
     stats_t: float = 0.0
     log_path: Path | None = None
     ready_pid: int | None = None  # the pid whose ready message arrived (a restarted stage announces again)
+    first: tuple | None = None  # (pid, time, count) of the first stats with a count: the mean rate's start
+
+
+# What each stage counts, in the order looked for: (counter, its rate, unit). The rate in a stats message is
+# over the last interval only; the table and the report also show the total and the mean over the run.
+COUNTERS = [("frames", "frames_per_s", "frames"), ("written", "written_per_s", "msgs"),
+            ("pairs", "pairs_per_s", "pairs"), ("step", "steps_per_s", "steps")]
 
 
 class Supervisor:
@@ -262,6 +269,7 @@ class Supervisor:
                     log.info("%s: ready %s", name, {k: v for k, v in m.meta.items() if k not in ("event", "stage")})
             elif m.kind == "stats":
                 st.stats, st.stats_t = dict(m.meta), time.monotonic()
+                self._note_first(st)
 
     def drain_stats(self) -> None:
         self.pump(0.0)
@@ -282,6 +290,20 @@ class Supervisor:
                     continue
                 return
 
+    @staticmethod
+    def _count(s: dict) -> tuple[str | None, float | None, str | None]:
+        """(counter key, its value, unit) of a stats dict."""
+        for key, _, unit in COUNTERS:
+            if isinstance(s.get(key), (int, float)) and not isinstance(s.get(key), bool):
+                return key, s[key], unit
+        return None, None, None
+
+    def _note_first(self, st: Stage) -> None:
+        _, n, _ = self._count(st.stats)
+        pid = st.proc.pid if st.proc else None
+        if n is not None and (st.first is None or st.first[0] != pid):
+            st.first = (pid, st.stats_t, n)
+
     def status(self) -> dict:
         self.drain_stats()
         out = {}
@@ -291,30 +313,70 @@ class Supervisor:
             s = st.stats
             rate = next((s[k] for k in ("frames_per_s", "written_per_s", "pairs_per_s", "steps_per_s") if k in s),
                         next((v for k, v in s.items() if k.endswith("_per_s") and not k.startswith("bytes")), None))
+            key, total, unit = self._count(s)
+            mean = None
+            if total is not None and st.first is not None and st.stats_t > st.first[1]:
+                mean = round((total - st.first[2]) / (st.stats_t - st.first[1]), 3)
+            learner = None
+            if st.name == "learner" and s:
+                learner = {k: s.get(k) for k in ("step", "pairs_in", "loss", "linear_acc", "knn_acc", "buffer_fill")}
             out[st.name] = {"state": st.state, "pid": st.proc.pid if st.proc else None, "restarts": st.restarts,
                             "ready": st.proc is not None and st.ready_pid == st.proc.pid,
                             "last_rc": st.last_rc, "pids": st.pids, "rate_per_s": rate,
+                            "total": total, "unit": unit, "mean_rate_per_s": mean, "learner": learner,
                             "mb_per_s": round(s["bytes_per_s"] / 1e6, 3) if "bytes_per_s" in s else None,
                             "drops": (s.get("dropped", 0) or 0) + (s.get("lost", 0) or 0) if s else None,
                             "lag_ms": s.get("lag_ms"), "errors": s.get("device_errors")}
         return out
 
     def table(self, status: dict) -> str:
-        hdr = f"{'stage':<14} {'state':<8} {'pid':>7} {'restarts':>8} {'rate/s':>8} {'MB/s':>7} {'drops':>6} {'lag ms':>7} {'errors':>6}"
-        rows = [f"rig t={time.monotonic() - self.t0:7.1f} s", hdr]
-
-        def f(v, fmt):
-            return "-" if v is None else format(v, fmt)
-        for n, s in status.items():
-            rows.append(f"{n:<14} {s['state']:<8} {f(s['pid'], '>7')} {s['restarts']:>8} {f(s['rate_per_s'], '>8.1f')} "
-                        f"{f(s['mb_per_s'], '>7.2f')} {f(s['drops'], '>6')} {f(s['lag_ms'], '>7.1f')} {f(s['errors'], '>6')}")
-        return "\n".join(rows)
+        """The live status table: columns padded to their widest cell; units in the headers and cells."""
+        return f"rig t={time.monotonic() - self.t0:7.1f} s\n" + status_table(status)
 
     def write_status(self, status: dict) -> None:
         tmp = self.run_dir / "status.json.tmp"
         tmp.write_text(json.dumps({"t_s": round(time.monotonic() - self.t0, 3), "stages": status,
                                    "truth": {"relayed": self.relayed, "dropped": self.relay_dropped}}))
         os.replace(tmp, self.run_dir / "status.json")  # readers never see a half-written file
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def learner_cell(lr: dict | None) -> str:
+    """The learner's progress in words: optimizer steps, pairs received, InfoNCE loss, last held-out probe."""
+    if not lr:
+        return ""
+    parts = []
+    if lr.get("step") is not None:
+        parts.append(f"{lr['step']} steps")
+    if lr.get("pairs_in") is not None:
+        parts.append(f"{lr['pairs_in']} pairs in")
+    if lr.get("loss") is not None:
+        parts.append(f"loss {lr['loss']:.3f}")
+    if lr.get("linear_acc") is not None:
+        parts.append(f"probe {100 * lr['linear_acc']:.1f} %")
+    return ", ".join(parts)
+
+
+def status_table(status: dict) -> str:
+    """Rows of stages as text columns padded to their content (numbers right-aligned)."""
+    head = ["stage", "state", "pid", "restarts", "total", "rate", "MB/s", "drops", "lag ms", "errors", "detail"]
+    rows = []
+    for n, s in status.items():
+        unit = s.get("unit") or ""
+        total = "-" if s.get("total") is None else f"{s['total']:g} {unit}"
+        rate = "-" if s.get("rate_per_s") is None else f"{s['rate_per_s']:.1f} {unit or 'it'}/s"
+        rows.append([n, s["state"], _num(s["pid"], "d"), str(s["restarts"]), total, rate, _num(s["mb_per_s"], ".2f"),
+                     _num(s["drops"], ""),
+                     _num(s["lag_ms"], ".1f"), _num(s["errors"], ""), learner_cell(s.get("learner"))])
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    left = {0, 1, len(head) - 1}
+
+    def line(cells):
+        return " ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(head)] + [line(r) for r in rows])
 
 
 def run(sup: Supervisor, *, duration_s: float = 0.0, interval_s: float = 5.0, out=sys.stdout,

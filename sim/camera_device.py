@@ -61,7 +61,10 @@ class EmulatedCamera:
         state = self.scene.state(t_cap)
         img = render_camera.render(state, self.cam, rng=render_camera.frame_rng(self.scene.seed, k), noise=self.noise)
         return Shot(k, t_cap, np.ascontiguousarray(img), self.clock.us(t_cap),
-                    self.clock.us(t_cap + self.exposure_us * 0.5e-6), state.truth(self.scene.seed))
+                    self.clock.us(t_cap + self.exposure_us * 0.5e-6),
+                    # the lens is part of the truth: an MJPEG stream carries no intrinsics, and the camera
+                    # view's truth overlay (capture/foxglove.py) projects the objects with them
+                    {**state.truth(self.scene.seed), "intrinsics": self.cam.intrinsics()})
 
     def frames(self, stop: threading.Event):
         """Shots in real time until `stop` is set: each is yielded when it would reach the host."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def _synth(args) -> int:
+    from radvis.config import resolve_path
     from sim import synth
     try:
         size = synth.parse_size(args.image_size)
@@ -18,9 +19,15 @@ def _synth(args) -> int:
         print(f"radvis synth: --sequences and --frames must be >= 1, got {args.sequences} and {args.frames}",
               file=sys.stderr)
         return 2
-    summary = synth.synth(args.out, sequences=args.sequences, frames=args.frames, seed=args.seed, image_size=size,
-                          workers=args.workers, cfg_path=args.radar_cfg or args.cfg.radar.cfg,
-                          noise=args.cfg.scene.noise, progress=not args.quiet)
+    from drivers.ti.cfg import CfgError
+    try:
+        summary = synth.synth(args.out, sequences=args.sequences, frames=args.frames, seed=args.seed, image_size=size,
+                              workers=args.workers, cfg_path=resolve_path(args.radar_cfg or args.cfg.radar.cfg,
+                                                                      args.cfg.source),
+                              noise=args.cfg.scene.noise, progress=not args.quiet)
+    except CfgError as e:
+        print(f"radvis synth: radar cfg: {e}", file=sys.stderr)
+        return 2
     labels = ", ".join(f"{k} {v}" for k, v in sorted(summary["frame_labels"].items()))
     print(f"radvis synth: {len(summary['sequences'])} sequences, {summary['frames']} frames ({labels}) "
           f"in {summary['elapsed_s']} s -> {args.out}")

@@ -110,7 +110,8 @@ class RadarEmulator:
                                        iq_order="qi" if r.iq_order == "auto" else r.iq_order, faults=r.faults)
         try:
             self.board = EmulatedTI(None, source, faults=r.faults if r.mode == "uart" else {}, mode=r.mode,
-                                    on_frame=self._on_frame, cli_port=r.cli_port, data_port=r.data_port or None)
+                                    on_frame=self._on_frame, cli_port=r.cli_port, data_port=r.data_port or None,
+                                    data_baud=r.data_baud)
         except Exception:
             self.close()
             raise

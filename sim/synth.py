@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
+from radvis.log import progress as tqdm  # a bar on a terminal, plain lines in logs
 
 from sim import render_camera, render_radar
 from sim.scene import Scene

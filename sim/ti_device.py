@@ -290,7 +290,7 @@ class EmulatedTI:
 
     def __init__(self, profile_cfg_text: str | None = None, source=None, faults: dict | None = None,
                  mode: str = "uart", on_frame=None, time_fn=time.monotonic, cli_port: str = "pty",
-                 data_port: str | None = "pty"):
+                 data_port: str | None = "pty", data_baud: int | None = None):
         from sim.source import PointTargetSource
         self.cfg_text = profile_cfg_text
         self.source = source if source is not None else PointTargetSource()
@@ -320,6 +320,10 @@ class EmulatedTI:
         self._held = None               # packet held back by a reorder fault
         self._stall_until = 0.0
         self._tx = bytearray()          # pending data-port bytes
+        # a UART sends 10 bits per byte (8N1) at data_baud: the host sees a frame's last byte its wire time
+        # after the first, as sync's uart_time_s correction expects (None: as fast as the port takes them)
+        self.data_baud = data_baud
+        self._tx_credit, self._tx_t = 0.0, None
         self._t_boot = None
         self.profile = None
         self.gui = {}
@@ -389,12 +393,30 @@ class EmulatedTI:
                     return
                 time.sleep(0.001)
 
+    @property
+    def pending_bytes(self) -> int:
+        """Data-port bytes generated but not yet written (the host has not read them yet)."""
+        return len(self._tx)
+
     def _flush_data(self) -> None:
         if self.data_port is None:
             self._tx.clear()
             return
-        while self._tx:
-            k = self.data_port.send(self._tx)
+        if not self._tx:                # an idle line saves no credit: the next frame starts at the baud rate
+            self._tx_credit, self._tx_t = 0.0, None
+            return
+        limit = len(self._tx)
+        if self.data_baud:
+            now = time.monotonic()
+            rate = self.data_baud / 10.0
+            self._tx_credit = min(self._tx_credit + (now - (self._tx_t or now)) * rate, 0.05 * rate)
+            self._tx_t = now
+            limit = min(limit, int(self._tx_credit))
+        while self._tx and limit > 0:
+            k = self.data_port.send(self._tx[:limit])
+            if self.data_baud:
+                self._tx_credit -= k
+            limit -= k
             if not k:
                 # nobody reads the data port: a UART just keeps sending, the host loses the bytes
                 if len(self._tx) > 1 << 20:

@@ -342,10 +342,13 @@ class SyncDaemon:
 
     def stats(self) -> dict:
         d = self.proc.stats()
-        sub = {"received": 0, "bytes": 0, "rejected": Counter(), "lost": 0, "out_of_order": 0, "restarts": 0}
-        for s in self.subs.values():
+        sub = {"received": 0, "bytes": 0, "rejected": Counter(), "lost": 0}
+        for s in self.subs.values():  # one Subscriber per endpoint: their counters add up
             for k, v in s.stats.as_dict().items():
-                sub[k] = sub[k] + (Counter(v) if k == "rejected" else v)
+                if k == "rejected":
+                    sub[k].update(v)
+                else:
+                    sub[k] = sub.get(k, 0) + v
         sub["rejected"] = dict(sub["rejected"])
         d["sub"] = sub
         d["pub_dropped_hwm"] = self.pub.stats.dropped_hwm
@@ -354,6 +357,8 @@ class SyncDaemon:
     def _next(self, timeout_ms: int) -> Message | None:
         """The next message: truth first (it only annotates), then the frame stream that is behind."""
         ready = dict(self.poller.poll(timeout_ms))
+        for sub in self.subs.values():  # re-make a connection libzmq dropped for an oversize frame (counted)
+            sub.watch()
         order = ["truth"]
         r, c = self.proc.last_mono.get(RADAR, -1), self.proc.last_mono.get(CAMERA, -1)
         order += [RADAR, CAMERA] if r <= c else [CAMERA, RADAR]

@@ -190,11 +190,14 @@ def truth_message(rig: Rig, name: str, i: int) -> Message:
 def with_truth(rig: Rig, msgs: list[Message]) -> list[Message]:
     """Interleave a truth message per frame: half before the frame (the emulator samples the scene first),
     half after (a slower truth socket), so the join is tested both ways."""
-    out = []
+    out, seq = [], {"radar": 0, "camera": 0}
     for m in msgs:
         i = int(m.meta["frame_number"]) if m.kind == "camera" else int(np.flatnonzero(rig.radar.frame_number ==
                                                                                      m.meta["frame_number"])[0])
         t = truth_message(rig, m.kind, i)
+        # numbered per source like any stream (a subscriber drops a repeated (epoch, seq) as a stale duplicate)
+        t.epoch, t.seq = m.epoch, seq[m.kind]
+        seq[m.kind] += 1
         out += [t, m] if i % 2 else [m, t]
     return out
 

@@ -55,7 +55,7 @@ def test_emulated_realsense_delivers_the_rendered_frames_with_device_timestamps(
         t = truth["t_s"]
         expect = render_camera.render(scene.state(t), pinhole, rng=render_camera.frame_rng(5, f.frame_number))
         np.testing.assert_array_equal(f.image, expect)
-        assert truth == {**scene.state(t).truth(5), "t_s": t}
+        assert truth == {**scene.state(t).truth(5), "intrinsics": pinhole.intrinsics(), "t_s": t}
         m = f.meta
         assert m["timestamp_domain"] == "hardware_clock" and m["serial"] == "EMU-RS-0001"
         assert m["frame_counter"] == f.frame_number
@@ -177,7 +177,7 @@ def test_emulated_camera_renders_the_scene_at_its_capture_instants_on_its_own_cl
     assert [s.k for s in shots] == [0, 1, 2, 3] and cam.stats["frames"] == 4
     assert np.allclose(np.diff([s.t_cap for s in shots]), 0.1)          # frame k at t0 + k / fps
     for s in shots:
-        assert s.truth == scene.state(s.t_cap).truth(2)
+        assert s.truth == {**scene.state(s.t_cap).truth(2), "intrinsics": render_camera.PinholeCamera(96, 64).intrinsics()}
         np.testing.assert_array_equal(s.image, render_camera.render(scene.state(s.t_cap), render_camera.PinholeCamera(96, 64),
                                                                     rng=render_camera.frame_rng(2, s.k)))
         assert s.sensor_us == cam.clock.us(s.t_cap) and s.frame_us - s.sensor_us == pytest.approx(4000, abs=1)

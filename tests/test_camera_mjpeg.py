@@ -52,7 +52,7 @@ def test_emulated_camera_over_http_mjpeg_end_to_end():
     assert fns == sorted(set(fns))                                   # the camera's counter (X-Frame-Number)
     for f in frames:
         stream, source, k, t_cap, truth = truths[f.frame_number]     # reported under the driver's number
-        assert (stream, source, k) == ("camera", "camera0", f.frame_number) and truth == scene.state(t_cap).truth(5)
+        assert (stream, source, k) == ("camera", "camera0", f.frame_number) and truth == {**scene.state(t_cap).truth(5), "intrinsics": pinhole.intrinsics()}
         assert t_cap * 1e9 < f.t_mono_ns                             # truth is sampled before the frame arrives
         assert f.t_device_ns == emu.camera.clock.us(t_cap) * 1000    # X-Timestamp: the camera's clock, exactly
         assert f.meta["x_timestamp"] == f"{f.t_device_ns // 10**9}.{f.t_device_ns // 1000 % 10**6:06d}"

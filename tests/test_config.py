@@ -46,10 +46,14 @@ def test_bad_values_name_file_key_expected_and_got(tmp_path, text, key, expected
 
 
 def test_unknown_key_and_section_are_errors(tmp_path):
-    with pytest.raises(C.ConfigError, match=r"rig.toml: sync.max_skew: unknown key \(expected one of: max_skew_ms"):
+    with pytest.raises(C.ConfigError, match=r"rig.toml: unknown key 'sync.max_skew', did you mean max_skew_ms\? "
+                                            r"\(expected one of: max_skew_ms"):
         C.load(write(tmp_path, "[sync]\nmax_skew = 3\n"))
-    with pytest.raises(C.ConfigError, match=r"rig.toml: lidar: unknown key"):
+    with pytest.raises(C.ConfigError, match=r"rig.toml: unknown section 'lidar', .*\(expected one of: rig, "):
         C.load(write(tmp_path, "[lidar]\nx = 1\n"))
+    # a typo gets the nearest section (difflib), as a first-time user needs
+    with pytest.raises(C.ConfigError, match=r"rig.toml: unknown section 'camra', did you mean camera\?"):
+        C.load(write(tmp_path, "[camra]\nfps = 15\n"))
     with pytest.raises(C.ConfigError, match=r"rig.toml: sync: expected a table"):
         C.load(write(tmp_path, "sync = 3\n"))
 

@@ -316,7 +316,7 @@ def test_truth_before_or_after_its_pair_labels_it_and_order_is_kept():
                  (now, _truth("camera", 30, now - 30_000_000, "cyclist", 9))])
     assert ing.counts["pairs_in"] == 3 and not ing.waiting
     labels = ing.buffer.label[:3].tolist()
-    assert labels == [CLASSES.index("car"), CLASSES.index("pedestrian"), CLASSES.index("cyclist")]
+    assert labels == [LABELS.index("car"), LABELS.index("pedestrian"), LABELS.index("cyclist")]
     st = ing.stats()
     assert st["truth"] == {"in": 2 + 1, "joined": 3, "missing": 0, "bad": 0, "queue_full": 0}
 
@@ -373,7 +373,7 @@ def test_live_holdout_takes_held_out_scenes_by_their_truth(tmp_path):
     for i in range(n):
         _, img, _, _ = s.frame(i)
         t = time.monotonic_ns()
-        tpub.send(truth_message("radar", "radar0", i, t - 1000, {"label": CLASSES[i % 4], "scene_id": i // 4}))
+        tpub.send(truth_message("radar", "radar0", i, t - 1000, {"label": LABELS[i % 4], "scene_id": i // 4}))
         m = pair_message(np.zeros((128, 128, 2), np.float32), img, t_ns=t, frame_number=i)
         m.meta["radar"]["t"] = {"mono_ns": t}
         pub.send(m)

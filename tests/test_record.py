@@ -139,7 +139,7 @@ def test_rotation_by_size_keeps_every_message_in_order(tmp_path):
             sent.append(_send(pubs["radar"], _radar(k)))
         _flush(pubs)
         p.send_signal(signal.SIGTERM)
-        assert p.wait(20) == 0
+        assert p.wait(20) == 0, p.stderr.read()
     finally:
         _flush(pubs)
     files = segments(out)

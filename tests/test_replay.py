@@ -164,7 +164,7 @@ def test_replay_cruw_sequence_as_live(tmp_path):
     seq = "2019_04_09_BMS1001"
     ras = _cruw_tree(tmp_path / "cruw", seq, 4)
     # the frames only: after them the replayer also sends an end-of-stream `event` per endpoint
-    sub = Subscriber([f"ipc://{tmp_path}/radar.sock", f"ipc://{tmp_path}/camera.sock"])
+    sub = Subscriber([f"ipc://{tmp_path}/radar.sock", f"ipc://{tmp_path}/camera.sock"], topics=["radar", "camera"])
     tsub = Subscriber(f"ipc://{tmp_path}/truth.sock", topics=["truth"])
     rp = radvis_proc(["replay", "--cruw", str(tmp_path / "cruw"), "--seq", seq, *ipc_sets(tmp_path),
                       "--set", "transport.slow_joiner_s=10"])

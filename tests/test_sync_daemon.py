@@ -239,7 +239,7 @@ def test_live_end_to_end_over_sockets(rig_sockets):
             rpub.send(radar_msg(i, stamp))
         else:
             cpub.send(camera_msg(i, stamp, int((stamp - 6 * MS - 5 * NS) * (1 + 80e-6))))
-    _wait_for(lambda: daemon.sub.stats.received == len(sched))  # sync has every frame
+    _wait_for(lambda: sum(s.stats.received for s in daemon.subs.values()) == len(sched))  # sync has every frame
     got = _collect(sub, _n_pairs(18))  # all but the last, which a clean stop pairs
     _stop_daemon(th, stop, sub, got)
     pairs = sorted((m.meta["radar"]["meta"]["frame_number"], m.meta["camera"]["meta"]["frame_number"])
@@ -295,7 +295,7 @@ def _live_with_bad_messages(tmp_path, inject, want_rejected: dict, after: int = 
             if (kind, i) == ("camera", after):
                 inject(rpub, cpub, sent, stamp)
         n = 80 + sum(want_rejected.values())  # every message sent reached sync: taken or rejected
-        _wait_for(lambda: daemon.sub.stats.received + sum(daemon.sub.stats.rejected.values()) >= n)
+        _wait_for(lambda: sum(s.stats.received + sum(s.stats.rejected.values()) for s in daemon.subs.values()) >= n)
         got = _stop_daemon(th, stop, sub, [])  # a clean stop pairs what is still held
     finally:
         for s_ in (rpub, cpub, sub):

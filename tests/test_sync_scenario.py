@@ -369,12 +369,12 @@ def test_recorded_live_run_replays_to_the_same_pairs(tmp_path):
             assert pubs[m.kind].send(m, keep_seq=True)
         # the rig stops producers, then sync (which decides what it holds), then the recorder
         n_frames = len(msgs) - n_truth
-        end = time.monotonic() + 60
+        end = time.monotonic() + 240
         while time.monotonic() < end and sync.proc.counts["radar_in"] + sync.proc.counts["camera_in"] < n_frames:
             time.sleep(0.05)
         stop.set()
         ths[0].join(10)
-        end = time.monotonic() + 30
+        end = time.monotonic() + 120
         while time.monotonic() < end and rec.written < n_frames + n_truth + result["pairs"]:
             time.sleep(0.05)
         rstop.set()
@@ -399,8 +399,8 @@ def test_recorded_live_run_replays_to_the_same_pairs(tmp_path):
         th.start()
         st = replay_session(cfg, str(tmp_path / "session"), topics=["radar", "camera"], as_fast=True,
                             wait_subscribers=1)
-        got = _collect(sub, lambda o: len(o) >= len(live), 60)
-        assert _collect(sub, lambda o: daemon.proc.counts["ends"] >= 1, 30) == []  # decided by the end event
+        got = _collect(sub, lambda o: len(o) >= len(live), 240)  # a deadline, generous for a busy machine
+        assert _collect(sub, lambda o: daemon.proc.counts["ends"] >= 1, 120) == []  # decided by the end event
         stop.set()
         th.join(10)
     finally:

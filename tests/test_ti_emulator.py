@@ -39,15 +39,17 @@ def run_device(n_frames: int, faults=None, source=None, cfg_text=FAST):
         with CliPort(emu.cli_port_url) as cli, data:
             cli.configure(rc.lines)
             deadline = time.monotonic() + 20
+            got = 0
             while emu.counts["frames"] < n_frames and time.monotonic() < deadline:
-                frames += parser.feed(data.read(65536))
-            cli.send("sensorStop")
-            quiet = time.monotonic()
-            while time.monotonic() - quiet < 0.25:
                 chunk = data.read(65536)
-                if chunk:
-                    quiet = time.monotonic()
-                    frames += parser.feed(chunk)
+                got += len(chunk)
+                frames += parser.feed(chunk)
+            cli.send("sensorStop")  # acknowledged: the board sends nothing more, so drain what it did send
+            deadline = time.monotonic() + 20
+            while (got < emu.counts["bytes_sent"] or emu.pending_bytes) and time.monotonic() < deadline:
+                chunk = data.read(65536)
+                got += len(chunk)
+                frames += parser.feed(chunk)
             frames += parser.flush()
     finally:
         emu.stop()
@@ -373,3 +375,31 @@ def test_frame_number_reset_is_a_restart_not_late_frames():
     kept = [f.frame_number for f in parser.feed(stream) + parser.flush() if r._frame(f) is not None]
     assert kept == [500, 501, 1, 2]
     assert (r.late_dropped, r.restarts) == (2, 1)
+
+
+def test_uart_data_port_is_paced_at_its_baud_rate(monkeypatch):
+    """The emulated UART sends 10 bits per byte at data_baud (what sync's uart_time_s correction assumes), on
+    a controlled clock: bytes per step = elapsed x baud / 10, none saved up while the line is idle."""
+    import sim.ti_device as td
+    now = [100.0]
+    monkeypatch.setattr(td.time, "monotonic", lambda: now[0])
+
+    class Port:
+        sent = bytearray()
+
+        def send(self, b):
+            self.sent += b
+            return len(b)
+    emu = EmulatedTI(None, data_baud=921600)
+    emu.data_port = Port()
+    emu._flush_data()                       # idle: nothing pending
+    now[0] += 1.0
+    emu._tx += bytes(20000)
+    steps = []
+    for _ in range(5):
+        emu._flush_data()
+        steps.append(len(emu.data_port.sent))
+        now[0] += 0.01
+    assert steps[0] == 0                    # the idle second earned no credit
+    assert all(abs((b - a) - 921.6) <= 1 for a, b in zip(steps, steps[1:]))  # 10 ms at 92 160 B/s
+    assert emu.counts["bytes_sent"] == steps[-1] and emu.pending_bytes == 20000 - steps[-1]

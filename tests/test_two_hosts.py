@@ -1,33 +1,31 @@
-"""Two hosts, tested (#19, docs/deploy.md): the rig and the GPU box in two Linux network namespaces joined by
-a veth pair, CURVE on. The rig side publishes pairs (`radvis replay` of a recorded pair session, bound to its
-veth address, as `radvis sync` would be); the GPU box runs `radvis learn online` against it.
+"""Two hosts, for real (issue #19): the rig and the GPU box in two Linux network namespaces joined by a veth
+pair, CURVE on. The rig's pair publisher binds its veth address; the learner's ingest in the other namespace
+connects with the right keys and receives; a client with the wrong server key and one with an unauthorised
+client key receive nothing and count the refused handshake. Then the link is unplugged (`ip link set down`)
+for 5 s while the rig keeps publishing: the learner recovers, and the gap is counted as lost_in_transport,
+equal to the sequence numbers missing and to the publisher's own count of what it dropped — never silent.
 
-- a client holding the wrong server key receives nothing (and counts the refused handshake);
-- the link is unplugged (`ip link set down`) for 5 s mid-stream: both sides carry on, every pair the rig
-  sent after the outage arrives, and every pair the outage cost is counted: by the rig (high-water mark,
-  `dropped`) and by the learner as `lost_in_transport` (sequence gaps), the same number.
-
-Needs root and iproute2 (`make test` installs iproute2; CI runs as root); skipped with the reason otherwise.
-The TCP port is fixed: each test run gets its own fresh network namespaces, so nothing else can hold it."""
+Needs root and iproute2 (`scripts/bootstrap.sh` installs iproute2 when it runs as root); skips otherwise.
+"""
 from __future__ import annotations
 
 import json
 import os
-import secrets
+import queue
+import random
 import shutil
-import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from bench.pair_session import write_pair_session
+from radvis.transport import make_keys
 
 REPO = Path(__file__).resolve().parent.parent
-N, FPS, RATE = 600, 10.0, 4.0  # 60 s of recording replayed at 4x: 40 pairs/s for 15 s
-RIG_IP, GPU_IP, PORT = "10.77.0.1", "10.77.0.2", 5552
+OUTAGE_S = 5.0
 
 
 def _ip(*args: str) -> subprocess.CompletedProcess:
@@ -36,116 +34,141 @@ def _ip(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def two_hosts():
+    """(namespace A, namespace B, veth end in A, A's address, B's address); removed afterwards."""
     if shutil.which("ip") is None:
-        pytest.skip("iproute2 (`ip`) is not installed: `make test` installs it (scripts/bootstrap.sh)")
+        pytest.skip("iproute2 (`ip`) is not installed: apt-get install iproute2 (scripts/bootstrap.sh does as root)")
     if os.geteuid() != 0:
-        pytest.skip("creating network namespaces needs root (CI runs as root)")
-    tag = secrets.token_hex(3)
-    rig, gpu, va, vb = f"radvis-{tag}-rig", f"radvis-{tag}-gpu", f"rv{tag}a", f"rv{tag}b"
+        pytest.skip("creating network namespaces needs root (CI runs the tests as root)")
+    r = random.randrange(16**6)
+    ns_a, ns_b, v_a, v_b = f"rv{r:06x}a", f"rv{r:06x}b", f"vA{r:06x}", f"vB{r:06x}"
+    net = f"10.{random.randrange(1, 255)}.{random.randrange(0, 255)}"
+    made: list[str] = []
     try:
-        r = _ip("netns", "add", rig)
-        if r.returncode != 0:
-            pytest.skip(f"`ip netns add` failed here (no CAP_SYS_ADMIN in this container?): {r.stderr.strip()}")
-        steps = [("netns", "add", gpu), ("link", "add", va, "type", "veth", "peer", "name", vb),
-                 ("link", "set", va, "netns", rig), ("link", "set", vb, "netns", gpu),
-                 ("-n", rig, "addr", "add", f"{RIG_IP}/24", "dev", va), ("-n", gpu, "addr", "add", f"{GPU_IP}/24", "dev", vb),
-                 ("-n", rig, "link", "set", va, "up"), ("-n", gpu, "link", "set", vb, "up"),
-                 ("-n", rig, "link", "set", "lo", "up"), ("-n", gpu, "link", "set", "lo", "up")]
+        for ns in (ns_a, ns_b):
+            p = _ip("netns", "add", ns)
+            if p.returncode:
+                pytest.skip(f"`ip netns add` failed (no network namespaces here?): {p.stderr.strip()}")
+            made.append(ns)
+        steps = [("link", "add", v_a, "type", "veth", "peer", "name", v_b),
+                 ("link", "set", v_a, "netns", ns_a), ("link", "set", v_b, "netns", ns_b),
+                 ("-n", ns_a, "addr", "add", f"{net}.1/24", "dev", v_a),
+                 ("-n", ns_b, "addr", "add", f"{net}.2/24", "dev", v_b),
+                 ("-n", ns_a, "link", "set", "lo", "up"), ("-n", ns_b, "link", "set", "lo", "up"),
+                 ("-n", ns_a, "link", "set", v_a, "up"), ("-n", ns_b, "link", "set", v_b, "up")]
         for s in steps:
-            r = _ip(*s)
-            assert r.returncode == 0, f"ip {' '.join(s)}: {r.stderr}"
-        yield {"rig": rig, "gpu": gpu, "rig_if": va}
+            p = _ip(*s)
+            if p.returncode:
+                pytest.skip(f"`ip {' '.join(s)}` failed: {p.stderr.strip()}")
+        yield ns_a, ns_b, v_a, f"{net}.1", f"{net}.2"
     finally:
-        for ns in (rig, gpu):
-            _ip("netns", "del", ns)   # takes its end of the veth pair with it
+        for ns in made:  # deleting a namespace deletes its end of the veth pair, and with it the other end
+            _ip("netns", "del", ns)
+        _ip("link", "del", v_a)  # only there when the move into the namespace failed
 
 
-def _in(ns: str, args: list[str], **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+class Stage:
+    """A tests/two_hosts_stage.py process in a namespace; its JSON lines are read on a thread."""
+
+    def __init__(self, ns: str, *args: str):
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        self.p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "tests.two_hosts_stage", *args],
+                                  cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue = queue.Queue()
+        self.last: dict = {}
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.p.stdout:
+            self.lines.put(json.loads(line))
+
+    def wait(self, cond, timeout: float, what: str) -> dict:
+        """The first line (or the latest status) for which cond(line) holds, within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.last and cond(self.last):
+                return self.last
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{what}: not within {timeout} s; last line {self.last}; "
+                                     f"exit {self.p.poll()} {self.stderr() if self.p.poll() is not None else ''}")
+            try:
+                self.last = self.lines.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                pass
+
+    def stop(self) -> None:
+        try:
+            self.p.stdin.write("stop\n")
+            self.p.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def stderr(self) -> str:
+        return self.p.stderr.read()[-3000:] if self.p.stderr else ""
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(10)
 
 
-WRONG_KEY_CLIENT = r"""
-import json, sys, time
-from pathlib import Path
-from radvis.transport import CurveKeys, Subscriber
-sub = Subscriber(sys.argv[1], ["pair"], curve=CurveKeys.load(sys.argv[2]), name="wrong-key")
-stop = Path(sys.argv[3])
-while not stop.exists():
-    sub.recv(timeout_ms=100)
-print(json.dumps(sub.stats.as_dict()))
-"""
-
-
-def _metrics(run: Path) -> list[dict]:
-    p = run / "metrics.jsonl"
-    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
-
-
-def test_rig_and_gpu_box_in_two_namespaces_with_curve(two_hosts, tmp_path):
-    from radvis.transport import make_keys
+def test_rig_and_gpu_box_over_a_veth_link_with_curve_and_an_unplug(two_hosts, tmp_path):
+    ns_a, ns_b, v_a, ip_a, _ = two_hosts
     keys, other = make_keys(tmp_path / "keys"), make_keys(tmp_path / "other")
-    wrong = tmp_path / "wrong"          # the authorised client's key pair, but another server's public key
-    wrong.mkdir()
-    shutil.copy(keys / "client.key_secret", wrong / "client.key_secret")
-    shutil.copy(other / "server.key", wrong / "server.key")
-    write_pair_session(tmp_path / "rig.mcap", N, seed=5, source="rig-a", fps=FPS)
-    ep = f"tcp://{RIG_IP}:{PORT}"
-    common = ["--set", "transport.curve=true", "--set", f'transport.curve_dir="{keys}"',
-              "--set", f'endpoints.truth="ipc://{tmp_path}/truth.sock"',
-              "--set", f'endpoints.control="ipc://{tmp_path}/control.sock"', "--set", 'endpoints.view_stats=""']
-    run = tmp_path / "run"
-    learner = _in(two_hosts["gpu"], [
-        "-m", "radvis", "learn", "online", "--out", str(run), "--exit-when-idle", "15", *common,
-        "--set", f'endpoints.pairs="{ep}"', "--set", 'learner.radar_encoder="tiny"',
-        "--set", 'learner.vision_encoder="tiny"', "--set", 'learner.device="cpu"', "--set", "learner.batch_size=8",
-        "--set", "learner.online_min_fill=8", "--set", "learner.online_center_pairs=8", "--set", "learner.log_every=1",
-        "--set", "learner.online_live_eval_fraction=0", "--set", "learner.online_eval_every_steps=0",
-        "--set", "learner.online_ckpt_every_steps=0", "--set", "learner.online_ckpt_every_s=0",
-        "--set", "learner.threads=1"])
-    stop = tmp_path / "stop-wrong-client"
-    intruder = _in(two_hosts["gpu"], ["-c", WRONG_KEY_CLIENT, ep, str(wrong), str(stop)])
-    # the rig: the publisher binds its own address on the rig's link; a small high-water mark, so an outage
-    # costs pairs instead of being buffered away
-    replay = _in(two_hosts["rig"], ["-m", "radvis", "replay", str(tmp_path / "rig.mcap"), "--rate", str(RATE),
-                                    *common, "--set", f'endpoints.pairs="{ep}"', "--set", "transport.sndhwm=8",
-                                    "--set", "transport.slow_joiner_s=60"])
-    procs = [learner, intruder, replay]
+    stages = []
     try:
-        deadline = time.monotonic() + 90
-        while not any(r.get("pairs_in", 0) >= 20 for r in _metrics(run)[-3:]):   # the stream is flowing
-            assert time.monotonic() < deadline and replay.poll() is None and learner.poll() is None, \
-                (learner.stderr.read() if learner.poll() is not None else "") + (replay.stderr.read() if replay.poll() is not None else "")
-            time.sleep(0.1)
-        before = max(r.get("pairs_in", 0) for r in _metrics(run))
-        assert _ip("-n", two_hosts["rig"], "link", "set", two_hosts["rig_if"], "down").returncode == 0
-        time.sleep(5.0)  # the outage itself (the stimulus, not a wait for something)
-        assert _ip("-n", two_hosts["rig"], "link", "set", two_hosts["rig_if"], "up").returncode == 0
-        rout, rerr = replay.communicate(timeout=120)
-        assert replay.returncode == 0, rerr[-2000:]
-        sent = json.loads(rout.strip().splitlines()[-1])
-        lout, lerr = learner.communicate(timeout=120)     # exits when idle after the stream
-        assert learner.returncode == 0, lerr[-3000:]
-        stop.touch()
-        iout, ierr = intruder.communicate(timeout=30)
-        assert intruder.returncode == 0, ierr[-2000:]
+        rig = Stage(ns_a, "rig", "--bind", f"tcp://{ip_a}:*", "--keys", str(keys), "--hwm", "20", "--rate", "50")
+        stages.append(rig)
+        ep = rig.wait(lambda m: "endpoint" in m, 30, "rig publisher bound")["endpoint"]
+        assert ep.startswith(f"tcp://{ip_a}:")
+        gpu = Stage(ns_b, "gpu", "--connect", ep, "--keys", str(keys), "--other-keys", str(other))
+        stages.append(gpu)
+
+        # CURVE: the learner receives; both intruders were refused (their own counters) and got nothing
+        gpu.wait(lambda m: m.get("received", 0) >= 50, 60, "learner receives over the link")
+        st = gpu.wait(lambda m: all(i["handshake_failures"] >= 1 for i in m.get("intruders", {}).values()), 30,
+                      "intruders refused")
+        before = st["max_seq"]
+
+        # unplug the rig's end of the link for OUTAGE_S while the rig keeps publishing
+        assert _ip("-n", ns_a, "link", "set", v_a, "down").returncode == 0
+        up_at = time.monotonic() + OUTAGE_S
+        while time.monotonic() < up_at:  # the scenario itself (not a wait for a result)
+            time.sleep(0.05)
+        assert _ip("-n", ns_a, "link", "set", v_a, "up").returncode == 0
+        # the rig numbered ~OUTAGE_S * 50 pairs meanwhile: the learner must get past all of them
+        # and then receive a steady stream again: 100 more pairs than it had, far more than the publisher's
+        # queue (hwm 20) and the socket buffers held when the link went down
+        n_down = st["received"]
+        t_up = time.monotonic()
+        after = gpu.wait(lambda m: m["max_seq"] >= before + int(OUTAGE_S * 50) and m["received"] >= n_down + 100,
+                         90, "learner recovers")
+        recovered_s = time.monotonic() - t_up
+        assert after["dropped_by_reason"].get("lost_in_transport", 0) > 0, after
+
+        rig.stop()
+        pub = rig.wait(lambda m: "sent" in m, 30, "rig stats")
+        gpu.wait(lambda m: m["max_seq"] >= pub["numbered"] - 1, 30, "learner got the rig's last pair")
+        gpu.stop()
+        final = gpu.wait(lambda m: m.get("final"), 30, "learner final")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-                p.wait()
-    # the rig lost pairs to the outage, and counted them
-    assert sent["sent"] + sent["dropped"] == N and sent["dropped"] > 0, sent
-    final = _metrics(run)[-1]
-    assert final["event"] == "stop"
-    # everything sent arrived (the link came back, TCP and ZeroMQ recovered); every lost pair is a counted gap
-    assert final["pairs_in"] == sent["sent"]
-    assert final["dropped_by_reason"] == {"lost_in_transport": sent["dropped"]}, final["dropped_by_reason"]
-    assert final["per_source"]["rig-a"]["lost_in_transport"] == sent["dropped"]
-    assert final["step"] > 0
-    # and it recovered: far more pairs got through than the outage could have buffered (HWM 8 + socket buffers)
-    assert final["pairs_in"] > before + 100, (before, final["pairs_in"])
-    # the client with the wrong server key got nothing, and said why
-    st = json.loads(iout.strip().splitlines()[-1])
-    assert st["received"] == 0 and st["handshake_failures"] >= 1, st
+        for s in stages:
+            s.kill()
+
+    seqs = final["seqs"]
+    assert seqs == sorted(set(seqs)), "pairs out of order or repeated"
+    missing = (seqs[-1] - seqs[0] + 1) - len(seqs)
+    lost = final["dropped_by_reason"].get("lost_in_transport", 0)
+    assert lost > 0 and lost == missing, (lost, missing)
+    # nothing dropped for any other reason, and every missing number is one the publisher counted as dropped
+    # (its queue to the unplugged subscriber was full): the gap is accounted for on both sides
+    assert final["dropped_by_reason"] == {"lost_in_transport": lost}
+    assert pub["dropped_hwm"] == lost and pub["sent"] + pub["dropped_hwm"] == pub["numbered"]
+    assert final["by_source"]["rig1"]["pairs_in"] == len(seqs)
+    assert final["by_source"]["rig1"]["lost_in_transport"] == lost
+    for name, i in final["intruders"].items():
+        assert i["received"] == 0, name
+        assert i["handshake_failures"] >= 1, name
+    print(json.dumps({"received": len(seqs), "lost_in_transport": lost, "rig": pub, "recovered_s": round(recovered_s, 1),
+                      "intruders": final["intruders"]}))  # shown with pytest -s

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from capture.view import View
 from radvis import config
 from radvis.transport import Publisher
 from radvis.wire import Message
+from tests.conftest import rig_sets
 from tests.foxglove_ws import FoxgloveClient
 from tests.test_foxglove import camera_msg, pair_msg, radar_msg, scene_image, truth_meta
 
@@ -158,12 +158,6 @@ def test_shipped_layout_is_generated_and_names_served_topics(view, capsys):
 # in the rig
 # ---------------------------------------------------------------------------------------------
 
-def _free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _status(run_dir: Path) -> dict:
     try:
         return json.loads((run_dir / "status.json").read_text())["stages"]
@@ -187,12 +181,8 @@ def test_view_in_the_emulated_rig_then_export_learn_offline_and_eval(tmp_path, c
     stats, while sync and the learner report 0 drops. Then the recorded session is exported, pretrained on
     without its labels, and evaluated (the done-means chain of #18)."""
     run_dir, session = tmp_path / "run", tmp_path / "session"
-    sets = []
-    for n in NAMES:
-        sets += ["--set", f"endpoints.{n}='ipc://{tmp_path}/{n}.sock'"]
-    sets += ["--set", f"radar.dca_config_port={_free_port(socket.SOCK_DGRAM)}",
-             "--set", f"radar.dca_data_port={_free_port(socket.SOCK_DGRAM)}",
-             "--set", "rig.stages=['radar','camera','sync','record','learner','view']",
+    sets = rig_sets(tmp_path)
+    sets += ["--set", "rig.stages=['emulate-radar','emulate-camera','radar','camera','sync','record','learner','view']",
              "--set", f"rig.run_dir='{run_dir}'", "--set", f"record.out='{session}'", "--set", "view.port=0",
              "--set", "rig.stats_interval_s=1.0", "--set", "learner.radar_encoder='tiny'",
              "--set", "learner.vision_encoder='tiny'", "--set", "learner.online_min_fill=16",

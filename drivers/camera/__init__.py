@@ -10,7 +10,32 @@ from __future__ import annotations
 
 from drivers.camera.base import CameraDisconnected, CameraError, CameraFrame, CameraSource
 
-__all__ = ["CameraDisconnected", "CameraError", "CameraFrame", "CameraSource", "open_camera"]
+__all__ = ["CameraDisconnected", "CameraError", "CameraFrame", "CameraSource", "check_config", "open_camera"]
+
+# Colour modes of the RealSense D400 family's RGB sensor (librealsense `rs-enumerate-devices`); a mode
+# outside them fails at pipeline start, so it is caught as a configuration mistake before that.
+REALSENSE_COLOR_MODES = {(320, 180), (320, 240), (424, 240), (640, 360), (640, 480), (848, 480), (960, 540),
+                         (1280, 720), (1920, 1080)}
+REALSENSE_FPS = {6, 15, 30, 60}
+
+
+def check_config(c, config_source: str | None = None) -> None:
+    """Configuration mistakes of the [camera] section: radvis.config.ConfigError naming the key (the capture
+    exits 2); a camera that is simply not there yet is the driver's to wait for."""
+    from radvis.config import ConfigError
+    where = f" ({config_source})" if config_source and config_source != "<defaults>" else ""
+    if c.driver == "mjpeg" and not c.url.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"camera.url{where}: {c.url!r} is not an http:// URL of an MJPEG stream "
+                          f"(mjpg-streamer: http://HOST:8080/?action=stream)")
+    if c.driver == "realsense":
+        if (c.width, c.height) not in REALSENSE_COLOR_MODES:
+            modes = ", ".join(f"{w}x{h}" for w, h in sorted(REALSENSE_COLOR_MODES))
+            raise ConfigError(f"camera.width x camera.height{where} = {c.width}x{c.height} is not a RealSense colour "
+                              f"mode ({modes}); e.g. camera.width = 640, camera.height = 480 "
+                              f"(configs/iwr1843-uart-realsense.toml)")
+        if c.fps not in REALSENSE_FPS:
+            raise ConfigError(f"camera.fps{where} = {c.fps} is not a RealSense colour rate "
+                              f"({', '.join(map(str, sorted(REALSENSE_FPS)))})")
 
 
 def open_camera(c, *, reconnect_backoff_s: float = 0.5, reconnect_max_s: float = 10.0) -> CameraSource:

@@ -33,6 +33,7 @@ from drivers.ti.cfg import CfgError, RadarCfg, parse_cfg
 from drivers.ti.cli_port import CliError, CliPort
 from drivers.ti.dca1000_capture import DCA1000Capture
 from drivers.ti.uart import UartParser
+from radvis.config import ConfigError, resolve_path
 from radvis.frames import RESTART_JUMP, is_restart
 
 log = logging.getLogger("radvis.ti.radar")
@@ -54,13 +55,8 @@ class RadarFrame:
 
 
 def resolve_cfg_path(path: str, config_source: str | None = None) -> Path:
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    for base in ([Path(config_source).parent] if config_source and config_source != "<defaults>" else []) + [REPO]:
-        if (base / p).exists():
-            return base / p
-    return p
+    """radar.cfg as a file: radvis.config.resolve_path (cwd, the config's directory, the checkout)."""
+    return resolve_path(path, config_source)
 
 
 def _stop_sensor(cli) -> None:
@@ -207,12 +203,71 @@ class UartRadar:
         return RadarFrame(fn, t_dev, t_mono, t_wall, arrays, meta)
 
 
-def open_radar(r, *, config_source: str | None = None):
-    """Open the radar described by `r`, the config's [radar] section (`config_source`: the config file, for
-    a relative radar.cfg). Returns an opened source; iterate it."""
+def _is_url(port: str) -> bool:
+    return "://" in port   # pyserial URLs: socket://, rfc2217://, loop://, spy://
+
+
+def _is_loopback(host: str) -> bool:
+    return host.startswith("127.") or host in ("localhost", "::1")
+
+
+def _raw_adc_over_lvds(rcfg: RadarCfg) -> bool:
+    fmt = [ln.args for ln in rcfg.lines if ln.command == "lvdsStreamCfg"]
+    return bool(fmt) and len(fmt[-1]) >= 3 and fmt[-1][2] != "0"
+
+
+def check_config(r, config_source: str | None = None) -> RadarCfg:
+    """Configuration mistakes, found before the first open: each raises radvis.config.ConfigError naming the
+    key to fix, and the capture exits 2 (the rig does not restart it). Only what can go away and come back
+    (a board unplugged after it streamed, a DCA1000 that stops answering) is left to the reopen loop.
+    Returns the parsed radar.cfg."""
+    where = f" ({config_source})" if config_source and config_source != "<defaults>" else ""
     path = resolve_cfg_path(r.cfg, config_source)
     try:
-        rcfg = parse_cfg(path)
+        rcfg = parse_cfg(Path(path))
+    except CfgError as e:
+        raise ConfigError(f"radar.cfg{where}: {e}") from None
+    ports = [("cli_port", r.cli_port)] + ([("data_port", r.data_port)] if r.mode == "uart" else [])
+    for key, port in ports:
+        if not port:
+            raise ConfigError(f"radar.{key}{where}: empty, but radar.mode = {r.mode!r} needs it: set it to the "
+                              f"board's {'CLI' if key == 'cli_port' else 'data'} port (e.g. "
+                              f"{'/dev/ttyACM0' if key == 'cli_port' else '/dev/ttyACM1'}, or a socket:// URL; "
+                              f"docs/hardware.md)")
+        if not _is_url(port) and not Path(port).exists():
+            raise ConfigError(f"radar.{key}{where}: {port!r} does not exist (board not plugged in, or another "
+                              f"name: `ls -l /dev/serial/by-id/`; the emulated board serves socket:// URLs; "
+                              f"docs/hardware.md)")
+    if r.mode == "uart":
+        if r.cli_port == r.data_port:
+            raise ConfigError(f"radar.cli_port and radar.data_port{where} are both {r.cli_port!r}: the board has "
+                              f"two ports (CLI at 115200, data at 921600; docs/hardware.md)")
+        return rcfg
+    # dca1000
+    if not _raw_adc_over_lvds(rcfg):
+        raise ConfigError(f"radar.cfg{where}: {rcfg.source} does not stream raw ADC over LVDS (lvdsStreamCfg -1 0 1 "
+                          f"0), which radar.mode = \"dca1000\" needs: use drivers/ti/cfgs/radvis_iwr1843_dca.cfg, or "
+                          f"set radar.mode = \"uart\" for the UART TLV stream")
+    if r.dca_host == r.dca_board:
+        raise ConfigError(f"radar.dca_host and radar.dca_board{where} are both {r.dca_host!r}: the host would talk to "
+                          f"itself; on hardware dca_host = \"192.168.33.30\" (this NIC), dca_board = "
+                          f"\"192.168.33.180\" (the FPGA)")
+    if not _is_url(r.cli_port) and _is_loopback(r.dca_board):
+        raise ConfigError(f"radar.dca_board{where} = {r.dca_board!r} is a loopback address (the emulated DCA1000) "
+                          f"while radar.cli_port = {r.cli_port!r} is a real serial port: for the UART TLV stream "
+                          f"set radar.mode = \"uart\" and radar.cfg = \"drivers/ti/cfgs/radvis_iwr1843.cfg\"; for a "
+                          f"DCA1000 set radar.dca_host = \"192.168.33.30\" and radar.dca_board = \"192.168.33.180\" "
+                          f"(docs/hardware.md)")
+    return rcfg
+
+
+def open_radar(r, *, config_source: str | None = None):
+    """Open the radar described by `r`, the config's [radar] section (`config_source`: the config file, for
+    a relative radar.cfg). Returns an opened source; iterate it. Every failure is a RadarError (the capture
+    reopens); `check_config` tells configuration mistakes apart before the first open."""
+    path = resolve_cfg_path(r.cfg, config_source)
+    try:
+        rcfg = parse_cfg(Path(path))
     except CfgError as e:
         raise RadarError(f"radar.cfg: {e}") from None
     for w in rcfg.warnings:  # e.g. DCA1000 frames that are not a multiple of the 1456-byte packet

@@ -44,7 +44,6 @@ _ratelog = RateLimitedLog(log)  # a dropped pair: at most one line per 5 s per r
 
 RA_SHAPE = (128, 128, 2)
 _LRU = 64  # sequences remembered for dedup / stream position (a restart of sync opens a new one)
-_MAX_SOURCES = 64  # pair sources (rigs) counted one by one in the metrics
 
 
 class PairError(ValueError):
@@ -58,7 +57,7 @@ class Pair:
     radar: np.ndarray  # float32 (2, 128, 128): channels first, as the encoders take it
     image: np.ndarray  # uint8 (H, W, 3) RGB
     t_ns: int  # pair time (sync's t_pair_ns)
-    seq_id: int  # stream identity: (sync publisher's source, its epoch), `stream_id`; a restart starts a new one
+    seq_id: int  # stream identity: (source, epoch) of the sync publisher (a restart starts a new sequence); see seq_key
     label: int  # index into LABELS (the 4-class task) from meta truth, -1 when unknown or mixed
     scene_id: int | None
     source: str
@@ -67,13 +66,13 @@ class Pair:
     truth_keys: tuple = ()  # ((source, frame_number, arrival mono ns) of the radar frame, then of the camera frame)
 
 
-def stream_id(source: str, epoch: int) -> int:
-    """The sequence id of a pair stream: its publisher's (source, epoch) hashed into 62 bits. Several rigs
-    feed one learner (`endpoints.pairs` as a list); keying on the pair (not the epoch alone) keeps two rigs
-    apart even when they replay the same recording (same epochs), so the queue's temporal exclusion, the
-    dedup gate and the buffer's minimum separation only ever compare frames of one rig's one run."""
-    h = hashlib.blake2b(f"{source}\0{int(epoch)}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") & (2**62 - 1)
+def seq_key(source: str, epoch: int) -> int:
+    """A sequence's id: its (source, epoch) folded into 62 bits (it is stored in int64 tensors by the buffer
+    and the queue). The source takes part so that two rigs whose publishers share an epoch (two replays of
+    one recorded session keep its epochs) are still two sequences to the temporal exclusion, the dedup gate
+    and the buffer's redundancy eviction. For one source it is a bijection of the epoch."""
+    h = int.from_bytes(hashlib.blake2b(source.encode(), digest_size=8).digest(), "little")
+    return (int(epoch) ^ h) & (2**62 - 1)
 
 
 def label_of(truth) -> tuple[int, int | None]:
@@ -134,7 +133,7 @@ def decode_pair(msg: Message, recv_ns: int = 0) -> Pair:
         if isinstance(h.get("source"), str) and isinstance(fn, int) and not isinstance(fn, bool):
             keys.append((h["source"], fn, t_arr if isinstance(t_arr, int) and t_arr > 0 else None))
     return Pair(radar=np.ascontiguousarray(ra.transpose(2, 0, 1)), image=image, t_ns=int(t),
-                seq_id=stream_id(msg.source, msg.epoch), label=label, scene_id=sid, source=msg.source,
+                seq_id=seq_key(msg.source, msg.epoch), label=label, scene_id=sid, source=msg.source,
                 msg_seq=msg.seq, recv_ns=recv_ns, truth_keys=tuple(keys))
 
 
@@ -222,13 +221,14 @@ class Receiver:
         if s is None:
             return {"lost": 0, "rejected": {}, "restarts": 0, "lost_by_source": {}}
         # pairs lost upstream (the truth stream's own gaps are not pairs)
-        truth_lost = sum(v["lost"] for k, v in list(s.per_source.items()) if k[2] == "truth")
-        lost_by_source: Counter = Counter()
-        for (src, _, kind), v in list(s.per_source.items()):
-            if kind == "pair":
-                lost_by_source[src] += v["lost"]
+        streams = list(s.per_source.items())
+        truth_lost = sum(v["lost"] for k, v in streams if k[2] == "truth")
+        by_source: Counter = Counter()  # pairs lost upstream, per publisher (one sync per rig)
+        for k, v in streams:
+            if k[2] != "truth":
+                by_source[k[0]] += v["lost"]
         return {"lost": s.lost - truth_lost, "rejected": dict(s.rejected), "restarts": s.restarts,
-                "lost_by_source": dict(lost_by_source)}
+                "lost_by_source": dict(by_source)}
 
     @property
     def stopped(self) -> bool:
@@ -267,8 +267,8 @@ class Ingest:
         self.dedup_threshold, self.keep_interval_ns = dedup_threshold, int(keep_interval_s * 1e9)
         self.heldout, self.max_batch = heldout, max_batch
         self.counts: Counter = Counter()  # pairs_in, kept, duplicates_skipped, inserted, heldout
-        self.by_source: dict[str, Counter] = {}  # pair source -> the same counts, per rig (metrics `per_source`)
-        self.seq_source: OrderedDict = OrderedDict()  # seq_id -> source, to attribute buffer entries
+        # per rig (the pair's source, one sync per rig): pairs_in, inserted, duplicates_skipped
+        self.by_source: dict[str, Counter] = {}
         self.dropped: Counter = Counter()  # reason -> pairs that never reached the buffer for a fault
         self.last_kept: OrderedDict = OrderedDict()  # seq_id -> (key float32, t_ns)
         self.position: OrderedDict = OrderedDict()  # (source, seq_id) -> last message seq processed
@@ -328,8 +328,9 @@ class Ingest:
         for p in pairs:
             if self.clutter_tau_s > 0:
                 p.radar = self._clutter_of(p).remove(p.radar, p.t_ns)
-            self._count(p, "pairs_in")
         self.counts["pairs_in"] += len(pairs)
+        for p in pairs:
+            self._src(p)["pairs_in"] += 1
         if not pairs:
             return
         keys = self._embed(pairs)
@@ -347,13 +348,11 @@ class Ingest:
         for p, k in zip(pairs, keys):
             if self._duplicate(p, k):
                 self.counts["duplicates_skipped"] += 1
-                self._count(p, "duplicates_skipped")
+                self._src(p)["duplicates_skipped"] += 1
                 continue
             self.counts["kept"] += 1
             if self.heldout is not None and self.heldout.offer(p):
                 self.counts["heldout"] += 1
-                self._count(p, "kept")
-                self._count(p, "heldout")
                 continue
             try:
                 slot = self.buffer.add(p.radar, k, p.t_ns, p.seq_id, p.label)
@@ -364,7 +363,7 @@ class Ingest:
                 continue
             if slot >= 0:
                 self.counts["inserted"] += 1
-            self._count(p, "kept")
+                self._src(p)["inserted"] += 1
             kept_keys.append(k)
             kept_t.append(p.t_ns)
             kept_seq.append(p.seq_id)
@@ -376,36 +375,11 @@ class Ingest:
                                torch.tensor(kept_seq, dtype=torch.int64, device=dev))
         self.lag_s = (time.monotonic_ns() - min(p.recv_ns for p in pairs)) / 1e9
 
-    def _count(self, p: Pair, what: str) -> None:
+    def _src(self, p: Pair) -> Counter:
         c = self.by_source.get(p.source)
         if c is None:
-            if len(self.by_source) >= _MAX_SOURCES:   # bounded whatever arrives; named rigs are few
-                return
             c = self.by_source[p.source] = Counter()
-        c[what] += 1
-        if what == "pairs_in":
-            self.seq_source[p.seq_id] = p.source
-            self.seq_source.move_to_end(p.seq_id)
-            while len(self.seq_source) > 4 * _LRU:
-                self.seq_source.popitem(last=False)
-
-    def per_source(self) -> dict:
-        """Per pair source (one per rig): pairs in, kept, duplicates, held out, lost in transport, and the
-        replay buffer entries it holds now (docs/online.md "Several rigs")."""
-        lost = self.rx.sub_stats().get("lost_by_source", {}) if self.rx is not None else {}
-        n = len(self.buffer)
-        seqs, cnt = np.unique(self.buffer.seq[:n], return_counts=True)
-        held: Counter = Counter()
-        for s, c in zip(seqs.tolist(), cnt.tolist()):
-            held[self.seq_source.get(s, "?")] += c
-        out = {}
-        for src in sorted(set(self.by_source) | set(lost) | {k for k in held if k != "?"}):
-            c = self.by_source.get(src, Counter())
-            out[src] = {"pairs_in": c["pairs_in"], "kept": c["kept"], "duplicates_skipped": c["duplicates_skipped"],
-                        "heldout": c["heldout"], "lost_in_transport": lost.get(src, 0), "buffer": held.get(src, 0)}
-        if held.get("?"):
-            out["?"] = {"buffer": held["?"]}  # entries of sequences older than the source map remembers
-        return out
+        return c
 
     def _with_truth(self, pairs: list[Pair]) -> list[Pair]:
         """Label pairs from the truth topic; keep back (in arrival order) the ones still waiting for theirs.
@@ -477,8 +451,11 @@ class Ingest:
 
     def stats(self) -> dict:
         dropped = dict(self.dropped)
+        by_source = {src: dict(c) for src, c in self.by_source.items()}
         if self.rx is not None:
             s = self.rx.sub_stats()
+            for src, n in s.get("lost_by_source", {}).items():
+                by_source.setdefault(src, {})["lost_in_transport"] = n
             dropped["queue_full"] = self.rx.dropped_full
             dropped["lost_in_transport"] = s["lost"]
             for r, n in s["rejected"].items():
@@ -491,7 +468,7 @@ class Ingest:
         out["truth"] = {"in": c["truth_in"], "joined": c["truth_joined"], "missing": c["truth_missing"],
                         "bad": c["truth_bad"], "queue_full": self.rx.truth_dropped_full if self.rx else 0}
         out.update(received=self.rx.received if self.rx else out.get("pairs_in", 0),
-                   waiting_for_truth=len(self.waiting), dropped=sum(dropped.values()), dropped_by_reason=dropped,
+                   by_source=by_source, waiting_for_truth=len(self.waiting), dropped=sum(dropped.values()), dropped_by_reason=dropped,
                    reservoir_discarded=self.buffer.counts["discarded"],
                    rx_queue=self.rx.q.qsize() if self.rx else 0, lag_s=round(self.lag_s, 4))
         return out
@@ -499,15 +476,13 @@ class Ingest:
     def state_dict(self) -> dict:
         return {"counts": dict(self.counts), "dropped": dict(self.dropped),
                 "by_source": {k: dict(v) for k, v in self.by_source.items()},
-                "seq_source": [[int(k), v] for k, v in self.seq_source.items()],
                 "position": [[k, int(v)] for k, v in self.position.items()],
                 "last_kept": [[int(s), _t(k), int(t)] for s, (k, t) in self.last_kept.items()]}
 
     def load_state_dict(self, sd: dict) -> None:
         self.counts = Counter(sd["counts"])
         self.dropped = Counter(sd["dropped"])
-        self.by_source = {k: Counter(v) for k, v in sd.get("by_source", {}).items()}  # absent before #19
-        self.seq_source = OrderedDict((int(k), v) for k, v in sd.get("seq_source", []))
+        self.by_source = {k: Counter(v) for k, v in sd.get("by_source", {}).items()}  # absent before issue #19
         self.position = OrderedDict((k, v) for k, v in sd["position"])
         self.last_kept = OrderedDict((s, (k.numpy(), t)) for s, k, t in sd["last_kept"])
 

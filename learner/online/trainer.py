@@ -300,7 +300,7 @@ class OnlineLearner:
     def _default_subscriber(self):
         from radvis.transport import Subscriber, subscriber_from_config
         from radvis.wire import Limits
-        if self.endpoint:
+        if self.endpoint:  # one URL or several (one per rig): one SUB socket connected to each
             from radvis.transport import keys_from_config
             t = self.cfg.transport
             return Subscriber(self.endpoint, ["pair"], hwm=t.rcvhwm, limits=Limits.from_config(t),
@@ -313,14 +313,14 @@ class OnlineLearner:
         admitted = max(1, ing.get("kept", 0) - ing.get("heldout", 0))
         row = {"t": round(elapsed, 3), "step": self.step, "samples": self.samples,
                "pairs_in": ing.get("pairs_in", 0), "pairs_in_per_s": round(rates["pairs_in_per_s"], 3),
+               "by_source": ing["by_source"],
                "received": ing["received"], "dropped": ing["dropped"], "dropped_by_reason": ing["dropped_by_reason"],
                "duplicates_skipped": ing.get("duplicates_skipped", 0), "kept": ing.get("kept", 0),
                "heldout": ing.get("heldout", 0), "reservoir_discarded": ing["reservoir_discarded"],
                "buffer_fill": len(self.buffer), "buffer_capacity": self.buffer.capacity,
                "queue_fill": len(self.queue), "steps_per_s": round(rates["steps_per_s"], 3),
                "updates_per_pair": round(self.samples / admitted, 3), "lag_s": ing["lag_s"],
-               "rx_queue": ing["rx_queue"], "truth": ing["truth"], "lr": self.lr_now(), "rss_mb": round(rss_mb(), 1),
-               "per_source": self.ingest.per_source()}
+               "rx_queue": ing["rx_queue"], "truth": ing["truth"], "lr": self.lr_now(), "rss_mb": round(rss_mb(), 1)}
         for k in ("loss", "mi_bound", "k_eff", "masked_frac", "acc1", "batch"):
             if k in train:
                 row[k] = round(train[k], 5) if isinstance(train[k], float) else train[k]
