@@ -67,7 +67,8 @@ def cfg_for(tmp_path=None, **extra):
     sets = ["sync.radar_latency_ms=3.0", "camera.latency_ms=6.0", "sync.clock_warmup_s=0"]
     if tmp_path is not None:
         sets += [f"endpoints.radar=ipc://{tmp_path}/radar", f"endpoints.camera=ipc://{tmp_path}/camera",
-                 f"endpoints.pairs=ipc://{tmp_path}/pairs", "rig.stats_interval_s=0.5"]
+                 f"endpoints.pairs=ipc://{tmp_path}/pairs", f"endpoints.truth=ipc://{tmp_path}/truth",
+                 f"endpoints.control=ipc://{tmp_path}/control", "rig.stats_interval_s=0.5"]
     sets += [f"{k}={v}" for k, v in extra.items()]
     return load(None, sets)
 
