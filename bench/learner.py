@@ -114,6 +114,72 @@ def compare_teachers(data: str, out: str, teachers: list[str], seeds: int, epoch
     return res
 
 
+def teacher_config(spec: str, base: list[str] | None = None):
+    """LearnerConfig of a teacher spec `name[,key=value...]` (values in TOML syntax, bare words taken as
+    strings): `effnet-lite0,teacher_region=foreground,teacher_size=128`."""
+    from radvis import config
+    name, *sets = spec.split(",")
+    weights = "imagenet" if name in ("effnet-lite0", "vgg16", "resnet18", "auto") else "none"
+    over = [f'learner.vision_encoder="{name}"', f'learner.weights="{weights}"'] + list(base or [])
+    for a in sets:
+        k, v = a.split("=", 1)
+        try:
+            float(v)
+        except ValueError:
+            v = v if v in ("true", "false") or v.startswith(('"', "[")) else f'"{v}"'
+        over.append(f"learner.{k}={v}")
+    return config.load(None, over).learner
+
+
+def teacher_probe(data: str, specs: list[str], every: int = 2, folds: int = 5, cache_dir: str | None = None,
+                  log=print) -> list[dict]:
+    """How much of the 4-class task each teacher's own keys carry: a linear model (standardised logistic
+    regression) on the image keys, sequence-level `folds`-fold cross-validation (no sequence on both sides,
+    folds stratified by class), balanced accuracy (mean per-class recall; chance 25 %) per fold. Every
+    `every`-th frame of every sequence, mixed frames dropped. Keys go through the same key cache as
+    `radvis learn offline` (DATA/.radvis_cache), so a later pretraining reuses them.
+
+    A spec is a teacher name with optional `key=value` settings of `learner`, joined by `,`:
+    `effnet-lite0,teacher_region=foreground,teacher_size=128`."""
+    import time
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from learner.cache import KeyCache, build_key_cache, cache_dir_for
+    from learner.data import CRUWFrames
+    from learner.teachers import build_teacher
+    frames = CRUWFrames(data, ("train",))
+    idx = np.flatnonzero((frames.label >= 0) & (frames.frame % every == 0))
+    y, groups = frames.label[idx], frames.seq[idx]
+    base = Path(cache_dir) if cache_dir else Path(data) / ".radvis_cache"
+    rows = []
+    for spec in specs:
+        t = build_teacher(teacher_config(spec))
+        cdir = cache_dir_for(base, t)
+        todo = len(KeyCache(cdir, t.name, t.dim).missing([frames.key(int(i)) for i in idx]))
+        t0 = time.perf_counter()
+        X = build_key_cache(frames, idx, t, cdir, progress=False).astype(np.float32)
+        dt = time.perf_counter() - t0
+        accs = []
+        for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(X, y, groups):
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0)).fit(X[tr], y[tr])
+            accs.append(balanced_accuracy_score(y[te], clf.predict(X[te])))
+        row = {"teacher": spec, "name": t.name, "data": str(data), "frames": int(len(idx)),
+               "sequences": int(len(np.unique(groups))), "folds": [round(float(a), 4) for a in accs],
+               "mean": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)),
+               "images_per_s": round(todo / dt, 1) if todo else None}
+        rows.append(row)
+        log(f"{spec:<55} {100 * row['mean']:5.1f} ± {100 * row['std']:4.1f}  (folds "
+            f"{', '.join(f'{100 * a:.1f}' for a in accs)}; {row['frames']} frames"
+            + (f"; teacher {row['images_per_s']} images/s" if todo else "") + ")")
+    return rows
+
+
 def main(argv=None) -> list[dict]:
     import torch
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -122,9 +188,22 @@ def main(argv=None) -> list[dict]:
                     help="instead of timing: compare weight-free teachers by probe accuracy on a synth dataset")
     ap.add_argument("--teachers", default="descriptor,random-cnn,tiny",
                     help="for --compare-teachers: names, optionally name:on|off for key centring")
+    ap.add_argument("--teacher-probe", metavar="DATA", action="append",
+                    help="instead of timing: linear probe on each teacher's own keys (sequence-level 5-fold) on "
+                         "this CRUW-layout dataset (repeatable); teachers from --teachers, ';'-separated specs")
+    ap.add_argument("--out", help="for --teacher-probe: write the rows as JSON lines here")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=4)
     args = ap.parse_args(argv)
+    if args.teacher_probe:
+        import json
+        torch.set_num_threads(1)
+        rows = []
+        for d in args.teacher_probe:
+            rows += teacher_probe(d, args.teachers.split(";"))
+        if args.out:
+            Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return rows
     if args.compare_teachers:
         torch.set_num_threads(1)
         compare_teachers(*args.compare_teachers, args.teachers.split(","), args.seeds, args.epochs)

