@@ -28,9 +28,8 @@ def _pairs_per_s(cfg, data, out, cache_dir, steps) -> tuple[float, float]:
 
 
 def bench_cache(teacher: str, data: Path, tmp: Path, steps: int, batch: int) -> dict:
-    from radvis.config import LearnerConfig
-    cfg = LearnerConfig(radar_encoder="tiny", vision_encoder=teacher, weights="none", batch_size=batch, queue_size=256,
-                        epochs=1, device="cpu", log_every=1000, val_fraction=0.0)
+    cfg = dataclasses.replace(teacher_config(teacher), radar_encoder="tiny", batch_size=batch, queue_size=256, epochs=1,
+                              device="cpu", log_every=1000, val_fraction=0.0)
     cached, build_s = _pairs_per_s(cfg, data, tmp / f"{teacher}-cache", tmp / "cache", steps)
     live, _ = _pairs_per_s(dataclasses.replace(cfg, teacher_cache=False), data, tmp / f"{teacher}-live", tmp / "cache", steps)
     return dict(stage="learn offline", metric=f"pairs/s tiny radar enc, {teacher} teacher, key cache "
@@ -74,6 +73,40 @@ def bench_vgg16_cuda(steps: int, batch: int = 128) -> dict:
                 f"cached keys, {torch.cuda.get_device_name()}", value=round(rate, 1), unit="pairs/s",
                 baseline=round(PAPER_PAIRS_PER_S_PER_GPU, 1), ratio=round(rate / PAPER_PAIRS_PER_S_PER_GPU, 2),
                 need=">= 1000 pairs/s (H100)")
+
+
+def bench_teacher_rate(specs: list[str], n: int = 64, size=(320, 240), batch: int = 16) -> list[dict]:
+    """Frozen-teacher images/s on CPU (1 thread) against fg-descriptor's, measured in the same run on the
+    same frames: `n` renders of the rig's fixed place with traffic (sim.scene, world default) at `size`,
+    keyed with their median background (what the offline cache and the online learner do per frame;
+    the median itself is not timed)."""
+    import numpy as np
+    import torch
+
+    from learner.teachers import build_teacher, median_background, takes_background
+    from sim.render_camera import PinholeCamera, frame_rng, render
+    from sim.scene import Scene
+    sc, cam = Scene(seed=5, place="fixed"), PinholeCamera(*size)
+    ims = np.stack([render(sc.state(0.5 * i), cam, rng=frame_rng(5, i)) for i in range(n)])
+    bg = median_background(ims)
+
+    def rate(spec):
+        t = build_teacher(teacher_config(spec))
+        run = (lambda x: t.embed(x, background=bg)) if takes_background(t) else t.embed
+        run(ims[:batch])                                                    # warm-up
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for s in range(0, n, batch):
+                run(ims[s:s + batch])
+        return n / (time.perf_counter() - t0), t.name
+    base, base_name = rate("fg-descriptor")
+    rows = []
+    for spec in specs:
+        r, name = rate(spec)
+        rows.append(dict(stage="teacher", metric=f"images/s {name} on {size[0]}x{size[1]} rig frames, cpu 1 thread, "
+                         f"vs fg-descriptor", value=round(r, 1), unit="img/s", baseline=round(base, 1),
+                         ratio=round(r / base, 3), need="> 10 img/s (the rig's pair rate)"))
+    return rows
 
 
 def compare_teachers(data: str, out: str, teachers: list[str], seeds: int, epochs: int, fractions=(1, 10, 100)) -> list[dict]:
@@ -219,9 +252,13 @@ def main(argv=None) -> list[dict]:
         # random-cnn (ResNet-18 at 128^2) stands for any CNN teacher; descriptor is the cheapest teacher there
         # is, so its ratio is the floor; fg-descriptor is the CPU default. VGG-16 (the paper's teacher) runs
         # ~1 image/s on a 2-core CPU, so it is only measured on a GPU (below).
-        teachers = ["random-cnn"] if args.quick else ["fg-descriptor", "descriptor", "random-cnn"]
+        teachers = ["random-cnn"] if args.quick else ["fg-descriptor", "descriptor", "random-cnn", "effnet-lite0"]
         for t in teachers:
             rows.append(bench_cache(t, tmp / "data", tmp, steps, batch))
+    specs = (["effnet-lite0,teacher_region=foreground,teacher_size=128"] if args.quick else
+             ["effnet-lite0", "effnet-lite0,teacher_size=128", "effnet-lite0,teacher_region=foreground",
+              "effnet-lite0,teacher_region=foreground,teacher_size=128"])
+    rows += bench_teacher_rate(specs, n=32 if args.quick else 64)
     if torch.cuda.is_available():
         rows.append(bench_vgg16_cuda(10 if args.quick else 50))
     print(f"{'stage':<14} {'metric':<100} {'value':>9} {'unit':<8} {'baseline':>9} {'ratio':>6}  need")

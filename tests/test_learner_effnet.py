@@ -173,3 +173,38 @@ def test_online_ingest_uses_the_streams_running_background_for_object_keys():
     ing.process(msgs)
     exp = t.embed(frames, background=Background().update(frames))
     assert torch.allclose(q.keys[:10].float(), exp, atol=1e-5)
+
+
+# ---- the radar branch pretrained too -------------------------------------------------------------
+
+def test_effnet_radar_encoder_starts_from_imagenet_with_a_one_channel_stem():
+    from learner.models import adapt_stem, build_radar_encoder
+    sd = effnet.load_state("imagenet")
+    enc = build_radar_encoder("effnet-lite0", 32)
+    stem = enc.backbone.net._conv_stem.weight
+    assert stem.shape == (32, 1, 3, 3) and torch.allclose(stem, sd["_conv_stem.weight"].sum(1, keepdim=True))
+    # every other layer is ImageNet's
+    own = enc.backbone.net.state_dict()
+    assert torch.equal(own["_blocks.7._depthwise_conv.weight"], sd["_blocks.7._depthwise_conv.weight"])
+    # the adapted stem answers a grey image as the RGB stem answers it replicated x3
+    rgb = torch.nn.Conv2d(3, 8, 3, bias=False)
+    one = torch.nn.Conv2d(3, 8, 3, bias=False)
+    one.load_state_dict(rgb.state_dict())
+    adapt_stem(one, 1)
+    g = torch.rand(2, 1, 9, 9)
+    assert torch.allclose(one(g), rgb(g.expand(-1, 3, -1, -1)), atol=1e-5)
+    two = torch.nn.Conv2d(3, 8, 3, bias=False)
+    two.load_state_dict(rgb.state_dict())
+    adapt_stem(two, 2)
+    assert two.weight.shape[1] == 2 and two.in_channels == 2
+    # (several channels: repeated and scaled by 3 / C, so the response keeps its magnitude on average)
+    assert torch.allclose(two.weight.sum(), rgb.weight[:, :2].sum() * 1.5)
+    x = torch.randn(3, 2, 128, 128)
+    assert enc(x).shape == (3, 32) and enc.features(x).shape == (3, 1280) and enc.feat_dim == 1280
+    # it trains: one SGD step moves the stem
+    before = stem.detach().clone()
+    enc.train()
+    enc(x).pow(2).mean().backward()
+    torch.optim.SGD(enc.parameters(), lr=0.1).step()
+    assert not torch.equal(before, enc.backbone.net._conv_stem.weight)
+    assert build_radar_encoder("effnet-lite0", 8, weights="none").backbone.net._conv_stem.weight.shape == (32, 1, 3, 3)
