@@ -156,12 +156,24 @@ def teacher_config(spec: str, base: list[str] | None = None):
     over = [f'learner.vision_encoder="{name}"', f'learner.weights="{weights}"'] + list(base or [])
     for a in sets:
         k, v = a.split("=", 1)
+        if k.startswith("region."):          # set_region() settings, for the teacher probe only
+            continue
         try:
             float(v)
         except ValueError:
             v = v if v in ("true", "false") or v.startswith(('"', "[")) else f'"{v}"'
         over.append(f"learner.{k}={v}")
     return config.load(None, over).learner
+
+
+def _num(v: str):
+    try:
+        return int(v)
+    except ValueError:
+        try:
+            return float(v)
+        except ValueError:
+            return v
 
 
 def teacher_probe(data: str, specs: list[str], every: int = 2, folds: int = 5, cache_dir: str | None = None,
@@ -193,6 +205,9 @@ def teacher_probe(data: str, specs: list[str], every: int = 2, folds: int = 5, c
     rows = []
     for spec in specs:
         t = build_teacher(teacher_config(spec))
+        extra = {k[7:]: _num(v) for k, v in (a.split("=", 1) for a in spec.split(",")[1:]) if k.startswith("region.")}
+        if extra:
+            t.set_region(t.region, **extra)
         cdir = cache_dir_for(base, t)
         todo = len(KeyCache(cdir, t.name, t.dim).missing([frames.key(int(i)) for i in idx]))
         t0 = time.perf_counter()

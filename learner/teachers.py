@@ -264,13 +264,19 @@ class RegionTeacher(Teacher):
     base_name = "teacher"
 
     def set_region(self, region: str = "frame", max_regions: int = 3, margin: float = 0.25, min_side: float = 0.15,
-                   min_area: float = 0.001, mask_width: int = 160) -> "RegionTeacher":
+                   min_area: float = 0.0003, mask_width: int = 160, exposure: str = "none", k0: float = 2.5,
+                   k1: float = 2.5) -> "RegionTeacher":
         if region not in ("frame", "foreground"):
             raise ValueError(f"teacher region must be 'frame' or 'foreground', got {region!r}")
+        if exposure not in ("none", "scene", "crop"):
+            raise ValueError(f"exposure must be none, scene or crop, got {exposure!r}")
         self.region, self.uses_background = region, region == "foreground"
         self.max_regions, self.margin, self.min_side, self.min_area = int(max_regions), margin, min_side, min_area
-        self.mask_width = int(mask_width)
-        self.name = self.base_name + (f"/fg{max_regions}m{margin:g}s{min_side:g}" if self.uses_background else "")
+        self.mask_width, self.exposure, self.k0, self.k1 = int(mask_width), exposure, k0, k1
+        # the name carries every setting that changes a key: the key cache is keyed by it
+        self.name = self.base_name + (f"/fg{max_regions}m{margin:g}s{min_side:g}a{min_area:g}k{k0:g},{k1:g}w{mask_width}"
+                                      if self.uses_background else "")
+        self.name += "" if exposure == "none" else f"/exp-{exposure}"
         self._blank = None
         return self
 
@@ -292,7 +298,7 @@ class RegionTeacher(Teacher):
             bgs = F.interpolate(bg, size=size, mode="bilinear", align_corners=False, antialias=True)
         else:
             xs, bgs = x, bg
-        m, _ = foreground_mask(xs, bgs)
+        m, _ = foreground_mask(xs, bgs, self.k0, self.k1)
         fx, fy = w / m.shape[-1], h / m.shape[-2]
         out = []
         for b in foreground_boxes(m, min_area=self.min_area, max_regions=self.max_regions):
@@ -315,7 +321,13 @@ class RegionTeacher(Teacher):
         keys = self.blank_key().expand(x.shape[0], -1).clone()
         n = torch.tensor([len(b) for b in boxes], device=dev)
         if int(n.sum()):
-            f = F.normalize(self.raw(crop(x, boxes, self.input_size)).float(), dim=1)
+            c = crop(x, boxes, self.input_size)
+            if self.exposure == "scene":        # gain as an auto-exposing camera would meter it: on the place
+                gain = (0.45 / bg.mean((1, 2, 3)).clamp_min(0.02))
+                c = (c * torch.repeat_interleave(gain, n).view(-1, 1, 1, 1)).clamp(0, 1)
+            elif self.exposure == "crop":
+                c = (c * (0.45 / c.mean((1, 2, 3), keepdim=True).clamp_min(0.02))).clamp(0, 1)
+            f = F.normalize(self.raw(c).float(), dim=1)
             owner = torch.repeat_interleave(torch.arange(len(n), device=dev), n)
             acc = torch.zeros_like(keys).index_add_(0, owner, f)
             keys[n > 0] = F.normalize(acc[n > 0], dim=1)
