@@ -41,25 +41,20 @@ def bench_vgg16_cuda(steps: int, batch: int = 128) -> dict:
     """VGG-16 radar encoder training step on random RA maps + cached 4096-d keys, all on the GPU."""
     import torch
 
-    from learner.loss import info_nce
     from learner.models import build_radar_encoder
     from learner.queue import NegativeQueue
+    from learner.step import contrastive_step
     dev = "cuda"
     model = build_radar_encoder("vgg16", 4096).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
     queue = NegativeQueue(4096, 320).to(dev)
-    x = torch.randn(batch, 2, 128, 128, device=dev).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 2, 128, 128, device=dev)
     k = torch.nn.functional.normalize(torch.randn(batch, 4096, device=dev), dim=1)
-    t = torch.zeros(batch, dtype=torch.int64, device=dev)
+    t = torch.arange(batch, dtype=torch.int64, device=dev)
+    seq = torch.zeros(batch, dtype=torch.int64, device=dev)
 
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            q = model(x)
-        loss, _ = info_nce(q, k, queue, queue.mask(t, t, 0.0), 0.07)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        queue.enqueue(k, t, t)
+    def step():  # the learners' own step: bf16 autocast + channels_last on CUDA, enqueue after it
+        contrastive_step(model, opt, queue, x, k, t, seq, temperature=0.07)
 
     for _ in range(3):
         step()

@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
+from radvis.cruw import LABELS
 from radvis.wire import Message
 
-LABELS = ("empty", "pedestrian", "cyclist", "car")
 # class -> (radar range extent bins, azimuth extent bins, amplitude, image colour, box w, box h)
 _CLS = {1: (1.5, 1.5, 6.0, (200, 60, 50), 6, 18), 2: (3.0, 2.0, 9.0, (60, 190, 60), 14, 16),
         3: (6.0, 5.0, 16.0, (50, 80, 210), 30, 14)}
@@ -227,7 +227,7 @@ def _stream_items(stream: SyntheticStream, start: int, count: int, epoch: int = 
 def probe_set(n: int = 800, seed: int = 1000):
     """Labelled held-out radar maps from scenes the training stream never shows (own seed, 1-s scenes)."""
     from learner.online.ingest import decode_pair
-    from learner.online.trainer import split_by_scene
+    from learner.online.probe import split_by_scene
     s = SyntheticStream(seed=seed, scene_s=1.0)
     pairs = [decode_pair(m) for _, m in _stream_items(s, 0, n)]
     radar = np.stack([p.radar for p in pairs])
@@ -306,10 +306,9 @@ def compare(out: str, pairs: int = 1800, replay: float = 4.0, points: int = 8, e
                      "learner.online_exclusion_s=0"]
         cfg = config.load(None, sets)
         torch.manual_seed(seed)
-        lrn = OnlineLearner(cfg, outp / v, naive=(v == "naive"), device="cpu")
+        lrn = OnlineLearner(cfg, outp / v, naive=(v == "naive"), device="cpu",
+                            queue_feed="batch" if v == "offline" else "stream")
         lrn.eval_set = probe
-        if v == "offline":
-            lrn.ingest.queue, lrn.enqueue_batch_keys = None, True
         chunks = (_stream_items(stream, a, min(chunk, pairs - a)) for a in range(0, pairs, chunk))
         curve, wall_s = replay_stream(lrn, v, chunks, pairs, replay, points, offline=(v == "offline"))
         st = lrn.ingest.stats()

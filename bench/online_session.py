@@ -46,15 +46,14 @@ def run_variant(v: str, cfg, items: list, out: Path, probe, replay: float, point
     from bench.online import replay_stream
     from learner.online.trainer import OnlineLearner
     torch.manual_seed(cfg.learner.seed)
-    lrn = OnlineLearner(cfg, out / v, naive=(v == "naive"), device="cpu")
+    lrn = OnlineLearner(cfg, out / v, naive=(v == "naive"), device="cpu",
+                        queue_feed="batch" if v == "offline" else "stream")  # offline: MoCo queue of batch keys
     lrn.eval_set = probe
-    if v == "offline":
-        lrn.ingest.queue, lrn.enqueue_batch_keys = None, True
     chunks = (items[a:a + 10] for a in range(0, len(items), 10))  # 10 pairs = 1 s of a 10 Hz stream
     curve, wall_s = replay_stream(lrn, v, chunks, len(items), replay, points, offline=(v == "offline"))
     st = lrn.ingest.stats()
     lrn.export()
-    from learner.online.trainer import write_split_json
+    from learner.online.probe import write_split_json
     write_split_json(eval_data, cfg.learner, out / v / "split.json")  # so `radvis eval` takes the export
     return {"curve": curve, "steps": lrn.step, "wall_s": wall_s, "pairs": len(items),
             "kept": st.get("kept", 0), "duplicates_skipped": st.get("duplicates_skipped", 0),
@@ -64,7 +63,7 @@ def run_variant(v: str, cfg, items: list, out: Path, probe, replay: float, point
 def main(argv=None) -> dict:
     import torch
     from bench.online import _plot_compare
-    from learner.online.trainer import load_eval_set
+    from learner.online.probe import load_eval_set
     from radvis import config
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("session", help="recorded session directory or .mcap (the rig's <run_dir>/session)")

@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from sim.dca1000_device import blast  # noqa: E402
+from sim.render_radar import synth_adc  # noqa: E402
 from drivers.ti import dsp  # noqa: E402
 from drivers.ti.cfg import parse_cfg  # noqa: E402
 from drivers.ti.dca1000_receiver import DataReceiver, raw_frame_bytes  # noqa: E402
@@ -139,8 +140,9 @@ def ra_cost(repeats: int) -> dict:
     from threadpoolctl import threadpool_limits
     profile = parse_cfg(CFG).profile
     rg, ag = dsp.range_grid(), dsp.azimuth_grid()
-    adc = dsp.synth_adc(profile, [dict(range_m=rg[40], azimuth_rad=ag[90], velocity_mps=1.0),
-                                  dict(range_m=rg[90], azimuth_rad=ag[30])], noise_std=20)
+    adc = synth_adc(profile, [dict(range_m=rg[40], azimuth_rad=ag[90], velocity_mps=1.0),
+                              dict(range_m=rg[90], azimuth_rad=ag[30])], noise_counts=20 / np.sqrt(2),
+                    rng=np.random.default_rng(0))
     out = {}
     with threadpool_limits(1):
         for name, fn in (("frame", lambda: dsp.ra_map(adc, profile)),

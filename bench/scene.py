@@ -10,8 +10,9 @@ Rows (each with a baseline measured in the same run):
   synth-ra      the synth path: 4 CRUW chirps rendered + 4 dsp.ra_map(chirp=i); baseline: rendering all
                 255 loops of the CRUW frame first
   camera        render_camera at the rig's 128x96; baseline: CRUW's 1440x864
+  mjpeg         frames delivered by the emulated camera over HTTP MJPEG to the driver (30 fps requested);
   realsense     frames delivered by the emulated RealSense through pyrealsense2 (30 fps requested);
-                baseline: the plain generator camera, paced the same way
+                baseline of both: the emulated camera's own frame loop, no transport
 """
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ def _rate(fn, n: int) -> float:
 def _naive_adc(state, profile) -> np.ndarray:
     """Reference implementation: one full-cube complex exponential per scatterer."""
     sc = state.scatterers()
-    fs, slope, f0, tc, lam = render_radar._prof(profile)
-    az, el = render_radar.virtual_array(profile)
+    fs, slope = profile.sample_rate_ksps * 1e3, profile.slope_mhz_us * 1e12
+    tc, lam = profile.chirp_interval_us * 1e-6, profile.wavelength_m
+    az, el = dsp.virtual_array(profile)
     L, V, N = profile.num_loops, profile.num_tx * profile.num_rx, profile.num_adc_samples
     t = (np.arange(L)[:, None] * profile.num_tx + np.repeat(np.arange(profile.num_tx), profile.num_rx)[None]) * tc
     n = np.arange(N)
@@ -56,7 +58,7 @@ def _naive_adc(state, profile) -> np.ndarray:
         vr = sc.vel[p] @ sc.pos[p] / R
         s = sc.pos[p, 0] / np.hypot(sc.pos[p, 0], sc.pos[p, 2])
         amp = render_radar.ADC_GAIN * np.sqrt(sc.rcs[p]) / R ** 2
-        ph = (4 * np.pi * f0 * R / render_radar.C + sc.phase[p] + 4 * np.pi * vr * t[:, :, None] / lam
+        ph = (4 * np.pi * R / lam + sc.phase[p] + 4 * np.pi * vr * t[:, :, None] / lam
               + np.pi * az[None, :, None] * s + 2 * np.pi * (2 * slope * R / render_radar.C) * n[None, None, :] / fs)
         cube += amp * np.exp(1j * ph)
     return cube.astype(np.complex64)
@@ -111,27 +113,43 @@ def main(argv: list[str] | None = None) -> list[dict]:
         row("camera", "render frames/s 128x96 (rig default)", cam_small, "frames/s", cam_full, "30 Hz")
 
     try:
-        from sim.realsense_device import open_emulated
-        from sim.generator_camera import GeneratorCamera
+        import socket
+        import threading
+
+        from drivers.camera import open_camera
         from radvis import config
-        cfg = config.load()
+        from sim.camera_device import EmulatedCamera
+        from sim.emulate import CameraEmulator
+        with socket.socket() as sk:
+            sk.bind(("127.0.0.1", 0))
+            port = sk.getsockname()[1]
+        cfg = config.load(overrides=[f"camera.url='http://127.0.0.1:{port}/?action=stream'"])
         dur = 1.0 if args.quick else 3.0
 
-        def delivered(src) -> float:
+        def delivered(src, close) -> float:
             it = iter(src)
             next(it)
             t0, k = time.monotonic(), 0
             while time.monotonic() - t0 < dur:
                 next(it)
                 k += 1
-            src.close()
+            close()
             return k / (time.monotonic() - t0)
-        rs_rate = delivered(open_emulated(cfg))
-        gen_rate = delivered(GeneratorCamera(Scene(0), width=cfg.camera.width, height=cfg.camera.height, fps=cfg.camera.fps))
-        row("realsense", "emulated RealSense delivered frames/s via pyrealsense2", rs_rate, "frames/s", gen_rate,
-            f"{cfg.camera.fps} Hz")
-    except Exception as e:   # no pyrealsense2/libusb on this machine: say so, keep the other rows
-        print(f"realsense row skipped: {e!r}", file=sys.stderr)
+        stop = threading.Event()
+        c = cfg.camera
+        base = delivered(EmulatedCamera(Scene(0), width=c.width, height=c.height, fps=c.fps).frames(stop), stop.set)
+        with CameraEmulator(c, Scene(0)):
+            cam = open_camera(c)
+            mj_rate = delivered(cam, cam.close)
+        row("mjpeg", "emulated camera delivered frames/s over HTTP MJPEG (driver)", mj_rate, "frames/s", base,
+            f"{c.fps} Hz")
+        from sim.realsense_device import open_emulated
+        rs = open_emulated(cfg)
+        rs_rate = delivered(rs, rs.close)
+        row("realsense", "emulated RealSense delivered frames/s via pyrealsense2", rs_rate, "frames/s", base,
+            f"{c.fps} Hz")
+    except Exception as e:   # e.g. no pyrealsense2/libusb on this machine: say so, keep the other rows
+        print(f"camera delivery rows skipped: {e!r}", file=sys.stderr)
 
     print(f"{'stage':<10} {'metric':<62} {'value':>9} {'baseline':>9} {'ratio':>7}  need")
     for r in rows:

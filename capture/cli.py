@@ -1,4 +1,4 @@
-"""`radvis capture radar|camera`, `radvis record [recover]`, `radvis replay`."""
+"""`radvis capture radar|camera`, `radvis record [recover]`, `radvis replay`, `radvis export`, `radvis view`."""
 from __future__ import annotations
 
 import json
@@ -55,7 +55,7 @@ def _recover(args) -> int:
     try:
         res = recover(args.file, args.out, compression=args.cfg.record.compression)
     except (OSError, ValueError) as e:
-        print(f"radvis record recover: {args.file}: {e}", file=sys.stderr)
+        print(f"radvis record recover: {e}", file=sys.stderr)
         return 1
     print(json.dumps(res))
     return 0
@@ -88,6 +88,27 @@ def _replay(args) -> int:
     logger.info("replay done: %s", st.as_dict())
     print(json.dumps(st.as_dict()))
     return 0
+
+
+def _export(args) -> int:
+    from capture.export import export_main
+    rlog.setup(args.cfg.rig.log_level, "export")
+    return export_main(args)
+
+
+def _view(args) -> int:
+    if args.layout:
+        from capture.foxglove_layout import layout_json
+        sys.stdout.write(layout_json())
+        return 0
+    return _serve_view(args)
+
+
+@_flush_zmq
+def _serve_view(args) -> int:
+    from capture.view import view_main
+    logger = rlog.setup(args.cfg.rig.log_level, "view")
+    return view_main(args.cfg, host=args.host, port=args.port, duration_s=args.duration, logger=logger)
 
 
 def register(sub, common) -> None:
@@ -124,3 +145,33 @@ def register(sub, common) -> None:
     y.add_argument("--wait-subscribers", type=int, default=1, metavar="N",
                    help="wait (transport.slow_joiner_s at most) for N subscribers per endpoint first")
     y.set_defaults(func=_replay)
+
+    x = sub.add_parser("export", parents=[common], help="write a recorded session's pairs as a CRUW (ROD2021) dataset",
+                       description="One frame per recorded radar-camera pair: RADAR_RA_H/*.npy exactly as recorded, "
+                                   "IMAGES_0/*.jpg, annotations from the emulator's ground truth when the session has "
+                                   "it. The result trains with `radvis learn offline --data DIR` (docs/recording.md).")
+    x.add_argument("session", help="session directory of .mcap segments, or one .mcap file")
+    x.add_argument("--out", required=True, metavar="DIR", help="dataset root (created; another session exported into "
+                                                               "the same DIR adds its sequences)")
+    x.add_argument("--start", type=float, default=0.0, help="skip the first S seconds of the session")
+    x.add_argument("--end", type=float, default=0.0, help="stop at S seconds from the session's start (0 = end)")
+    x.add_argument("--stride", type=int, default=1, metavar="N", help="export every N-th pair (default 1: all)")
+    x.add_argument("--seq-seconds", type=float, default=60.0, metavar="S",
+                   help="start a new sequence after S seconds of radar time (default 60; also at radar restarts)")
+    x.add_argument("--name", default="RIG", help="sequence code: sequences are named YYYY_MM_DD_<NAME>0000, ...")
+    x.add_argument("--jpeg-quality", type=int, default=95, metavar="Q",
+                   help="JPEG quality for camera frames recorded raw (JPEG frames are written as recorded)")
+    x.set_defaults(func=_export)
+
+    v = sub.add_parser("view", parents=[common], help="serve the live rig to the Foxglove app (WebSocket protocol)",
+                       description="Camera, range-azimuth heatmap, radar points, pairs (sync skew), ground truth and "
+                                   "every stage's stats (learner loss and probe accuracy) as Foxglove topics. Open "
+                                   "Foxglove -> Open connection -> Foxglove WebSocket -> ws://HOST:PORT; layout in "
+                                   "docs/foxglove-layout.json. Never slows capture: slow viewers lose frames.")
+    v.add_argument("--host", default=None, help="bind address (default view.host, 127.0.0.1)")
+    v.add_argument("--port", type=int, default=None, help="TCP port (default view.port, 8765; 0 = any free port)")
+    v.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0 = until signalled)")
+    v.add_argument("--layout", action="store_true",
+                   help="print the Foxglove layout (docs/foxglove-layout.json: camera, heatmap, points, learner "
+                        "loss and probe accuracy, sync skew) and exit")
+    v.set_defaults(func=_view)

@@ -2,10 +2,12 @@
 the device with backoff when it vanishes, and never block on a slow subscriber.
 
 A frame source is anything iterable that yields frames and has `.close()`:
-  - radar (`drivers.ti.radar.open_radar(cfg)`): RadarFrame(frame_number, t_device_ns, t_mono_ns, t_wall_ns,
-    arrays: dict[str, ndarray], meta: dict)
-  - camera (`drivers.camera.open_camera(cfg)`): CameraFrame(image uint8 HxWx3 RGB, frame_number, t_device_ns,
-    t_mono_ns, t_wall_ns, meta: dict)
+  - radar (`drivers.ti.radar.open_radar(cfg.radar)`): RadarFrame(frame_number, t_device_ns, t_mono_ns,
+    t_wall_ns, arrays: dict[str, ndarray], meta: dict)
+  - camera (`drivers.camera.open_camera(cfg.camera)`): CameraFrame(image uint8 HxWx3 RGB, frame_number,
+    t_device_ns, t_mono_ns, t_wall_ns, meta: dict)
+The daemon does not know whether a real or an emulated device is behind the driver (sim/emulate.py serves
+emulated ones at the same kind of address).
 Opening raises, or iteration raises / ends, when the device is unplugged or stops streaming: both count as
 a device error and lead to a reopen after `reconnect_backoff_s` (doubling up to `reconnect_max_s`).
 """
@@ -22,8 +24,10 @@ from typing import Callable
 
 import numpy as np
 
+from radvis.config import ConfigError
+from radvis.control import announce_ready, control_publisher
 from radvis.log import StatsLine
-from radvis.transport import Publisher, keys_from_config, publisher_from_config
+from radvis.transport import Publisher, publisher_from_config
 from radvis.wire import Message
 
 log = logging.getLogger("radvis.capture")
@@ -41,18 +45,23 @@ def load_factory(spec: str) -> Callable:
     return getattr(importlib.import_module(mod), func)
 
 
-def radar_opener(cfg) -> Callable:
+def radar_opener(cfg) -> Callable[[], object]:
+    """open() -> radar frame source: capture.radar_open(cfg) if set, else the TI driver on [radar]."""
     if cfg.capture.radar_open:
-        return load_factory(cfg.capture.radar_open)
+        factory = load_factory(cfg.capture.radar_open)
+        return lambda: factory(cfg)
     from drivers.ti.radar import open_radar
-    return open_radar
+    return lambda: open_radar(cfg.radar, config_source=cfg.source)
 
 
-def camera_opener(cfg) -> Callable:
+def camera_opener(cfg) -> Callable[[], object]:
+    """open() -> camera frame source: capture.camera_open(cfg) if set, else the driver camera.driver names."""
     if cfg.capture.camera_open:
-        return load_factory(cfg.capture.camera_open)
+        factory = load_factory(cfg.capture.camera_open)
+        return lambda: factory(cfg)
     from drivers.camera import open_camera
-    return open_camera
+    c = cfg.capture
+    return lambda: open_camera(cfg.camera, reconnect_backoff_s=c.reconnect_backoff_s, reconnect_max_s=c.reconnect_max_s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,7 +110,6 @@ class CaptureStats:
     lag_ms: float = 0.0  # host arrival -> published, exponential average
     last_error: str = ""
     device: dict | None = None  # the open driver's own counters (parser rejects, lost bytes, ...)
-    emulator: dict | None = None  # what an emulated device says it did (injected faults), for exact checks
 
     def as_dict(self) -> dict:
         d = {"frames": self.frames, "sent": self.sent, "bytes": self.bytes, "dropped": self.dropped,
@@ -109,8 +117,6 @@ class CaptureStats:
              "bad_frames": self.bad_frames, "lag_ms": round(self.lag_ms, 3), "last_error": self.last_error}
         if self.device is not None:
             d["device"] = self.device
-        if self.emulator is not None:
-            d["emulator"] = self.emulator
         return d
 
 
@@ -136,7 +142,7 @@ def run_capture(kind: str, open_source: Callable[[], object], to_message: Callab
     def report(force: bool = False) -> None:
         st.dropped = pub.stats.dropped_hwm
         if (force or (stats_line is not None and stats_line.due())) and live["src"] is not None:
-            st.device, st.emulator = _device_stats(live["src"])
+            st.device = _device_stats(live["src"])
         d = st.as_dict()
         line = stats_line.tick(d, force=force) if stats_line else None
         if line is not None and stats_pub is not None:
@@ -173,7 +179,7 @@ def run_capture(kind: str, open_source: Callable[[], object], to_message: Callab
                 else:
                     if not stop.is_set():
                         raise EOFError("stream ended")
-            except Shutdown:
+            except (Shutdown, ConfigError):  # a configuration mistake does not heal by reopening
                 raise
             except Exception as e:  # the device vanished or misbehaved: reopen, never die
                 st.device_errors += 1
@@ -181,7 +187,7 @@ def run_capture(kind: str, open_source: Callable[[], object], to_message: Callab
                 had_error = True
                 log.warning("%s: device error (%s); reopening in %.2f s", kind, st.last_error, backoff)
                 if src is not None:
-                    st.device, st.emulator = _device_stats(src)
+                    st.device = _device_stats(src)
                     _close(src)
                     src = None
                     live["src"] = None
@@ -197,24 +203,17 @@ def run_capture(kind: str, open_source: Callable[[], object], to_message: Callab
     return st
 
 
-def _device_stats(src) -> tuple[dict | None, dict | None]:
-    """JSON-safe copies of a driver's counters and, for emulated devices, the emulator's fault counts."""
-    def plain(d):
-        return json.loads(json.dumps(d, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+def _device_stats(src) -> dict | None:
+    """A JSON-safe copy of the driver's own counters."""
     try:
         dev = getattr(src, "stats", None)
-        dev = plain(dev if isinstance(dev, dict) else vars(dev)) if dev is not None else None
-        emu = getattr(src, "emulator", None)
-        counts = getattr(emu, "counts", None)
-        out = plain(dict(counts)) if counts is not None else None
-        dca = getattr(getattr(src, "capture", None), "emulator", None)  # raw mode: faults act on the UDP stream
-        if dca is not None and hasattr(dca, "stats"):
-            d = dca.stats.to_dict() if hasattr(dca.stats, "to_dict") else vars(dca.stats)
-            out = (out or {}) | {"dca": plain({k: len(v) if isinstance(v, list) else v for k, v in d.items()})}
-        return dev, out
+        if dev is None:
+            return None
+        return json.loads(json.dumps(dev if isinstance(dev, dict) else vars(dev),
+                                     default=lambda v: v.item() if hasattr(v, "item") else str(v)))
     except Exception as e:  # counters are diagnostics: never let them break capture
         log.debug("device stats failed: %r", e)
-        return None, None
+        return None
 
 
 def _close(src) -> None:
@@ -234,13 +233,14 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def stats_publisher(cfg) -> Publisher | None:
-    """Stats go to the control endpoint, which the supervisor binds: daemons connect, so many can share it."""
-    try:
-        return Publisher(cfg.endpoints.control, bind=False, hwm=100, curve=keys_from_config(cfg))
-    except Exception as e:  # stats are best-effort; capture must run without them
-        log.warning("no stats publisher on %s: %r", cfg.endpoints.control, e)
-        return None
+def check_config(cfg, kind: str) -> None:
+    """The built-in drivers' configuration checks (custom openers, capture.*_open, check their own)."""
+    if kind == "radar" and not cfg.capture.radar_open:
+        from drivers.ti.radar import check_config as check_radar
+        check_radar(cfg.radar, cfg.source)
+    elif kind == "camera" and not cfg.capture.camera_open:
+        from drivers.camera import check_config as check_camera
+        check_camera(cfg.camera, cfg.source)
 
 
 def capture_main(cfg, kind: str, *, max_frames: int = 0, logger: logging.Logger | None = None) -> int:
@@ -250,6 +250,7 @@ def capture_main(cfg, kind: str, *, max_frames: int = 0, logger: logging.Logger 
     # other stages on the same cores (measured 10-80x slower matmuls on a loaded 2-core machine)
     from threadpoolctl import threadpool_limits
     threadpool_limits(1)
+    check_config(cfg, kind)  # ConfigError: exit 2 naming the key, before anything is bound or retried
     if kind == "radar":
         opener = radar_opener(cfg)
         source = cfg.radar.source
@@ -261,13 +262,14 @@ def capture_main(cfg, kind: str, *, max_frames: int = 0, logger: logging.Logger 
     stop = threading.Event()
     install_signal_handlers(stop)
     pub = publisher_from_config(cfg, kind)
-    spub = stats_publisher(cfg)
+    spub = control_publisher(cfg)
     try:
+        announce_ready(cfg, f"capture-{kind}", endpoint=pub.endpoint)
         if cfg.capture.wait_subscribers:
-            ok = pub.wait_for_subscribers(cfg.capture.wait_subscribers, cfg.transport.slow_joiner_s)
+            ok = pub.wait_for_subscribers(cfg.capture.wait_subscribers, cfg.transport.slow_joiner_s, topic=kind)
             logger.info("%s: publishing on %s (%s)", kind, pub.endpoint,
                         "subscribers ready" if ok else "no subscriber yet, sending anyway")
-        st = run_capture(kind, lambda: opener(cfg), to_msg, pub,
+        st = run_capture(kind, opener, to_msg, pub,
                          backoff_s=cfg.capture.reconnect_backoff_s, backoff_max_s=cfg.capture.reconnect_max_s,
                          stop=stop, max_frames=max_frames,
                          stats_line=StatsLine(logger, cfg.rig.stats_interval_s, rates=("frames", "bytes")),

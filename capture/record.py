@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterator
 
 import zmq
-from mcap.records import Channel, Message as McapMessage, Metadata
+from mcap.records import Channel, Message as McapMessage, Metadata, Schema
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
@@ -131,6 +131,7 @@ class Segment:
             self.writer.add_metadata("radvis.session", {k: str(v) for k, v in metadata.items()})
         self.channel_meta = channel_meta or {}
         self.channels: dict[str, int] = {}
+        self.schemas: dict[str, int] = {}
         self.messages = 0
         self.t_open = time.monotonic()
 
@@ -144,6 +145,19 @@ class Segment:
 
     def add(self, topic: str, data: bytes, *, log_time: int, publish_time: int, sequence: int) -> None:
         self.writer.add_message(self.channel(topic), log_time, data, publish_time, sequence & 0xFFFFFFFF)
+        self.messages += 1
+
+    def add_foxglove(self, out, *, log_time: int, sequence: int = 0) -> None:
+        """A Foxglove well-known-schema record (capture.foxglove.Out) on its own channel, beside the exact ones."""
+        cid = self.channels.get(out.topic)
+        if cid is None:
+            from capture.foxglove import schema
+            name, enc, data, msg_enc = schema(out.schema)
+            sid = self.schemas.get(name)
+            if sid is None:
+                sid = self.schemas[name] = self.writer.register_schema(name, enc, data)
+            cid = self.channels[out.topic] = self.writer.register_channel(out.topic, msg_enc, sid, {"radvis": "foxglove"})
+        self.writer.add_message(cid, log_time, out.data, out.t_ns, sequence & 0xFFFFFFFF)
         self.messages += 1
 
     @property
@@ -173,11 +187,14 @@ class ScanResult:
     complete: bool = False  # the footer was reached
     error: str = ""  # why the scan stopped early (a truncated tail)
     channels: dict = field(default_factory=dict)
+    schemas: dict = field(default_factory=dict)  # id -> Schema (the Foxglove channels'; multipart has none)
     metadata: list = field(default_factory=list)
 
 
-def scan(path: str | Path, result: ScanResult | None = None) -> Iterator[tuple[Channel, McapMessage]]:
-    """Every complete message of a segment in file order, whether or not the recorder finished it.
+def scan(path: str | Path, result: ScanResult | None = None, *,
+         every_channel: bool = False) -> Iterator[tuple[Channel, McapMessage]]:
+    """Every complete message of a segment's exact (`radvis.multipart.v1`) channels in file order, whether or
+    not the recorder finished it; `every_channel=True` also yields the Foxglove channels written beside them.
     A truncated or corrupt tail ends the scan (reason in `result.error`); CRCs are checked so a chunk
     that was half-written is never returned. Also works for finished files (linear scan)."""
     res = result if result is not None else ScanResult()
@@ -185,7 +202,9 @@ def scan(path: str | Path, result: ScanResult | None = None) -> Iterator[tuple[C
         reader = StreamReader(f, validate_crcs=True, record_size_limit=1 << 31)
         try:
             for rec in reader.records:
-                if isinstance(rec, Channel):
+                if isinstance(rec, Schema):
+                    res.schemas[rec.id] = rec
+                elif isinstance(rec, Channel):
                     res.channels[rec.id] = rec
                 elif isinstance(rec, Metadata):
                     res.metadata.append(rec)
@@ -193,11 +212,28 @@ def scan(path: str | Path, result: ScanResult | None = None) -> Iterator[tuple[C
                     ch = res.channels.get(rec.channel_id)
                     if ch is None:
                         raise ValueError(f"message on unknown channel {rec.channel_id}")
+                    if not every_channel and ch.message_encoding != ENCODING:
+                        continue
                     res.messages += 1
                     yield ch, rec
             res.complete = True
         except Exception as e:  # EndOfFile, CRC or length errors: the unfinished tail
             res.error = f"{type(e).__name__}: {e}"[:300]
+
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"  # the first 8 bytes of every MCAP file, finished or not (mcap spec)
+
+
+def check_mcap(path: str | Path) -> Path:
+    """ValueError unless `path` starts with the MCAP magic: another file must not read as an empty session."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(len(MCAP_MAGIC))
+    if head != MCAP_MAGIC:
+        what = "is empty" if not head else f"does not start with the MCAP magic ({MCAP_MAGIC.hex(' ')})"
+        raise ValueError(f"{path}: not an MCAP recording: it {what}. Sessions are the .mcap segments `radvis "
+                         f"record` writes (a directory of them, or one file)")
+    return path
 
 
 def segments(session: str | Path) -> list[Path]:
@@ -207,25 +243,29 @@ def segments(session: str | Path) -> list[Path]:
         files = sorted(x for x in p.glob("*.mcap") if not x.name.endswith(".recovered.mcap"))
         if not files:
             raise FileNotFoundError(f"{p}: no .mcap segments")
-        return files
+        return [check_mcap(f) for f in files]
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such session file or directory")
-    return [p]
+    return [check_mcap(p)]
 
 
 def recover(path: str | Path, out: str | Path | None = None, compression: str = "zstd") -> dict:
     """Copy every complete message (and channel, metadata) of an unfinished segment into a new,
     finished and indexed MCAP file. Returns counts and the reason the original ended early."""
-    path = Path(path)
+    path = check_mcap(path)  # nothing to salvage from a file that never was MCAP; write no empty output
     out = Path(out) if out else path.with_name(path.stem + ".recovered.mcap")
     if out.exists():
         out.unlink()
     res = ScanResult()
     seg = Segment(out, compression=compression)
     ids: dict[int, int] = {}
-    for ch, m in scan(path, res):
+    sids: dict[int, int] = {0: 0}
+    for ch, m in scan(path, res, every_channel=True):
         if ch.id not in ids:
-            ids[ch.id] = seg.writer.register_channel(ch.topic, ch.message_encoding, 0, dict(ch.metadata))
+            if ch.schema_id not in sids:
+                sc = res.schemas[ch.schema_id]
+                sids[ch.schema_id] = seg.writer.register_schema(sc.name, sc.encoding, sc.data)
+            ids[ch.id] = seg.writer.register_channel(ch.topic, ch.message_encoding, sids[ch.schema_id], dict(ch.metadata))
         seg.writer.add_message(ids[ch.id], m.log_time, m.data, m.publish_time, m.sequence)
     for md in res.metadata:
         seg.writer.add_metadata(md.name, dict(md.metadata))
@@ -238,36 +278,16 @@ def recover(path: str | Path, out: str | Path | None = None, compression: str = 
 # The recorder
 # ---------------------------------------------------------------------------------------------
 
-class GapCounter:
-    """Messages missing upstream, per endpoint. A Publisher numbers everything it sends with one
-    counter (pairs and events alike) and a restart gets a new random epoch, so continuity is checked per
-    (endpoint, epoch) across kinds: every gap is a message the recorder never saw."""
-
-    def __init__(self, names):
-        self.last: dict = {}
-        self.lost = {n: 0 for n in names}
-        self.out_of_order = {n: 0 for n in names}
-
-    def update(self, name: str, msg: Message) -> int:
-        key = (name, msg.epoch, msg.kind)  # publishers number each kind separately
-        last = self.last.get(key)
-        if last is not None and msg.seq <= last:
-            self.out_of_order[name] += 1
-            return 0
-        self.last[key] = msg.seq
-        gap = 0 if last is None else msg.seq - last - 1
-        self.lost[name] += gap
-        return gap
-
-
 class Recorder:
     """Subscribe to endpoints (one SUB each, so a message's channel is known) and write segments."""
 
     def __init__(self, endpoints: dict[str, str], out: str | Path, *, compression: str = "zstd",
                  chunk_bytes: int = 1 << 20, rotate_s: float = 0, rotate_mb: float = 0, fsync_s: float = 1.0,
                  prefix: str = "radvis", hwm: int = 1000, limits: Limits = Limits(), curve=None,
-                 metadata: dict | None = None, ctx: zmq.Context | None = None):
+                 metadata: dict | None = None, ctx: zmq.Context | None = None, foxglove=None):
         self.out = Path(out)
+        self.fox = foxglove  # capture.foxglove.Converter: Foxglove channels beside the exact ones (None = off)
+        self.fox_written = self.fox_bytes = 0
         self.out.mkdir(parents=True, exist_ok=True)
         self.opts = dict(compression=compression, chunk_bytes=chunk_bytes)
         self.rotate_s, self.rotate_bytes, self.fsync_s = rotate_s, rotate_mb * 1e6, fsync_s
@@ -286,10 +306,10 @@ class Recorder:
         self.index = 0
         self.files: list[Path] = []
         self.written = 0
+        self.synced = 0  # messages made durable (fsync) so far: a crash from now on loses none of them
         self.bytes = 0
         self.lag_ms = 0.0
         self.last_sync = time.monotonic()
-        self.gaps = GapCounter(self.endpoints)
 
     def _open(self) -> Segment:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
@@ -303,8 +323,12 @@ class Recorder:
         return self.seg
 
     def stats(self) -> dict:
-        per = {n: {**s.stats.as_dict(), "lost": self.gaps.lost[n]} for n, s in self.subs.items()}
-        return {"written": self.written, "bytes": self.bytes, "segments": len(self.files),
+        # one Subscriber per endpoint: its sequence tracker (radvis.sequence) counts that endpoint's gaps
+        per = {n: s.stats.as_dict() for n, s in self.subs.items()}
+        fox = {} if self.fox is None else {"foxglove": {"written": self.fox_written, "bytes": self.fox_bytes,
+                                                        "errors": self.fox.counts["errors"]}}
+        return {"written": self.written, "synced": self.synced, "bytes": self.bytes + self.fox_bytes,
+                "segments": len(self.files), **fox,
                 "lost": sum(p["lost"] for p in per.values()),
                 "rejected": sum(sum(p["rejected"].values()) for p in per.values()),
                 "lag_ms": round(self.lag_ms, 3), "per_endpoint": per}
@@ -317,6 +341,8 @@ class Recorder:
     def poll_once(self, timeout_ms: int = 100) -> int:
         """Receive and write whatever is ready (at most a burst); fsync/rotate when due. Returns count."""
         n = 0
+        for sub in self.subs.values():
+            sub.watch()  # re-connect an endpoint libzmq dropped (a frame over the socket ceiling)
         for sock, _ in self.poller.poll(timeout_ms):
             name = self.by_sock[sock]
             sub = self.subs[name]
@@ -333,20 +359,42 @@ class Recorder:
         now = time.monotonic()
         if self.seg and now - self.last_sync >= self.fsync_s:
             self.seg.sync()
-            self.last_sync = now
+            self.last_sync, self.synced = now, self.written
+        self._rotate_if_due()
+        return n
+
+    def _rotate_if_due(self) -> None:
         if self._rotate_due():
+            self.synced = self.written
             self.seg.close(self.stats())
             self.seg = None
+
+    def drain(self, quiet_ms: int = 500, max_s: float = 3.0) -> int:
+        """Before stopping: write what is still queued in the sockets (or on its way: a producer that
+        stopped just before us), until they have been quiet for `quiet_ms`, at most `max_s` (a producer
+        that keeps publishing cannot hold the stop forever). Returns the messages written."""
+        n, end = 0, time.monotonic() + max_s
+        while time.monotonic() < end:
+            got = self.poll_once(quiet_ms)
+            if not got:
+                break
+            n += got
         return n
 
     def write(self, name: str, frames, msg: Message) -> None:
         seg = self.seg or self._open()
-        self.gaps.update(name, msg)
         mono = time.monotonic_ns()
         data = frame(frames)
         seg.add(name, data, log_time=self.wall0 + (mono - self.mono0), publish_time=msg.t_wall_ns, sequence=msg.seq)
         self.written += 1
         self.bytes += len(data)
+        if self.fox is not None:
+            log_time = self.wall0 + (mono - self.mono0)
+            for out in self.fox.convert(msg):
+                seg.add_foxglove(out, log_time=log_time, sequence=msg.seq)
+                self.fox_written += 1
+                self.fox_bytes += len(out.data)
+        self._rotate_if_due()  # per message: a burst must not grow a segment past record.rotate_mb
         if msg.t_mono_ns:
             lag = (mono - msg.t_mono_ns) / 1e6
             self.lag_ms = lag if self.written == 1 else 0.95 * self.lag_ms + 0.05 * lag
@@ -359,6 +407,19 @@ class Recorder:
         for s in self.subs.values():
             s.close()
         return st
+
+
+def _converter(cfg):
+    """The Foxglove converter when record.foxglove is on (docs/recording.md, "Foxglove channels")."""
+    if not cfg.record.foxglove:
+        return None
+    from capture.foxglove import Converter
+    fc = cfg.foxglove
+    if not fc.heatmap_db_max > fc.heatmap_db_min:
+        from radvis.config import ConfigError
+        raise ConfigError(f"{cfg.source}: foxglove.heatmap_db_max: expected a number above foxglove.heatmap_db_min "
+                          f"({fc.heatmap_db_min}), got {fc.heatmap_db_max}")
+    return Converter.from_config(fc)
 
 
 def record_main(cfg, topics: list[str] | None = None, out: str | None = None, duration_s: float = 0,
@@ -381,11 +442,13 @@ def record_main(cfg, topics: list[str] | None = None, out: str | None = None, du
     rec = Recorder(eps, out, compression=rc.compression, chunk_bytes=rc.chunk_bytes,
                    rotate_s=rc.rotate_s, rotate_mb=rc.rotate_mb, fsync_s=rc.fsync_s, prefix=rc.prefix,
                    hwm=cfg.transport.rcvhwm, limits=Limits.from_config(cfg.transport), curve=keys_from_config(cfg),
-                   metadata={"rig": cfg.rig.name, "config": cfg.source, "topics": ",".join(names)})
-    from capture.daemon import stats_publisher
+                   metadata={"rig": cfg.rig.name, "config": cfg.source, "topics": ",".join(names)},
+                   foxglove=_converter(cfg))
+    from radvis.control import announce_ready, stats_publisher
     spub = stats_publisher(cfg)
     line = StatsLine(logger, cfg.rig.stats_interval_s, rates=("written", "bytes"))
     logger.info("recording %s to %s", ", ".join(f"{n}={e}" for n, e in eps.items()), rec.out)
+    announce_ready(cfg, "record", out=str(rec.out))  # subscribed: the rig starts the stages upstream of us
     t_end = time.monotonic() + duration_s if duration_s else None
     last_lost = 0
     try:
@@ -401,6 +464,8 @@ def record_main(cfg, topics: list[str] | None = None, out: str | None = None, du
                 spub.send(WireMessage(kind="stats", source="record", meta={"stage": "record", **shown}))
             if (t_end and time.monotonic() >= t_end) or (max_messages and rec.written >= max_messages):
                 break
+        if stop.is_set():  # SIGINT/SIGTERM: everything published before it is recorded, within the
+            rec.drain(max_s=0.8 * cfg.rig.stop_timeout_s)  # time the rig gives a stage to stop
     finally:
         st = rec.close()
         if spub is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import signal
 import threading
 import time
@@ -23,8 +22,10 @@ from typing import Iterator
 import numpy as np
 import zmq
 
-from capture.record import ScanResult, scan, segments, unframe
+from capture.record import ENCODING, ScanResult, scan, segments, unframe
+from radvis import cruw
 from radvis.transport import Publisher, keys_from_config
+from radvis.truth import truth_message
 from radvis.wire import Message, encode
 
 log = logging.getLogger("radvis.replay")
@@ -50,14 +51,18 @@ class ReplayStats:
     bad: int = 0  # recorded payloads that did not unframe
     late_ms_max: float = 0.0  # how late a message left compared to its schedule
     late_ms_sum: float = 0.0
+    schedule_s: float = 0.0  # timed modes: the recording's time span / rate, summed over passes
+    paced_s: float = 0.0  # the time the replay actually took for it (never less: no message leaves early)
     passes: int = 0
     truncated: list = field(default_factory=list)  # segments that ended early (unfinished files)
+    annotation_lines_skipped: int = 0  # CRUW replay: malformed annotation lines (their frames carry no truth)
 
     def as_dict(self) -> dict:
         return {"sent": self.sent, "bytes": self.bytes, "dropped": self.dropped, "bad": self.bad,
                 "late_ms_max": round(self.late_ms_max, 3),
                 "late_ms_mean": round(self.late_ms_sum / max(self.sent, 1), 3), "passes": self.passes,
-                "truncated": self.truncated}
+                "schedule_s": round(self.schedule_s, 6), "paced_s": round(self.paced_s, 6),
+                "truncated": self.truncated, "annotation_lines_skipped": self.annotation_lines_skipped}
 
 
 class Pacer:
@@ -70,22 +75,36 @@ class Pacer:
         self.stats = ReplayStats()
         self.t0_ns: int | None = None  # timeline origin (message time)
         self.start_mono: int = 0
+        self._done = (0.0, 0.0)  # (schedule_s, paced_s) of the finished passes
 
     def reset_clock(self) -> None:
         self.t0_ns = None
+        self._done = (self.stats.schedule_s, self.stats.paced_s)
 
-    def send(self, endpoint: str, frames: list, t_ns: int) -> bool:
+    def wait_until(self, t_ns: int) -> None:
+        """Timed modes: wait until message time `t_ns` is due on the absolute schedule of this pass (its
+        first message leaves at once), and account for lateness and the span paced."""
+        if self.as_fast:
+            return
+        now = time.monotonic_ns()
+        if self.t0_ns is None:
+            self.t0_ns, self.start_mono = t_ns, now
+        target = self.start_mono + (t_ns - self.t0_ns) / self.rate
+        if target > now:
+            self.stop.wait((target - now) / 1e9)
+            now = time.monotonic_ns()
+        late = (now - target) / 1e6
+        self.stats.late_ms_max = max(self.stats.late_ms_max, late)
+        self.stats.late_ms_sum += max(late, 0.0)
+        self.stats.schedule_s = self._done[0] + (t_ns - self.t0_ns) / self.rate / 1e9
+        self.stats.paced_s = self._done[1] + (now - self.start_mono) / 1e9
+
+    def send(self, endpoint: str, frames: list, t_ns: int, *, waited: bool = False) -> bool:
+        """Send on schedule (after `wait_until(t_ns)` unless the caller has just done it)."""
         pub = self.pubs[endpoint]
         if not self.as_fast:
-            if self.t0_ns is None:
-                self.t0_ns, self.start_mono = t_ns, time.monotonic_ns()
-            target = self.start_mono + (t_ns - self.t0_ns) / self.rate
-            wait = (target - time.monotonic_ns()) / 1e9
-            if wait > 0:
-                self.stop.wait(wait)
-            late = (time.monotonic_ns() - target) / 1e6
-            self.stats.late_ms_max = max(self.stats.late_ms_max, late)
-            self.stats.late_ms_sum += max(late, 0.0)
+            if not waited:
+                self.wait_until(t_ns)
             ok = pub.send_frames(frames)  # live semantics: a full queue drops (counted)
             if not ok:
                 self.stats.dropped += 1
@@ -105,6 +124,12 @@ class Pacer:
         return ok
 
 
+# the kind (= ZeroMQ topic) of the messages on each rig endpoint, so `--wait-subscribers N` counts N
+# consumers of those messages, not N subscriptions (one sync subscribes to several topics per endpoint)
+ENDPOINT_KIND = {"radar": "radar", "camera": "camera", "pairs": "pair", "truth": "truth", "control": "stats"}
+END_OF_STREAM = "end_of_stream"  # sync/daemon.py decides what it still holds when every stream has ended
+
+
 def _bind_publishers(cfg, names, wait_n: int, wait_s: float) -> dict[str, Publisher]:
     pubs = {}
     for n in names:
@@ -114,9 +139,29 @@ def _bind_publishers(cfg, names, wait_n: int, wait_s: float) -> dict[str, Publis
         pubs[n] = Publisher(ep, hwm=cfg.transport.sndhwm, curve=keys_from_config(cfg))
     if wait_n:
         for n, p in pubs.items():
-            if not p.wait_for_subscribers(wait_n, wait_s):
-                log.warning("%s: no subscriber after %.1f s, replaying anyway", n, wait_s)
+            if not p.wait_for_subscribers(wait_n, wait_s, topic=ENDPOINT_KIND.get(n)):
+                log.warning("%s: %d subscriber(s) after %.1f s (asked for %d), replaying anyway", n,
+                            p.subscribers_for(ENDPOINT_KIND.get(n)), wait_s, wait_n)
     return pubs
+
+
+def _end_of_stream(pubs: dict[str, Publisher], stop: threading.Event) -> None:
+    """After the last message: an `event` {"event": "end_of_stream", "stream": endpoint} on each frame
+    endpoint (after that endpoint's data on the same socket), so a synchroniser decides its tail now
+    instead of guessing from a quiet period. Not sent when stopped early (a partial replay has no end)."""
+    if stop.is_set():
+        return
+    for n in ("radar", "camera"):
+        p = pubs.get(n)
+        if p is not None:
+            m = Message(kind="event", source="replay", meta={"event": END_OF_STREAM, "stream": n}, replay=True)
+            m.stamp()
+            m.seq, m.epoch = p.next_seq(m.kind), p.epoch
+            try:
+                p.sock.sndtimeo = 2000  # wait for room (it must not be dropped), but never for ever
+                p.sock.send_multipart(encode(m), copy=False)
+            except zmq.ZMQError as e:
+                log.warning("%s: end-of-stream event not sent: %s", n, e)
 
 
 def _close_all(pubs: dict[str, Publisher], linger_ms: int = 5000) -> None:
@@ -133,15 +178,15 @@ def session_topics(files: list[Path]) -> list[str]:
         try:
             with open(path, "rb") as f:
                 summary = make_reader(f).get_summary()
-            if summary is not None:
-                names = [c.topic for c in summary.channels.values()]
+            if summary is not None:  # the exact channels only: the Foxglove ones are pictures of them
+                names = [c.topic for c in summary.channels.values() if c.message_encoding == ENCODING]
         except Exception:
             names = None
         if names is None:
             res = ScanResult()
             for _ in scan(path, res):
                 pass
-            names = [c.topic for c in res.channels.values()]
+            names = [c.topic for c in res.channels.values() if c.message_encoding == ENCODING]
         topics += [t for t in names if t not in topics]
     return topics
 
@@ -192,6 +237,7 @@ def replay_session(cfg, session: str, *, topics: list[str] | None = None, rate: 
             st.passes = p
             if not loop:
                 break
+        _end_of_stream(pubs, pacer.stop)
     finally:
         _close_all(pubs)
     return st
@@ -201,116 +247,120 @@ def replay_session(cfg, session: str, *, topics: list[str] | None = None, rate: 
 # CRUW (ROD2021) sequences
 # ---------------------------------------------------------------------------------------------
 
-CRUW_FPS = 30.0
-CHIRP = "0000"  # ROD2021 ships chirps 0/64/128/192; the first stands for the frame
-
-
 def cruw_sequence_dir(root: str | Path, seq: str) -> Path:
+    """A CRUW sequence folder: under sequences/train or sequences/test of a dataset root, or given directly."""
     root = Path(root)
-    for cand in [root / "sequences" / "train" / seq, root / "sequences" / "test" / seq, root / seq, root]:
-        if (cand / "RADAR_RA_H").is_dir() and (cand.name == seq or cand == root / seq):
+    for cand in [cruw.sequence_dir(root, "train", seq), cruw.sequence_dir(root, "test", seq), root / seq, root]:
+        if (cand / cruw.RADAR_DIR).is_dir() and (cand.name == seq or cand == root / seq):
             return cand
     raise FileNotFoundError(f"CRUW sequence {seq!r} not found under {root} "
-                            f"(expected sequences/{{train,test}}/{seq}/RADAR_RA_H)")
+                            f"(expected sequences/{{train,test}}/{seq}/{cruw.RADAR_DIR})")
 
 
-def cruw_labels(root: Path, seq: str) -> dict[int, list] | None:
+def cruw_annotations(root: str | Path, seq: str) -> cruw.Annotations | None:
+    """The sequence's annotations, read leniently: a replay of a partly damaged file still runs, every
+    skipped line is counted (and logged), and the frames they belonged to carry no truth rather than a
+    label that may be wrong. None when the sequence has no annotation file (the test split)."""
     for split in ("train", "test"):
-        p = Path(root) / "annotations" / split / f"{seq}.txt"
+        p = cruw.annotation_path(root, split, seq)
         if p.exists():
-            objs: dict[int, list] = {}
-            for ln, line in enumerate(p.read_text().splitlines(), 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                try:
-                    fid, r, a, cls = int(parts[0]), float(parts[1]), float(parts[2]), parts[3]
-                except (ValueError, IndexError):
-                    log.warning("%s:%d: skipped malformed annotation line %r", p, ln, line[:80])
-                    continue
-                objs.setdefault(fid, []).append({"cls": cls, "range_m": r, "azimuth_rad": a})
-            return objs
+            ann = cruw.read_annotations(p, strict=False)
+            if ann.skipped:
+                log.warning("%s: skipped %d malformed annotation lines (%s); frames %s carry no truth", p,
+                            sum(ann.skipped.values()), dict(ann.skipped), sorted(ann.damaged)[:10])
+            return ann
     return None
 
 
-def _label(objs: list) -> str:
-    classes = {o["cls"] for o in objs}
-    return "empty" if not classes else (classes.pop() if len(classes) == 1 else "mixed")
-
-
-def cruw_frames(root: str | Path, seq: str) -> Iterator[tuple[int, np.ndarray, bytes | None, dict | None]]:
-    """(frame id, RA float32 (128,128,2), JPEG bytes or None, truth or None) in frame order."""
+def cruw_frames(root: str | Path, seq: str,
+                ann: cruw.Annotations | None = None) -> Iterator[tuple[int, np.ndarray, bytes | None, dict | None]]:
+    """(frame id, RA float32 (128,128,2), JPEG bytes or None, truth or None) in frame order. `ann`: the
+    sequence's annotations (default: read them)."""
     d = cruw_sequence_dir(root, seq)
-    radar = {int(m.group(1)): p for p in (d / "RADAR_RA_H").glob(f"*_{CHIRP}.npy")
-             if (m := re.fullmatch(rf"(\d+)_{CHIRP}\.npy", p.name))}
-    images = {int(p.stem): p for p in (d / "IMAGES_0").glob("*.jpg") if p.stem.isdigit()} \
-        if (d / "IMAGES_0").is_dir() else {}
-    ids = sorted(images) if images else sorted(radar)
-    labels = cruw_labels(Path(root), seq)
+    chirp = cruw.CHIRP_IDS[0]  # ROD2021 ships 4 chirps per frame; the first stands for the frame
+    ids = cruw.frame_ids(d)
+    if ann is None:
+        ann = cruw_annotations(root, seq)
     scene = zlib.crc32(seq.encode()) & 0x7FFFFFFF
     for k in ids:
-        if k not in radar:
+        rp = cruw.radar_path(d, k, chirp)
+        if not rp.is_file():
             log.warning("%s: frame %d has an image but no radar file; skipped", seq, k)
             continue
-        ra = np.load(radar[k], allow_pickle=False)
-        if ra.shape != (128, 128, 2):
-            log.warning("%s: frame %d radar shape %s != (128, 128, 2); skipped", seq, k, ra.shape)
+        ra = np.load(rp, allow_pickle=False)
+        if ra.shape != cruw.RA_SHAPE:
+            log.warning("%s: frame %d radar shape %s != %s; skipped", seq, k, ra.shape, cruw.RA_SHAPE)
             continue
-        jpeg = images[k].read_bytes() if k in images else None
+        ip = cruw.image_path(d, k)
+        jpeg = ip.read_bytes() if ip.is_file() else None
         truth = None
-        if labels is not None:
-            objs = labels.get(k, [])
-            truth = {"label": _label(objs), "scene_id": scene, "objects": objs}
+        if ann is not None and k not in ann.damaged:
+            truth = {"label": ann.label(k), "scene_id": scene, "objects": [o.truth() for o in ann.frame(k)]}
         yield k, np.ascontiguousarray(ra, dtype=np.float32), jpeg, truth
 
 
 def replay_cruw(cfg, root: str, seq: str, *, rate: float = 1.0, as_fast: bool = False, start_s: float = 0.0,
                 end_s: float = 0.0, loop: bool = False, wait_subscribers: int = 1,
                 stop: threading.Event | None = None) -> ReplayStats:
-    """Stream a CRUW sequence as live radar + camera messages at 30 fps (x rate)."""
+    """Stream a CRUW sequence as live radar + camera messages at its frame rate (ROD2021: 30 fps) x rate, and its
+    annotations as the frames' ground truth on the truth topic (radvis/truth.py), sent just before the frames
+    they describe."""
     import cv2
     cruw_sequence_dir(root, seq)  # fail early with a clear message
+    ann = cruw_annotations(root, seq)
     pubs = _bind_publishers(cfg, ["radar", "camera"], wait_subscribers, cfg.transport.slow_joiner_s)
+    pubs["truth"] = Publisher(cfg.endpoints.truth, hwm=cfg.transport.sndhwm, curve=keys_from_config(cfg))
+    if wait_subscribers:  # a learner subscribes to truth, sync does not: not finding one is not worth a warning
+        pubs["truth"].wait_for_subscribers(wait_subscribers, cfg.transport.slow_joiner_s)
     pacer = Pacer(pubs, rate, as_fast, stop)
-    period_ns = 1e9 / CRUW_FPS
+    if ann is not None:
+        pacer.stats.annotation_lines_skipped = sum(ann.skipped.values())
+    fps = cruw.read_fps(root)
+    period_ns = 1e9 / fps
     size = None
     try:
         p = 0
         while not pacer.stop.is_set():
             pacer.reset_clock()
-            for k, ra, jpeg, truth in cruw_frames(root, seq):
+            for k, ra, jpeg, truth in cruw_frames(root, seq, ann):
                 if pacer.stop.is_set():
                     break
                 t_dev = int(round(k * period_ns))
-                if k / CRUW_FPS < start_s or (end_s and k / CRUW_FPS >= end_s):
+                if k / fps < start_s or (end_s and k / fps >= end_s):
                     continue
                 meta = {"frame_number": k, "cfg_digest": "cruw-rod2021", "units": "complex-ra",
-                        "frame_period_ms": 1000 / CRUW_FPS, "mode": "cruw", "sequence": seq}
-                if truth is not None:
-                    meta["truth"] = truth
+                        "frame_period_ms": 1000 / fps, "mode": "cruw", "sequence": seq}
                 radar = Message(kind="radar", source=cfg.radar.source, buffers={"ra": ra}, meta=meta,
-                                t_device_ns=t_dev, replay=True)
-                msgs = [("radar", radar)]
+                                t_device_ns=t_dev, replay=True).stamp()  # host stamps now, as a live capture would
+                msgs = []
+                if truth is not None:  # the frame was captured now: its scene is sampled at its host stamp
+                    for stream, source in (("radar", cfg.radar.source), ("camera", cfg.camera.source)):
+                        if stream == "radar" or jpeg is not None:
+                            msgs.append(("truth", truth_message(stream, source, k, radar.t_mono_ns, truth)))
+                msgs.append(("radar", radar))
                 if jpeg is not None:
                     if size is None:  # CRUW's JPEG size is not what its config says: read it
                         img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
                         size = (int(img.shape[1]), int(img.shape[0])) if img is not None else (0, 0)
                     cmeta = {"width": size[0], "height": size[1], "encoding": "jpeg", "frame_number": k,
                              "timestamp_domain": "cruw-frame-index", "sequence": seq}
-                    if truth is not None:
-                        cmeta["truth"] = truth
                     msgs.append(("camera", Message(kind="camera", source=cfg.camera.source,
                                                    buffers={"image": np.frombuffer(jpeg, np.uint8)}, meta=cmeta,
                                                    t_device_ns=t_dev, replay=True)))
+                pacer.wait_until(t_dev)  # then stamp: the host stamps say when the frame "arrived"
                 for ep, m in msgs:
                     pub = pubs[ep]
                     m.stamp()  # host stamps now, as a live capture would
                     m.seq, m.epoch = pub.next_seq(m.kind), pub.epoch
-                    pacer.send(ep, encode(m), t_dev)
+                    if ep == "truth":  # side information: not paced, not counted as replayed frames
+                        pub.send_frames(encode(m))
+                    else:
+                        pacer.send(ep, encode(m), t_dev, waited=True)
             p += 1
             pacer.stats.passes = p
             if not loop:
                 break
+        _end_of_stream(pubs, pacer.stop)
     finally:
         _close_all(pubs)
     return pacer.stats

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from radvis.log import progress as tqdm  # a bar on a terminal, plain lines in logs
 
 from learner.teachers import takes_background
 

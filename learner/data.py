@@ -1,73 +1,33 @@
-"""CRUW (ROD2021) loader — the real layout and `radvis synth` output alike — and the paper's 4-class task.
+"""CRUW (ROD2021) training data — the real layout and `radvis synth` output alike — and the paper's 4-class
+task as the learner uses it: frames as flat arrays, splits, class balancing.
 
-Layout (see ../shared/reference/cruw.md §1):
-    <root>/sequences/<split>/<SEQ>/IMAGES_0/%010d.jpg
-    <root>/sequences/<split>/<SEQ>/RADAR_RA_H/%06d_%04d.npy     (128,128,2) real/imag, 4 chirps per frame
-    <root>/annotations/<split>/<SEQ>.txt                        "frame range_m azimuth_rad class" per object
-Frame ids come from the JPEG names when present, else from the radar names; frames without an annotation
-line are empty. Timestamps are frame_id / fps (30 fps in ROD2021).
-
-Downstream labels (paper §V-A, rule in cruw.md §3.2): 0 empty (no object), 1 pedestrian / 2 cyclist /
-3 car when every object in the frame has that class, -1 mixed (excluded), then balanced by downsampling.
+The layout, the annotation reader (strict here: a bad line stops the run with file and line) and the
+4-class label rule live in `radvis/cruw.py`. Class ids index `cruw.LABELS` (0 empty, 1 pedestrian,
+2 cyclist, 3 car); `cruw.NO_LABEL` (-1) marks mixed frames, which are excluded, and UNLABELLED (-2) frames
+of a sequence that has no annotation file (usable for pretraining only). Timestamps are frame_id / fps.
 """
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-CLASSES = ("empty", "pedestrian", "cyclist", "car")
-OBJECT_CLASSES = ("pedestrian", "cyclist", "car")
-MIXED = -1
-CHIRP_IDS = (0, 64, 128, 192)
-DEFAULT_FPS = 30.0
-_IMG_RE = re.compile(r"^(\d+)\.jpg$", re.IGNORECASE)
-_RAD_RE = re.compile(r"^(\d+)_(\d+)\.npy$")
+from radvis import cruw
+from radvis.cruw import LABELS, NO_LABEL
+
+UNLABELLED = -2
 
 
 class DataError(ValueError):
     """The data directory does not look like a CRUW/ROD2021 tree (message says what is missing)."""
 
 
-def parse_annotations(path: str | Path) -> dict[int, list[tuple[float, float, str]]]:
-    """`frame_id range_m azimuth_rad class_name` lines -> {frame: [(r, a, cls), ...]}. Malformed lines and
-    unknown class names raise with the file and line number (labels must never be silently wrong)."""
-    out: dict[int, list[tuple[float, float, str]]] = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) < 4 or parts[3] not in OBJECT_CLASSES:
-            raise DataError(f"{path}:{n}: expected 'frame_id range_m azimuth_rad {'|'.join(OBJECT_CLASSES)}', "
-                            f"got {line!r}")
-        try:
-            fid, r, a = int(parts[0]), float(parts[1]), float(parts[2])
-        except ValueError:
-            raise DataError(f"{path}:{n}: non-numeric frame/range/azimuth in {line!r}") from None
-        out.setdefault(fid, []).append((r, a, parts[3]))
-    return out
-
-
-def frame_label(objects) -> int:
-    """4-class label of one frame: 0 empty, 1..3 single class, MIXED (-1) for more than one class."""
-    classes = {o[2] for o in objects}
-    if not classes:
-        return 0
-    if len(classes) > 1:
-        return MIXED
-    return 1 + OBJECT_CLASSES.index(classes.pop())
-
-
-def labels_for(annotations: dict, frame_ids) -> np.ndarray:
-    return np.array([frame_label(annotations.get(int(f), ())) for f in frame_ids], dtype=np.int64)
-
-
 def class_counts(labels: np.ndarray) -> dict[str, int]:
-    out = {c: int((labels == i).sum()) for i, c in enumerate(CLASSES)}
-    out["mixed"] = int((labels == MIXED).sum())
+    """Frames per class name, plus "mixed" (NO_LABEL)."""
+    out = {c: int((labels == i).sum()) for i, c in enumerate(LABELS)}
+    out[cruw.MIXED] = int((labels == NO_LABEL).sum())
     return out
 
 
@@ -77,50 +37,41 @@ class Sequence:
     split: str
     dir: Path
     frame_ids: np.ndarray
-    annotations: dict = field(default_factory=dict)
+    annotations: cruw.Annotations = field(default_factory=cruw.Annotations)
     has_images: bool = True
     has_annotations: bool = False
 
     def image_path(self, fid: int) -> Path:
-        return self.dir / "IMAGES_0" / f"{int(fid):010d}.jpg"
+        return cruw.image_path(self.dir, fid)
 
     def radar_path(self, fid: int, chirp: int = 0) -> Path:
-        return self.dir / "RADAR_RA_H" / f"{int(fid):06d}_{int(chirp):04d}.npy"
-
-
-def _read_fps(root: Path) -> float:
-    for p in sorted(root.glob("*.json")) + sorted(root.glob("*/sensor_config*.json")):
-        try:
-            cfg = json.loads(p.read_text())
-            return float(cfg["radar_cfg"]["frame_rate"])
-        except (KeyError, ValueError, TypeError, OSError, json.JSONDecodeError):
-            continue
-    return DEFAULT_FPS
+        return cruw.radar_path(self.dir, fid, chirp)
 
 
 def discover(root: str | Path, splits=("train",)) -> list[Sequence]:
-    """All sequences of `splits` under a CRUW root, sorted by (split, name)."""
+    """All sequences of `splits` under a CRUW root, sorted by (split, name). Annotations are read strictly:
+    a malformed line raises DataError naming file and line."""
     root = Path(root)
     if not (root / "sequences").is_dir():
         raise DataError(f"{root}: not a CRUW/ROD2021 tree (no sequences/ folder; expected "
-                        f"sequences/<split>/<SEQ>/{{IMAGES_0,RADAR_RA_H}} and annotations/<split>/<SEQ>.txt)")
+                        f"sequences/<split>/<SEQ>/{{{cruw.IMAGE_DIR},{cruw.RADAR_DIR}}} and "
+                        f"annotations/<split>/<SEQ>.txt)")
     seqs = []
     for split in splits:
         d = root / "sequences" / split
         if not d.is_dir():
             continue
         for sd in sorted(p for p in d.iterdir() if p.is_dir()):
-            img_dir, rad_dir = sd / "IMAGES_0", sd / "RADAR_RA_H"
-            if img_dir.is_dir():
-                ids = sorted(int(m.group(1)) for m in map(_IMG_RE.match, (p.name for p in img_dir.iterdir())) if m)
-            elif rad_dir.is_dir():
-                ids = sorted({int(m.group(1)) for m in map(_RAD_RE.match, (p.name for p in rad_dir.iterdir())) if m})
-            else:
-                raise DataError(f"{sd}: has neither IMAGES_0/ nor RADAR_RA_H/")
-            anno = root / "annotations" / split / f"{sd.name}.txt"
-            seqs.append(Sequence(sd.name, split, sd, np.array(ids, dtype=np.int64),
-                                 parse_annotations(anno) if anno.is_file() else {},
-                                 img_dir.is_dir(), anno.is_file()))
+            has_images = (sd / cruw.IMAGE_DIR).is_dir()
+            if not has_images and not (sd / cruw.RADAR_DIR).is_dir():
+                raise DataError(f"{sd}: has neither {cruw.IMAGE_DIR}/ nor {cruw.RADAR_DIR}/")
+            anno = cruw.annotation_path(root, split, sd.name)
+            try:
+                ann = cruw.read_annotations(anno) if anno.is_file() else cruw.Annotations()
+            except cruw.AnnotationError as e:
+                raise DataError(str(e)) from None
+            seqs.append(Sequence(sd.name, split, sd, np.array(cruw.frame_ids(sd), dtype=np.int64), ann,
+                                 has_images, anno.is_file()))
     if not seqs:
         raise DataError(f"{root}: no sequences under sequences/{{{','.join(splits)}}}/")
     return seqs
@@ -138,13 +89,12 @@ class CRUWFrames:
         self.clutter_removal = clutter_removal
         self._static: dict[int, np.ndarray] = {}
         self._background: dict[tuple[int, int], np.ndarray] = {}
-        self.fps = _read_fps(self.root)
+        self.fps = cruw.read_fps(self.root)
         self.seq = np.concatenate([np.full(len(s.frame_ids), i, np.int64) for i, s in enumerate(self.sequences)])
         self.frame = np.concatenate([s.frame_ids for s in self.sequences])
         self.t_ns = np.round(self.frame * (1e9 / self.fps)).astype(np.int64)
-        self.label = np.concatenate([labels_for(s.annotations, s.frame_ids) if s.has_annotations
-                                     else np.full(len(s.frame_ids), MIXED - 1, np.int64) for s in self.sequences])
-        # label -2 = unlabelled sequence (no annotation file): usable for pretraining only
+        self.label = np.concatenate([s.annotations.label_ids(s.frame_ids) if s.has_annotations
+                                     else np.full(len(s.frame_ids), UNLABELLED, np.int64) for s in self.sequences])
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -178,9 +128,9 @@ class CRUWFrames:
             a = np.load(p, allow_pickle=False)
         except FileNotFoundError:
             raise DataError(f"{p}: radar file missing (frame {int(self.frame[i])} of {s.name}, chirp "
-                            f"{self.chirp}; ROD2021 ships chirps {CHIRP_IDS})") from None
-        if a.shape != (128, 128, 2):
-            raise DataError(f"{p}: expected shape (128, 128, 2) [range, azimuth, real/imag], got {a.shape}")
+                            f"{self.chirp}; ROD2021 ships chirps {cruw.CHIRP_IDS})") from None
+        if a.shape != cruw.RA_SHAPE:
+            raise DataError(f"{p}: expected shape {cruw.RA_SHAPE} [range, azimuth, real/imag], got {a.shape}")
         return np.ascontiguousarray(a.astype(np.float32).transpose(2, 0, 1))
 
     def radar_batch(self, idx) -> np.ndarray:
@@ -247,7 +197,7 @@ def _dominant(labels: np.ndarray) -> int:
     obj = labels[labels >= 1]
     if len(obj):
         return int(np.bincount(obj, minlength=4).argmax())
-    return 0 if (labels == 0).any() else MIXED
+    return 0 if (labels == 0).any() else NO_LABEL
 
 
 def split_frames(frames: CRUWFrames, mode: str = "sequence", test_fraction: float = 0.2, seed: int = 0,
@@ -295,11 +245,25 @@ def split_frames(frames: CRUWFrames, mode: str = "sequence", test_fraction: floa
     return {"train": np.concatenate(train), "val": np.concatenate(val).astype(np.int64), "test": test}
 
 
+def write_split(dest: str | Path, frames: CRUWFrames, split: dict[str, np.ndarray], mode: str, seed: int,
+                data=None) -> None:
+    """RUN/split.json: which frames of the data directory were pretraining ("train"), label-free held-out
+    ("val") and test, by index into `CRUWFrames(root, ("train",))`. `radvis eval` reads it to evaluate on
+    frames the run never trained on; offline and online runs write it the same way (atomically). `data`:
+    what the "data" field records (default: the frames' root, resolved)."""
+    from learner.checkpoint import atomic_write
+    rec = {"data": str(frames.root.resolve()) if data is None else data, "n_frames": len(frames), "mode": mode,
+           "seed": seed,
+           "test_sequences": sorted({frames.sequences[s].name for s in np.unique(frames.seq[split["test"]])}),
+           **{k: np.asarray(v).tolist() for k, v in split.items()}}
+    atomic_write(Path(dest), lambda f: f.write(json.dumps(rec).encode()))
+
+
 def balanced(indices: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
     """Labelled (label >= 0) subset of `indices` with every present class downsampled to the rarest one."""
     rng = np.random.default_rng(seed)
     idx = indices[labels[indices] >= 0]
-    present = [c for c in range(len(CLASSES)) if (labels[idx] == c).any()]
+    present = [c for c in range(len(LABELS)) if (labels[idx] == c).any()]
     if not present:
         return idx
     m = min(int((labels[idx] == c).sum()) for c in present)

@@ -23,13 +23,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from radvis.log import progress as tqdm  # a bar on a terminal, plain lines in logs
 
-from learner.data import CLASSES, CRUWFrames, balanced, label_subset
+from learner.checkpoint import load_checkpoint
+from learner.data import DataError, balanced, label_subset, split_frames
+from learner.multiroot import describe, open_frames
 from learner.models import build_radar_encoder
-from learner.train_offline import load_checkpoint
+from radvis.cruw import LABELS
 
-CHANCE = 1.0 / len(CLASSES)
+CHANCE = 1.0 / len(LABELS)
 
 
 # evaluation settings come from the current config; everything else from the run's checkpoint
@@ -62,7 +64,7 @@ def linear_probe(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.ndar
 
 
 class Classifier(nn.Module):
-    def __init__(self, encoder: nn.Module, n_classes: int = len(CLASSES)):
+    def __init__(self, encoder: nn.Module, n_classes: int = len(LABELS)):
         super().__init__()
         self.encoder, self.fc = encoder, nn.Linear(encoder.feat_dim, n_classes)
 
@@ -104,26 +106,95 @@ def _mean_std(v):
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str = "best.pt", fractions=None, seeds=None,
+OFFLINE_CKPT, ONLINE_EXPORT, ONLINE_CKPT = "best.pt", "encoder.pt", "ckpt.pt"
+
+
+def find_checkpoint(run: Path, checkpoint: str | None) -> Path:
+    """The checkpoint to evaluate: --checkpoint (in RUN, or a path), else best.pt (offline run), else
+    encoder.pt (online run). FileNotFoundError says which of RUN and the file is missing."""
+    if not run.is_dir():
+        raise FileNotFoundError(f"--run {run}: no such run directory (the --out of `radvis learn offline` or "
+                                f"`radvis learn online`)")
+    if checkpoint is None:
+        for name in (OFFLINE_CKPT, ONLINE_EXPORT):
+            if (run / name).is_file():
+                return run / name
+        raise FileNotFoundError(f"{run}: neither {OFFLINE_CKPT} (`radvis learn offline`) nor {ONLINE_EXPORT} "
+                                f"(`radvis learn online`, written at its first checkpoint or when it stops): not a "
+                                f"finished run? (--checkpoint FILE names another)")
+    for p in (run / checkpoint, Path(checkpoint)):
+        if p.is_file():
+            return p
+    have = ", ".join(sorted(p.name for p in run.glob("*.pt"))) or "none"
+    raise FileNotFoundError(f"--checkpoint {checkpoint}: not in {run} (checkpoints there: {have})")
+
+
+def load_encoder_state(path: Path) -> dict:
+    """A checkpoint of either learner as one layout: model, config, teacher {name, dim}, and `kind`
+    (offline | online), `epoch` (offline) or `step`/`samples` (online). ValueError for anything else."""
+    try:
+        sd = load_checkpoint(path)
+    except Exception as e:  # a file that is not a weights-only torch checkpoint: say so in one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a radvis checkpoint ({first[:160]})") from None
+    if not isinstance(sd, dict) or not isinstance(sd.get("model"), dict) or not isinstance(sd.get("config"), dict):
+        raise ValueError(f"{path}: not a radvis checkpoint (no model weights and learner config); use best.pt of "
+                         f"`radvis learn offline` or encoder.pt / ckpt.pt of `radvis learn online`")
+    teacher = sd.get("teacher")
+    if isinstance(teacher, str):  # the online learner's full checkpoint: teacher name, key dimension beside it
+        teacher = {"name": teacher, "dim": int(sd["key_dim"])}
+    if not isinstance(teacher, dict) or "dim" not in teacher:
+        raise ValueError(f"{path}: checkpoint names no teacher key dimension")
+    online = sd.get("format") == "radvis-online-1" or sd.get("source") == "online"
+    return {**sd, "teacher": teacher, "kind": "online" if online else "offline",
+            "epoch": None if online else sd.get("epoch"), "step": sd.get("step"), "samples": sd.get("samples")}
+
+
+def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str | None = None, fractions=None, seeds=None,
              supervised: bool = True, finetune: bool = True, queue_sweep=None, out: str | Path | None = None,
              progress: bool = True, tsne: bool = True, log=print) -> dict:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     run = Path(run)
-    out = Path(out) if out else run / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    state = load_checkpoint(run / checkpoint)
+    ckpt_path = find_checkpoint(run, checkpoint)
+    state = load_encoder_state(ckpt_path)
+    checkpoint = ckpt_path.name if ckpt_path.parent == run else str(ckpt_path)
     cfg_l = cfg_from_checkpoint(state, cfg_l)
     fractions = [float(f) for f in (fractions or cfg_l.label_fractions)]
     seeds = int(seeds or cfg_l.eval_seeds)
-    if not (run / "split.json").exists():
+    if (run / "split.json").exists():
+        split = json.loads((run / "split.json").read_text())
+    elif state["kind"] == "online":  # learnt from the live stream, never from a directory: split --data by its rule
+        split = {"data": [], "n_frames": 0}
+    else:
         raise FileNotFoundError(f"{run / 'split.json'}: missing. It records which frames of the data directory were "
                                 f"train/test; `radvis learn offline` writes it, and `radvis learn online` does when "
                                 f"it probes a labelled set (--eval-data / learner.online_eval_data)")
-    split = json.loads((run / "split.json").read_text())
-    frames = CRUWFrames(data, ("train",), chirp=cfg_l.chirp, clutter_removal=cfg_l.clutter_removal)
-    if len(frames) != split["n_frames"]:
+    out = Path(out) if out else run / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    frames = open_frames(data, ("train",), chirp=cfg_l.chirp, clutter_removal=cfg_l.clutter_removal)
+    if not (frames.label >= 0).any():
+        raise DataError(f"{', '.join(map(str, [data] if isinstance(data, (str, Path)) else data))}: no labels "
+                        f"(no annotations/train/*.txt, or only mixed frames). `radvis eval` needs labels: pretraining "
+                        f"is label-free, evaluation is not. A `radvis export` of a session without the emulator's "
+                        f"ground truth has none; evaluate on a labelled set instead (`radvis synth`, CRUW, or an "
+                        f"export of an emulated session): --data LABELLED_DIR")
+    trained_on = split["data"] if isinstance(split["data"], list) else [split["data"]]
+    if trained_on != describe(data):
+        # a labelled set the encoder never saw (e.g. pretrained on unlabelled exports): split it by its own rule
+        if state["kind"] == "offline" or trained_on:
+            log(f"radvis eval: {', '.join(describe(data))} is not the pretraining data ({', '.join(trained_on)}); probing on a "
+                f"{cfg_l.split} split of it (seed {cfg_l.seed}, test fraction {cfg_l.test_fraction})")
+        seen = sorted(set(describe(data)) & set(trained_on))
+        if seen:
+            log(f"radvis eval: warning: {', '.join(seen)} was part of the pretraining data: its test frames were seen "
+                f"(without labels) in pretraining; pass the run's exact --data to use its held-out sequences")
+        own = split_frames(frames, cfg_l.split, cfg_l.test_fraction, cfg_l.seed, 0.0)
+        split = {**split, "data": describe(data), "n_frames": len(frames), "mode": cfg_l.split,
+                 "train": own["train"].tolist(), "val": own["val"].tolist(), "test": own["test"].tolist(),
+                 "test_sequences": sorted({frames.sequences[s].name for s in np.unique(frames.seq[own["test"]])})}
+    elif len(frames) != split["n_frames"]:
         raise ValueError(f"{data}: has {len(frames)} frames but the run was trained on {split['n_frames']} "
-                         f"({split['data']}); evaluate on the same data directory")
+                         f"({split['data']}); the data directory changed since pretraining")
     pool = balanced(np.array(split["train"] + split["val"], np.int64), frames.label, seed=0)
     test = balanced(np.array(split["test"], np.int64), frames.label, seed=0)
     if len(pool) == 0 or len(test) == 0:
@@ -192,21 +263,50 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str = "bes
         plots["finetune"] = _plot_finetune(ft["curve"], curves_sup, out / "finetune.png")
     if sweep:
         plots["queue_sweep"] = _plot_sweep(sweep, out / "queue_sweep.png")
-    results = {"run": str(run), "checkpoint": checkpoint, "epoch": int(state["epoch"]), "teacher": state["teacher"]["name"],
-               "radar_encoder": arch, "data": str(data), "n_frames": len(frames),
+    results = {"run": str(run), "checkpoint": checkpoint, "run_kind": state["kind"],
+               "epoch": None if state["epoch"] is None else int(state["epoch"]),
+               "step": state["step"], "samples": state["samples"], "teacher": state["teacher"]["name"],
+               "radar_encoder": arch, "data": ", ".join(describe(data)), "n_frames": len(frames),
                "n_pretrain_pairs": len(split["train"]), "n_probe_pool": int(len(pool)), "n_test": int(len(test)),
                "test_sequences": split["test_sequences"], "split": split["mode"], "seeds": seeds,
                "table": table, "rows": rows, "confusion": confusion.tolist(),
                "finetune_curve": ft["curve"] if ft else None, "supervised_curve": curves_sup,
                "queue_sweep": sweep, "plots": {k: str(v) for k, v in plots.items()}, "eval_s": time.time() - t0,
-               "best": state.get("best")}
+               "best": state.get("best"), "verdicts": verdicts(rows, fractions)}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "report.md").write_text(_report(results))
     return results
 
 
+MIN_VERDICT_SEEDS = 3
+
+
+def verdicts(rows: list[dict], fractions, min_seeds: int = MIN_VERDICT_SEEDS) -> list[str]:
+    """One sentence per label fraction and baseline: the SSL probe's accuracy minus the baseline's, mean ± std
+    of the paired per-seed differences (same label subset), and whether it is more than noise: |mean| > 2
+    standard errors, with at least `min_seeds` label seeds (fewer: no verdict)."""
+    out = []
+    for key, name in (("random_init", "random-init features"), ("supervised", "supervised from scratch")):
+        for fr in fractions:
+            d = np.array([r["ssl"] - r[key] for r in rows if r["fraction"] == fr and key in r], float)
+            if len(d) == 0:
+                continue
+            head = f"{fr:g} % labels, self-supervised − {name}: {100 * d.mean():+.1f}"
+            if len(d) < min_seeds:
+                out.append(f"{head} points from {len(d)} label seed(s): no verdict (needs >= {min_seeds} seeds)")
+                continue
+            sd = d.std(ddof=1)
+            se = sd / np.sqrt(len(d))
+            if abs(d.mean()) <= 2 * se:
+                v = "within noise (the difference is not larger than 2 standard errors)"
+            else:
+                v = "self-supervised better" if d.mean() > 0 else f"{name} better"
+            out.append(f"{head} ± {100 * sd:.1f} points (mean ± std over {len(d)} label seeds): {v}")
+    return out
+
+
 def _confusion(y, pred) -> np.ndarray:
-    m = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+    m = np.zeros((len(LABELS), len(LABELS)), np.int64)
     np.add.at(m, (y, pred), 1)
     return m
 
@@ -237,18 +337,23 @@ def _plt():
     return plt
 
 
+TSNE_CAPTION = ("Held-out test frames, coloured by class. Frames of one sequence are near-duplicates, so tight "
+                "clusters are mostly single sequences; read class structure across clusters, not within one.")
+
+
 def _plot_tsne(f_rnd, f_ssl, y, path):
     from sklearn.manifold import TSNE
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     for ax, f, title in ((axes[0], f_rnd, "random-init encoder"), (axes[1], f_ssl, "self-supervised encoder")):
         z = TSNE(n_components=2, perplexity=min(30, max(2, len(f) // 4)), init="pca", random_state=0).fit_transform(f)
-        for c, name in enumerate(CLASSES):
+        for c, name in enumerate(LABELS):
             ax.scatter(z[y == c, 0], z[y == c, 1], s=6, label=name)
         ax.set_title(f"t-SNE of penultimate features: {title}")
         ax.set_xticks([]), ax.set_yticks([])
     axes[1].legend(markerscale=3)
-    fig.tight_layout()
+    fig.text(0.5, 0.01, TSNE_CAPTION, ha="center", va="bottom", fontsize=8, wrap=True)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -266,6 +371,8 @@ def _plot_efficiency(table, path):
             ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=label)
     ax.axhline(100 * CHANCE, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
+    ax.set_xticks(x, [f"{f:g} %" for f in x])  # the fractions evaluated, not log-axis powers of ten
+    ax.minorticks_off()
     ax.set_xlabel("labels used (%)")
     ax.set_ylabel("test accuracy (%)")
     ax.legend()
@@ -283,8 +390,8 @@ def _plot_confusion(m, path):
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             ax.text(j, i, str(m[i, j]), ha="center", va="center")
-    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=30)
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xticks(range(len(LABELS)), LABELS, rotation=30)
+    ax.set_yticks(range(len(LABELS)), LABELS)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("linear probe, 100 % labels")
@@ -328,11 +435,20 @@ def _fmt(ms):
 
 
 def _report(r: dict) -> str:
-    L = [f"# Evaluation of {r['run']}", "",
-         f"- checkpoint `{r['checkpoint']}` (epoch {r['epoch']}, chosen by held-out radar→image InfoNCE, label-free); "
-         f"teacher `{r['teacher']}`; radar encoder `{r['radar_encoder']}`",
-         f"- data `{r['data']}`: {r['n_frames']} frames, {r['n_pretrain_pairs']} pretraining pairs; "
-         f"{r['split']} split, test sequences: {', '.join(r['test_sequences'])}",
+    if r.get("run_kind") == "online":
+        what = (f"- online run (`radvis learn online`): checkpoint `{r['checkpoint']}`, step {r['step']}, "
+                f"{r['samples']} samples trained on the live pair stream (the latest export, not chosen by any "
+                f"score); teacher `{r['teacher']}`; radar encoder `{r['radar_encoder']}`")
+        data = (f"- probe data `{r['data']}`: {r['n_frames']} frames (never trained on: the encoder learnt from the "
+                f"stream); {r['split']} split, {r['n_pretrain_pairs']} frames on the probe's training side, test "
+                f"sequences: {', '.join(r['test_sequences'])}")
+    else:
+        what = (f"- offline run (`radvis learn offline`): checkpoint `{r['checkpoint']}` (epoch {r['epoch']}, "
+                f"chosen by held-out radar→image InfoNCE, label-free); teacher `{r['teacher']}`; radar encoder "
+                f"`{r['radar_encoder']}`")
+        data = (f"- data `{r['data']}`: {r['n_frames']} frames, {r['n_pretrain_pairs']} pretraining pairs; "
+                f"{r['split']} split, test sequences: {', '.join(r['test_sequences'])}")
+    L = [f"# Evaluation of {r['run']}", "", what, data,
          f"- balanced labelled pool {r['n_probe_pool']} frames, balanced test set {r['n_test']} frames; "
          f"{r['seeds']} seed(s) per fraction (mean ± std); chance = {100 * CHANCE:.0f} %", "",
          "## Label efficiency (test accuracy, %)", "",
@@ -343,9 +459,10 @@ def _report(r: dict) -> str:
         gap = f"{100 * (t['ssl'][0] - sup[0]):+.1f}" if sup else "–"
         L.append(f"| {t['fraction']:g} % | {t['n_labels']} | {_fmt(t['ssl'])} | {_fmt(t['random_init'])} | "
                  f"{_fmt(sup) if sup else '–'} | {gap} |")
+    L += ["", "### Verdict", ""] + [f"- {v}" for v in r.get("verdicts", [])]
     L += ["", "![label efficiency](label_efficiency.png)", "", "## Confusion matrix (linear probe, 100 % labels, seed 0)", "",
-          "| true \\ predicted | " + " | ".join(CLASSES) + " |", "|---" * (len(CLASSES) + 1) + "|"]
-    for i, c in enumerate(CLASSES):
+          "| true \\ predicted | " + " | ".join(LABELS) + " |", "|---" * (len(LABELS) + 1) + "|"]
+    for i, c in enumerate(LABELS):
         L.append(f"| {c} | " + " | ".join(str(v) for v in r["confusion"][i]) + " |")
     L += ["", "![confusion](confusion.png)", ""]
     if r["finetune_curve"]:
@@ -361,20 +478,25 @@ def _report(r: dict) -> str:
         L += [f"| {s['K']} | {100 * s['linear_acc']:.1f} | {s['val_nce']:.3f} |" for s in r["queue_sweep"]]
         L += ["", "![queue sweep](queue_sweep.png)", ""]
     if "tsne" in r["plots"]:
-        L += ["## t-SNE", "", "![t-SNE](tsne.png)", ""]
+        L += ["## t-SNE", "", "![t-SNE](tsne.png)", "", TSNE_CAPTION, ""]
     return "\n".join(L)
 
 
 def run(args) -> int:
     fr = [float(x) for x in args.fractions.split(",")] if args.fractions else None
     ks = [int(x) for x in args.queue_sweep.split(",")] if args.queue_sweep else None
+    from learner.cli import remove_if_empty
     from learner.data import DataError
+    out = Path(args.out) if args.out else Path(args.run) / "eval"
+    new_out = not out.exists()
     try:
         res = evaluate(args.cfg.learner, args.run, args.data, checkpoint=args.checkpoint, fractions=fr,
                        seeds=args.seeds, supervised=not args.no_supervised, finetune=not args.no_finetune,
                        queue_sweep=ks, out=args.out, progress=not args.json,
                        log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print)
     except (FileNotFoundError, DataError, ValueError) as e:
+        if new_out:
+            remove_if_empty(out)  # a failed eval leaves no empty report directory behind
         print(f"radvis eval: {e}", file=sys.stderr)
         return 2
     if args.json:
@@ -383,5 +505,7 @@ def run(args) -> int:
         for t in res["table"]:
             sup = f", supervised {_fmt(t['supervised'])}" if "supervised" in t else ""
             print(f"{t['fraction']:g} % labels: SSL {_fmt(t['ssl'])}, random-init {_fmt(t['random_init'])}{sup}")
+        for v in res["verdicts"]:
+            print(f"verdict: {v}")
         print(f"report: {Path(res['plots']['confusion']).parent / 'report.md'}")
     return 0

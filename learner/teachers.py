@@ -84,8 +84,9 @@ def missing_weights_message(arch: str) -> str:
             f"This machine cannot download it. On a connected machine run:  curl -LO {url}  (or "
             f"python -c \"import torchvision; torchvision.models.{arch}(weights='IMAGENET1K_V1')\" which saves it "
             f"under ~/.cache/torch/hub/checkpoints/), copy the file to {hub_ck}/ on this machine (mkdir -p it), "
-            f"or pass its path with --set learner.weights=\"/path/to/{fname}\"; or use a weight-free teacher: "
-            f"--set learner.vision_encoder=\"descriptor\".")
+            f"or pass its path with --set learner.weights=\"/path/to/{fname}\"; or run without it: "
+            f"--set learner.vision_encoder=\"auto\" falls back to the weight-free '{AUTO_FALLBACK}' teacher "
+            f"(or name it: --set learner.vision_encoder=\"{AUTO_FALLBACK}\").")
 
 
 def load_imagenet_state(arch: str, weights: str | os.PathLike) -> dict:

@@ -1,9 +1,10 @@
 """`radvis learn offline --data DIR --out RUN`: the paper's pretraining on a fixed CRUW pair set.
 
-Per step (Alloulah et al. §IV-A, MoCo v1 loop with a frozen key encoder):
-    q = radar_encoder(radar)            trained
+Per step (Alloulah et al. §IV-A, MoCo v1 loop with a frozen key encoder; `learner/step.py`, shared with
+the online learner):
     k = teacher(image)                  frozen, eval(); read from the key cache when enabled
-    loss = InfoNCE(q, k, queue, mask)   positives vs K past image keys
+    q = radar_encoder(radar)            trained
+    loss = InfoNCE(q, k, queue, mask)   positives vs K past image keys (never the anchor's own key)
     SGD step; keys of the *global* batch (all_gather across ranks) are enqueued afterwards.
 
 Data order is a seeded permutation per epoch; each global batch of B x world frames is split by rank, so a
@@ -29,13 +30,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm import tqdm
+from radvis.log import progress as tqdm  # a bar on a terminal, plain lines in logs
 
 from learner.cache import build_key_cache, cache_dir_for, embed_frames, teacher_inputs
-from learner.data import CRUWFrames, split_frames
-from learner.loss import effective_negatives, info_nce, mi_bound
+from learner.checkpoint import atomic_save, load_checkpoint, remove_stale_temps
+from learner.data import split_frames, write_split
+from learner.device import resolve_device
+from learner.loss import mi_bound
+from learner.multiroot import describe, open_frames
 from learner.models import build_radar_encoder
 from learner.queue import NegativeQueue, concat_all_gather
+from learner.step import contrastive_step, step_stats
 from learner.teachers import build_teacher, find_imagenet_weights, mean_pairwise_cosine, wants_centering
 
 CKPT, BEST = "checkpoint.pt", "best.pt"
@@ -62,24 +67,6 @@ def init_distributed(device: str) -> None:
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
         if device == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("learner.device = cuda but no CUDA device is available")
-    return name
-
-
-def atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def cosine_lambda(total_steps: int):
@@ -119,7 +106,7 @@ class PairSource:
     """Radar tensors + image keys for frame indices: keys from the cache (one row per frame, centring
     applied) or, without the cache, decoded JPEGs through the live teacher every step."""
 
-    def __init__(self, frames: CRUWFrames, teacher, use_cache: bool, cache_base: Path, indices: np.ndarray,
+    def __init__(self, frames, teacher, use_cache: bool, cache_base: Path, indices: np.ndarray,
                  device: str, shuffle_bn: bool, progress: bool):
         self.frames, self.teacher, self.use_cache, self.device, self.shuffle_bn = frames, teacher, use_cache, device, shuffle_bn
         self.cache_build_s = 0.0
@@ -209,12 +196,13 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
     """Pretrain (or resume) a radar encoder; returns a summary dict. `max_steps` stops early without a
     checkpoint (bench); `max_epochs` stops after that many epochs of this session, checkpoint written, as
     if the job had been killed there (resume tests)."""
-    device = resolve_device(cfg_l.device)
+    device = resolve_device(cfg_l.device).type
     init_distributed(device)
     rank, world = _dist_info()
     out = Path(out_dir)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out)  # temp files of a run killed mid-write
     _barrier()
     torch.manual_seed(cfg_l.seed)
     np.random.seed(cfg_l.seed)
@@ -222,16 +210,15 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
     teacher = build_teacher(cfg_l).to(device)          # fails here, before any data or training, if weights are missing
     if rank == 0:
         log(f"radvis learn: {teacher.announcement}")
-    frames = CRUWFrames(data_dir, ("train",), chirp=cfg_l.chirp, clutter_removal=cfg_l.clutter_removal)
+    frames = open_frames(data_dir, ("train",), chirp=cfg_l.chirp, clutter_removal=cfg_l.clutter_removal)
+    roots = describe(data_dir)  # one root, or several (`--data A B`: many sessions and CRUW in one run)
     split = split_frames(frames, cfg_l.split, cfg_l.test_fraction, cfg_l.seed, cfg_l.val_fraction)
     pre_idx, val_idx = split["train"], split["val"]
     if rank == 0:
-        (out / "split.json").write_text(json.dumps({
-            "data": str(Path(data_dir).resolve()), "n_frames": len(frames), "mode": cfg_l.split, "seed": cfg_l.seed,
-            "test_sequences": sorted({frames.sequences[s].name for s in np.unique(frames.seq[split["test"]])}),
-            **{k: v.tolist() for k, v in split.items()}}))
+        write_split(out / "split.json", frames, split, cfg_l.split, cfg_l.seed,
+                    data=roots[0] if len(roots) == 1 else roots)
 
-    cache_base = Path(cache_dir) if cache_dir else Path(data_dir) / ".radvis_cache"
+    cache_base = Path(cache_dir) if cache_dir else Path(roots[0]) / ".radvis_cache"
     val_sub = val_idx
     if len(val_sub) > 1024:
         val_sub = np.sort(np.random.default_rng(cfg_l.seed).choice(val_idx, 1024, replace=False))
@@ -294,28 +281,17 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
             t0 = time.perf_counter()
             glob = pre_idx[perm[s * B * world:(s + 1) * B * world]]
             idx = glob[rank * B:(rank + 1) * B]
-            x = src.radar(idx)
-            if device == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            k = src.keys_for(idx)
-            t_ns, seq = pre_t[idx].to(device), pre_s[idx].to(device)
-            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
-                q = ddp(x)
-            mask = queue.mask(t_ns, seq, cfg_l.exclusion_s)
-            loss, logits = info_nce(q, k, queue, mask, cfg_l.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            res = contrastive_step(ddp, opt, queue, src.radar(idx), src.keys_for(idx), pre_t[idx].to(device),
+                                   pre_s[idx].to(device), temperature=cfg_l.temperature, exclusion_s=cfg_l.exclusion_s)
             sched.step()
-            queue.enqueue(concat_all_gather(k), concat_all_gather(t_ns), concat_all_gather(seq))
             step += 1
             train_time += time.perf_counter() - t0
             pairs += len(idx) * world
             if step % cfg_l.log_every == 0 or s == steps_per_epoch - 1:
-                n_neg = effective_negatives(mask, queue.K)
-                last = {"loss": loss.item(), "mi_bound": mi_bound(loss.item(), n_neg), "negatives": n_neg,
-                        "masked_frac": float(mask.float().mean()), "lr": sched.get_last_lr()[0],
-                        "contrast_acc": float((logits.argmax(1) == 0).float().mean()), "epoch": epoch}
+                st = step_stats(res)
+                last = {"loss": st["loss"], "mi_bound": st["mi_bound"], "negatives": st["k_eff"],
+                        "masked_frac": st["masked_frac"], "lr": sched.get_last_lr()[0],
+                        "contrast_acc": st["acc1"], "epoch": epoch}
                 metrics.log(step, **last)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", mi=f"{last['mi_bound']:.2f}")
             if max_steps is not None and step >= max_steps:
@@ -359,13 +335,22 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
 
 def run(args) -> int:
     """Handler of `radvis learn offline`."""
+    from learner.data import DataError
+    from learner.device import DeviceError
     from learner.teachers import WeightsNotFoundError
+    from learner.cli import check_data, remove_if_empty
     cfg_l = args.cfg.learner
     if args.epochs is not None:
         cfg_l = dataclasses.replace(cfg_l, epochs=args.epochs)
+    if getattr(args, "device", None):
+        cfg_l = dataclasses.replace(cfg_l, device=args.device)
+    new_out = not Path(args.out).exists()
     try:
+        check_data(args.data)  # before the teacher loads or --out is created: a wrong --data is one line
         s = train(cfg_l, args.data, args.out, progress=not args.quiet, cache_dir=args.cache_dir)
-    except WeightsNotFoundError as e:
+    except (WeightsNotFoundError, DataError, DeviceError) as e:  # the user's setup, not a bug: one clear line
+        if new_out:
+            remove_if_empty(args.out)
         print(f"radvis learn offline: {e}", file=sys.stderr)
         return 2
     if _dist_info()[0] == 0:

@@ -21,15 +21,28 @@ COMMAND_MODULES = [
 
 
 def common_parser(top: bool = False) -> argparse.ArgumentParser:
-    """--config/--set, accepted before or after the subcommand (subcommand copies default to
-    SUPPRESS so they do not overwrite values given before the subcommand)."""
+    """--config/--set, accepted before or after the subcommand. The subcommand's copies default to
+    SUPPRESS (a --config before the subcommand survives), and its --set collects into `sub_set`:
+    argparse copies a subcommand's namespace over the top one, which would drop the global --set values.
+    `merge_sets` joins them: global --set first, then the subcommand's, so for one key the later wins."""
     p = argparse.ArgumentParser(add_help=False)
     d = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
     p.add_argument("--config", metavar="PATH", default=d(None),
                    help="config file (default: config.toml at the repository root)")
     p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=d([]),
-                   help="override one config key (TOML value syntax); repeatable")
+                   dest="set" if top else "sub_set",
+                   help="override one config key (TOML value syntax); repeatable. Given before and after the "
+                        "subcommand, both apply: the ones before first, then the ones after (the last value of a "
+                        "key wins)")
     return p
+
+
+def merge_sets(args: argparse.Namespace) -> list[str]:
+    """Every --set of the command line in order (global ones, then the subcommand's); stored in args.set."""
+    args.set = list(getattr(args, "set", None) or []) + list(getattr(args, "sub_set", None) or [])
+    if hasattr(args, "sub_set"):
+        del args.sub_set
+    return args.set
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radvis", parents=[common_parser(top=True)],
         description="radvis: teach a radar to see by watching a camera (capture, sync, contrastive learning).")
+    from radvis import __version__
+    parser.add_argument("--version", action="version", version=f"radvis {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -55,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    merge_sets(args)
     try:
         args.cfg = configmod.load(args.config, args.set)
     except configmod.ConfigError as e:
@@ -67,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        # an endpoint already bound (another daemon, a second sync) or unusable: one line naming the config,
+        # as `capture` and `replay` say it, instead of a traceback
+        if type(e).__module__.startswith("zmq"):
+            print(f"radvis {args.command}: ZeroMQ: {e} (check [endpoints] in {args.cfg.source})", file=sys.stderr)
+            return 1
+        raise
     return int(rc or 0)
 
 

@@ -10,6 +10,9 @@ Errors name the file, the key, what was expected and what was received, e.g.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
+import re
 import tomllib
 import types
 import typing
@@ -17,16 +20,63 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+from radvis.cruw import SCENE_KINDS
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "config.toml"
+
+
+def resolve_path(value: str | Path, config_source: str | Path | None = None) -> Path:
+    """A relative path from the config (e.g. radar.cfg = "drivers/ti/cfgs/radvis_iwr1843.cfg"), the same way
+    for every command and from any working directory: as given when it exists (absolute, or relative to the
+    current directory), else relative to the config file's directory, else relative to the radvis checkout
+    (where the packaged defaults live). A path found nowhere is returned as given, so the error names it."""
+    p = Path(value).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    bases = [Path(config_source).parent] if config_source and str(config_source) != "<defaults>" else []
+    for base in bases + [REPO]:
+        if (base / p).exists():
+            return base / p
+    return p
+
+
+# A publisher id on the wire (radvis.wire.NAME_RE, docs/wire-format.md "Names"); radvis.wire is not
+# imported here so that loading a config needs nothing but the standard library.
+SOURCE_ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
 
 
 class ConfigError(ValueError):
     """A bad config value; the message names file, key, expected and received value."""
 
 
-def opt(default, help: str, *, min=None, max=None, choices=None):
-    """A documented config field. Lists/dicts get a default_factory so instances never share them."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices}
+# Keys that existed once and were removed because nothing read them. An old config file that still sets
+# one keeps loading (it never changed anything); the loader says the line can go.
+REMOVED = {
+    "learner.feature_dim": "nothing read it: the radar encoder projects into the frozen teacher's key "
+                           "dimension (vgg16: 4096, as in the paper)",
+}
+
+
+# Keys and values that existed once: a config that still has them gets told what replaced them.
+_EMULATED_RADAR = ("the emulated board is now its own rig stage: keep \"emulate-radar\" in rig.stages (the "
+                   "default) and the capture opens radar.cli_port / data_port / dca_* as on hardware; on hardware "
+                   "remove emulate-radar from rig.stages (docs/hardware.md)")
+_EMULATED_CAMERA = ("the emulated camera is now its own rig stage: keep \"emulate-camera\" in rig.stages (the "
+                    "default), which serves an MJPEG stream at camera.url, and set camera.driver = \"mjpeg\" "
+                    "(docs/hardware.md)")
+REMOVED_KEYS = {
+    "radar.emulated": _EMULATED_RADAR,
+    "capture.radar_output": "nothing read it: the radar daemon publishes what its mode produces (docs/wire-format.md)",
+}
+REMOVED_VALUES = {("camera.driver", "emulated-realsense"): _EMULATED_CAMERA,
+                  ("camera.driver", "generator"): _EMULATED_CAMERA}
+
+
+def opt(default, help: str, *, min=None, max=None, choices=None, pattern=None):
+    """A documented config field. Lists/dicts get a default_factory so instances never share them.
+    `pattern`: a regular expression a string value must match in full."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "pattern": pattern}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -41,9 +91,12 @@ class RigConfig:
     name: str = opt("radvis-rig", "Free-form name of this rig, written into every recording.")
     run_dir: str = opt("runs/rig", "Directory for this run's logs, metrics, checkpoints and report.")
     duration_s: float = opt(240.0, "How long `radvis rig` runs before stopping cleanly (0 = until Ctrl-C).", min=0)
-    stages: list = opt(["radar", "camera", "sync", "record", "learner"],
-                       "Stages `radvis rig` starts, each as its own process.",
-                       choices=["radar", "camera", "sync", "record", "learner"])
+    stages: list = opt(["emulate-radar", "emulate-camera", "radar", "camera", "sync", "record", "learner"],
+                       "Stages `radvis rig` starts, each as its own process: the emulated devices (`radvis emulate "
+                       "radar|camera`, serving the ports and URLs [radar] and [camera] name; leave them out on "
+                       "real hardware), the capture daemons, sync, the recorder and the online learner; `view` "
+                       "serves the live rig to Foxglove (not started by default).",
+                       choices=["emulate-radar", "emulate-camera", "radar", "camera", "sync", "record", "learner", "view"])
     log_level: str = opt("INFO", "Logging level for all daemons.", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     stats_interval_s: float = opt(5.0, "Seconds between the one-line stats each daemon logs.", min=0.1)
     restart_backoff_s: float = opt(1.0, "First delay before restarting a crashed stage (doubles, capped at 30 s).", min=0)
@@ -55,7 +108,8 @@ class RigConfig:
     eval_supervised_epochs: int = opt(5, "Epochs of the supervised baseline in the rig's final evaluation "
                                       "(learner.supervised_epochs for `radvis eval`).", min=1)
     eval_fractions: list = opt([1, 5, 25, 100], "Label fractions (%) of the rig's final evaluation.")
-    eval_seeds: int = opt(2, "Label subsets per fraction in the rig's final evaluation.", min=1)
+    eval_seeds: int = opt(3, "Label subsets per fraction in the rig's final evaluation (a verdict with its "
+                          "uncertainty needs >= 3).", min=1)
     verify_replay: bool = opt(True, "After the run, replay the recording through a fresh sync and check the pairs.")
     replay_rate: float = opt(8.0, "Speed (x real time) of that replay.", min=0.1)
 
@@ -68,13 +122,17 @@ class EndpointsConfig:
     truth: str = opt("tcp://127.0.0.1:5553", "Where emulated devices publish the scene's ground truth per frame "
                      "(kind `truth`: true capture time, label, objects); unused with real devices.")
     control: str = opt("tcp://127.0.0.1:5559", "Where daemons publish their periodic stats (kind `stats`).")
+    view_stats: str = opt("tcp://127.0.0.1:5558", "Where `radvis view` binds to receive the stages' stats (learner "
+                          "loss and probe accuracy, drops): every stats publisher connects here as well as to "
+                          "`control` (the supervisor binds that one); empty = stats are not sent to the view.")
 
 
 @dataclass
 class TransportConfig:
     sndhwm: int = opt(1000, "ZeroMQ send high-water mark (messages queued per subscriber before PUB drops).", min=1)
     rcvhwm: int = opt(1000, "ZeroMQ receive high-water mark.", min=1)
-    max_message_bytes: int = opt(64 * 1024 * 1024, "Largest accepted message (header + buffers); larger is dropped.", min=1024)
+    max_message_bytes: int = opt(64 * 1024 * 1024, "Largest accepted message (header + buffers); a larger one is dropped and counted (`oversize`). A single frame "
+                                 "over twice this is never allocated: it costs a reconnect (docs/wire-format.md).", min=1024)
     max_header_bytes: int = opt(256 * 1024, "Largest accepted JSON header.", min=256)
     max_buffers: int = opt(16, "Most buffers one message may carry.", min=1)
     slow_joiner_s: float = opt(2.0, "How long a publisher waits for its first subscriber before sending anyway.", min=0)
@@ -84,25 +142,31 @@ class TransportConfig:
 
 @dataclass
 class RadarConfig:
-    source: str = opt("radar0", "Source id written into every radar message.")
+    source: str = opt("radar0", "Source id written into every radar message.", pattern=SOURCE_ID)
     mode: str = opt("dca1000", "Radar data path: UART TLV stream from the demo firmware, or raw ADC via DCA1000.",
                     choices=["uart", "dca1000"])
-    emulated: bool = opt(True, "Use the emulated TI device (pty + loopback UDP) instead of hardware.")
     cfg: str = opt("drivers/ti/cfgs/radvis_iwr1843_dca.cfg", "TI chirp configuration (.cfg) sent over the CLI port "
                    "(radvis_iwr1843.cfg for UART mode: the same chirp without LVDS raw-ADC streaming).")
-    cli_port: str = opt("", "pyserial URL of the CLI port (e.g. /dev/ttyACM0, socket://host:port); empty = emulator's pty.")
-    data_port: str = opt("", "pyserial URL of the data port (e.g. /dev/ttyACM1); empty = emulator's pty.")
+    cli_port: str = opt("socket://127.0.0.1:5561", "The radar's CLI port as a pyserial URL: /dev/ttyACM0 on hardware, "
+                        "socket://HOST:PORT behind a serial-over-network bridge (ser2net). The emulated board "
+                        "(rig stage emulate-radar) serves it there: a socket:// URL as a TCP server, a path as a "
+                        "pty linked at that path.")
+    data_port: str = opt("socket://127.0.0.1:5562", "The radar's data (TLV) port, as cli_port (/dev/ttyACM1 on "
+                         "hardware); not opened in dca1000 mode (empty: the emulated board serves none).")
     cli_baud: int = opt(115200, "CLI port baud rate.", min=1)
     data_baud: int = opt(921600, "Data port baud rate.", min=1)
-    dca_host: str = opt("127.0.0.1", "Address the DCA1000 data/config sockets bind to (192.168.33.30 on hardware).")
-    dca_board: str = opt("127.0.0.1", "DCA1000 board address (192.168.33.180 on hardware).")
-    dca_config_port: int = opt(4096, "DCA1000 configuration UDP port.", min=1, max=65535)
-    dca_data_port: int = opt(4098, "DCA1000 raw-ADC UDP port.", min=1, max=65535)
+    dca_host: str = opt("127.0.0.1", "This host's address on the DCA1000 link: the capture binds its config and data "
+                        "sockets there and the board sends raw ADC to it (192.168.33.30 on hardware).")
+    dca_board: str = opt("127.0.0.2", "The DCA1000 board's address (192.168.33.180 on hardware). Linux routes all of "
+                         "127/8 to loopback, so the emulated board has its own address, as on the real link.")
+    dca_config_port: int = opt(4096, "DCA1000 configuration UDP port (the board's and the host's).", min=1, max=65535)
+    dca_data_port: int = opt(4098, "Host UDP port the board sends raw ADC to (from its port 1024).", min=1, max=65535)
     ra_chirp: int = opt(0, "dca1000 mode: -1 = frame range-azimuth map (Doppler-integrated); i >= 0 = the CRUW-style "
                         "map of chirp (loop) i alone, as in the CRUW dataset and `radvis synth`.", min=-1)
     iq_order: str = opt("auto", "I/Q order of raw ADC: Q-first for SDK demo LVDS streaming, I-first for mmWave Studio.",
                         choices=["auto", "iq", "qi"])
-    faults: dict = opt({}, "Emulator fault injection, e.g. {corrupt_prob=0.01, drop_prob=0.0, stall_s=0}; keys: "
+    faults: dict = opt({}, "Fault injection of the emulated board (emulate-radar): on the UART data port per frame, "
+                       "in dca1000 mode on the UDP packets, e.g. {corrupt_prob=0.01, drop_prob=0.0, stall_s=0}; keys: "
                        "drop/duplicate/reorder/corrupt/stall _every (every Nth frame) or _prob, corrupt_bytes, "
                        "corrupt_region (any, magic, payload), stall_s, seed.")
     data_timeout_s: float = opt(0.0, "Raise (the capture daemon then reopens and reconfigures the radar) when the data "
@@ -111,9 +175,13 @@ class RadarConfig:
 
 @dataclass
 class CameraConfig:
-    source: str = opt("camera0", "Source id written into every camera message.")
-    driver: str = opt("emulated-realsense", "Camera driver.",
-                      choices=["emulated-realsense", "realsense", "opencv", "generator"])
+    source: str = opt("camera0", "Source id written into every camera message.", pattern=SOURCE_ID)
+    driver: str = opt("mjpeg", "Camera driver: an HTTP MJPEG stream at camera.url (mjpg-streamer and network "
+                      "cameras; the emulated camera serves one), a RealSense through pyrealsense2, or OpenCV.",
+                      choices=["mjpeg", "realsense", "opencv"])
+    url: str = opt("http://127.0.0.1:5571/?action=stream", "mjpeg: the stream URL (multipart/x-mixed-replace JPEG "
+                   "parts; their X-Timestamp header is the camera's clock). The emulated camera (rig stage "
+                   "emulate-camera) serves it there.")
     width: int = opt(128, "Image width in pixels.", min=8, max=8192)
     height: int = opt(96, "Image height in pixels.", min=8, max=8192)
     fps: int = opt(30, "Frames per second.", min=1, max=1000)
@@ -123,8 +191,7 @@ class CameraConfig:
     encoding: str = opt("raw", "Encoding on the wire: raw RGB8 or JPEG.", choices=["raw", "jpeg"])
     jpeg_quality: int = opt(90, "JPEG quality when encoding = jpeg.", min=1, max=100)
     latency_ms: float = opt(0.0, "Known minimum camera latency (exposure to host arrival), subtracted from the clock-mapped or arrival time.", min=0)
-    hfov_deg: float = opt(80.0, "Horizontal field of view of the simulated camera (emulated-realsense, generator).",
-                          min=1, max=179)
+    hfov_deg: float = opt(80.0, "Horizontal field of view of the emulated camera (emulate-camera).", min=1, max=179)
     timeout_ms: int = opt(1000, "A camera silent this long counts as disconnected and is reopened.", min=10)
     reconnect_s: float = opt(30.0, "How long a camera driver keeps reopening a vanished device before it gives up "
                              "and raises to the capture daemon (0 = forever).", min=0)
@@ -134,8 +201,7 @@ class CameraConfig:
 class SceneConfig:
     seed: int = opt(0, "Seed of the scene simulator (same seed, same scenes).")
     scene_s: float = opt(10.0, "Length of one simulated scene before a new one starts.", min=0.1)
-    classes: list = opt(["empty", "pedestrian", "cyclist", "car", "mixed"], "Scene classes the simulator draws from.",
-                        choices=["empty", "pedestrian", "cyclist", "car", "mixed"])
+    classes: list = opt(list(SCENE_KINDS), "Scene classes the simulator draws from.", choices=list(SCENE_KINDS))
     noise: float = opt(1.0, "Radar/camera noise scale (1 = default realism).", min=0)
     place: str = opt("fixed", "fixed: one place (static clutter, light, sky, ground) for the whole run, as a "
                      "mounted rig sees; episode: a new place every scene (what `radvis synth` sequences get).",
@@ -149,8 +215,6 @@ class SceneConfig:
 class CaptureConfig:
     reconnect_backoff_s: float = opt(0.5, "First delay before reopening a vanished device (doubles, capped).", min=0)
     reconnect_max_s: float = opt(10.0, "Largest reopen delay.", min=0)
-    radar_output: str = opt("ra", "What the radar daemon publishes: range-azimuth map, raw TLVs, or both.",
-                            choices=["ra", "tlv", "both"])
     radar_open: str = opt("", "MODULE:FUNCTION called with the config to open the radar frame source instead of "
                           "drivers.ti.radar.open_radar (a custom driver, or a test fake); empty = built-in driver.")
     camera_open: str = opt("", "MODULE:FUNCTION called with the config to open the camera frame source instead of "
@@ -165,7 +229,7 @@ class SyncConfig:
     buffer_frames: int = opt(256, "Frames buffered per stream while waiting for a partner.", min=2)
     radar_latency_ms: float = opt(0.0, "Known minimum radar latency (capture to host arrival), subtracted from the "
                                   "clock-mapped or arrival time; camera.latency_ms is the camera's.", min=0)
-    source: str = opt("sync0", "Source id written into every pair message.")
+    source: str = opt("sync0", "Source id written into every pair message.", pattern=SOURCE_ID)
     max_latency_ms: float = opt(1000.0, "Arrival bound: a frame reaching the synchroniser more than this after its "
                                 "corrected capture time is late; also how long a stalled stream can hold pairs back "
                                 "(UART wire time + capture processing + transport must stay below it).",
@@ -186,11 +250,16 @@ class SyncConfig:
                               "32-bit 200 MHz cycle counter); 0 = no wrap.", min=0)
     camera_wrap_s: float = opt(0.0, "Period of the camera device-time counter when it wraps (4294.967296 for a "
                                "32-bit microsecond counter); 0 = no wrap.", min=0)
-    clock_window_s: float = opt(120.0, "Sliding window of the clock models' lower-envelope fit.", min=1)
+    clock_window_s: float = opt(120.0, "Sliding window of the clock models' lower-envelope fit (drift).", min=1)
+    clock_warmup_s: float = opt(20.0, "Frames stamped before their device clock model has seen this much device time "
+                                "(per clock epoch) are not paired (reason `warmup`): drift is not observable yet, and "
+                                "a sparse minimum-latency mode (a DCA1000 frame size that is not a multiple of 1456 B "
+                                "puts 1 frame in N on time: `radvis radar cfg` says N) needs two on-time frames; keep "
+                                ">= 2 x N radar frame periods. 0 = pair from the first frame.", min=0)
     restart_ms: float = opt(500.0, "A device-time sample this far off the fitted clock is a device restart.", min=1)
     time_jump_s: float = opt(1.0, "Host stamps going back by more than this (replay --loop) reset the matcher.", min=0)
-    uart_tx_correction: bool = opt(True, "Subtract the UART transmission time (meta uart_bytes x 10 / radar.data_baud) "
-                                   "from radar arrival stamps.")
+    uart_tx_correction: bool = opt(True, "Subtract the UART transmission time the radar driver measured (meta "
+                                   "uart_time_s = packet bytes x 10 / its data baud) from radar arrival stamps.")
     events: bool = opt(True, "Publish an `event` message for each unpaired radar frame and each late or overflowed frame.")
 
 
@@ -198,13 +267,41 @@ class SyncConfig:
 class RecordConfig:
     enabled: bool = opt(True, "Record the session when the rig runs.")
     out: str = opt("", "Directory for MCAP segments (empty = <rig.run_dir>/session).")
-    topics: list = opt(["radar", "camera", "pairs"], "Endpoints (by name in [endpoints]) to record.")
+    topics: list = opt(["radar", "camera", "pairs", "truth"], "Endpoints (by name in [endpoints]) to record (truth: the "
+                       "scene's ground truth of emulated devices; nothing arrives there from hardware).")
     compression: str = opt("zstd", "MCAP chunk compression.", choices=["zstd", "lz4", "none"])
     chunk_bytes: int = opt(1024 * 1024, "MCAP chunk size; at most this much is lost on a crash.", min=0)
     rotate_s: float = opt(300.0, "Start a new segment after this many seconds (0 = never).", min=0)
     rotate_mb: float = opt(1024.0, "Start a new segment after this many MB (0 = never).", min=0)
     fsync_s: float = opt(1.0, "Flush and fsync the open segment this often.", min=0.01)
     prefix: str = opt("radvis", "Segment file name prefix: PREFIX-YYYYmmdd-HHMMSS-NNNN.mcap.")
+    foxglove: bool = opt(True, "Also write Foxglove well-known-schema channels (camera, range-azimuth heatmap, radar "
+                         "points, pairs, ground truth) beside the exact multipart ones, so Foxglove and other MCAP "
+                         "tools show the session (docs/recording.md); rendering settings in [foxglove].")
+
+
+@dataclass
+class FoxgloveConfig:
+    heatmap_db_min: float = opt(-10.0, "Range-azimuth heatmap picture: 20 log10 |RA| at or below this is the "
+                                "colormap's first colour.")
+    heatmap_db_max: float = opt(30.0, "Range-azimuth heatmap picture: 20 log10 |RA| at or above this is the "
+                                "colormap's last colour (linear in dB between).")
+    colormap: str = opt("turbo", "Heatmap colormap (OpenCV's).", choices=["turbo", "viridis", "inferno", "jet", "gray"])
+    jpeg_quality: int = opt(80, "JPEG quality of camera frames that arrive raw (JPEG frames pass through as they are).",
+                            min=1, max=100)
+
+
+@dataclass
+class ViewConfig:
+    host: str = opt("127.0.0.1", "Address the Foxglove WebSocket server of `radvis view` binds to (loopback by "
+                    "default; 0.0.0.0 exposes the rig's live data to the network).")
+    port: int = opt(8765, "Its TCP port (Foxglove's default; 0 = any free port, printed at start).", min=0, max=65535)
+    topics: list = opt(["radar", "camera", "pairs", "truth"], "Endpoints (by name in [endpoints]) the view subscribes "
+                       "to; stats arrive on endpoints.view_stats.")
+    max_hz: float = opt(15.0, "Most pictures per second per topic sent to viewers; a newer frame replaces one not "
+                        "sent yet (counted as dropped). Capture never waits for the view.", min=0.1)
+    backlog: int = opt(32, "Messages buffered per viewer connection; a slow viewer loses the oldest "
+                       "(the Foxglove SDK's per-client queue).", min=1)
 
 
 @dataclass
@@ -226,12 +323,13 @@ class LearnerConfig:
                               choices=["frame", "foreground"])
     teacher_size: int = opt(224, "Input size (pixels, square, a multiple of 32) of the effnet-lite0 teacher: the "
                             "whole frame or each object crop is resized to it.", min=32)
-    feature_dim: int = opt(128, "Dimension of the embedding both encoders project into.", min=2)
     queue_size: int = opt(4096, "K: number of past image encodings kept as negatives.", min=1)
     temperature: float = opt(0.07, "InfoNCE temperature tau.", min=1e-4)
     exclusion_s: float = opt(0.0, "Mask negatives within this many seconds of the anchor in the same sequence (0 = paper).", min=0)
     batch_size: int = opt(64, "Pairs per step.", min=1)
-    lr: float = opt(0.03, "SGD learning rate (cosine decay).", min=0)
+    lr: float = opt(0.03, "SGD learning rate. Offline: the peak of a cosine decay over all steps. Online: "
+                    "constant after online_warmup_steps of linear warm-up (a stream has no end to decay to).",
+                    min=0)
     momentum: float = opt(0.9, "SGD momentum.", min=0, max=1)
     weight_decay: float = opt(1e-4, "SGD weight decay.", min=0)
     epochs: int = opt(50, "Offline epochs.", min=1)
@@ -270,7 +368,7 @@ class LearnerConfig:
                                     "fractions get extra epochs).", min=1)
     # --- online learner (`radvis learn online`, docs/online.md) ---
     online_buffer_size: int = opt(4096, "Online: replay buffer capacity in pairs (memory is allocated up front: "
-                                  "~65 KB per pair).", min=2)
+                                  "68 KB per pair of buffer storage, 280 MB at 4096; the whole learner is ~2 GB, docs/online.md).", min=2)
     online_policy: str = opt("redundancy", "Online: buffer eviction: redundancy (evict the entry most similar to "
                              "another, MinRed-style, on the frozen image keys), reservoir (uniform over the stream), "
                              "or fifo (naive baseline).", choices=["redundancy", "reservoir", "fifo"])
@@ -318,6 +416,8 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    foxglove: FoxgloveConfig = field(default_factory=FoxgloveConfig)
+    view: ViewConfig = field(default_factory=ViewConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
 
@@ -363,7 +463,12 @@ def _check(src: str, key: str, f: dataclasses.Field, tp, value: Any) -> Any:
     elif tp is dict:
         if not isinstance(value, dict):
             fail("a table")
+    if isinstance(value, str) and (key, value) in REMOVED_VALUES:
+        raise ConfigError(f"{src}: {key}: {value!r} is no longer a choice: {REMOVED_VALUES[key, value]}")
     lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
+    pattern = f.metadata.get("pattern")
+    if pattern is not None and re.fullmatch(pattern, value) is None:
+        fail(f"a name matching {pattern} (docs/wire-format.md)")
     if lo is not None and value < lo:
         fail(f"{_type_name(tp)} >= {lo}")
     if hi is not None and value > hi:
@@ -379,10 +484,20 @@ def _check(src: str, key: str, f: dataclasses.Field, tp, value: Any) -> Any:
 def _build(cls, data: dict, src: str, prefix: str):
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
+    for key in list(data):
+        if f"{prefix}{key}" in REMOVED:
+            logging.getLogger("radvis.config").warning("%s: %s%s is ignored and can be deleted: %s", src, prefix,
+                                                       key, REMOVED[f"{prefix}{key}"])
+            data = {k: v for k, v in data.items() if k != key}
+            continue
+        if prefix + key in REMOVED_KEYS:
+            raise ConfigError(f"{src}: {prefix}{key}: no longer a config key: {REMOVED_KEYS[prefix + key]}")
         if key not in names or names[key].metadata.get("internal"):
-            known = ", ".join(n for n, f in names.items() if not f.metadata.get("internal"))
-            raise ConfigError(f"{src}: {prefix}{key}: unknown key (expected one of: {known})")
+            known = [n for n, f in names.items() if not f.metadata.get("internal")]
+            what = "section" if not prefix else "key"
+            near = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise ConfigError(f"{src}: unknown {what} '{prefix}{key}', {hint}(expected one of: {', '.join(known)})")
     kwargs = {}
     for name, f in names.items():
         if name not in data:
@@ -484,8 +599,15 @@ def docs_markdown() -> str:
                 allowed.append(f"<= {m['max']}")
             if m.get("choices"):
                 allowed.append(", ".join(f"`{c}`" for c in m["choices"]))
+            if m.get("pattern"):
+                allowed.append(f"`{m['pattern']}`")
             default = getattr(inst, f.name)
             lines.append(f"| `{f.name}` | {hints[f.name].__name__} | `{default!r}` | {'; '.join(allowed)} | "
                          f"{m.get('help', '')} |")
         lines.append("")
+    lines += ["## Removed keys and values", "", "A config that still has one fails with this explanation.", "",
+              "| key | value | what instead |", "|---|---|---|"]
+    lines += [f"| `{k}` | any | {why} |" for k, why in REMOVED_KEYS.items()]
+    lines += [f"| `{k}` | `{v!r}` | {why} |" for (k, v), why in REMOVED_VALUES.items()]
+    lines.append("")
     return "\n".join(lines)

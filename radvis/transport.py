@@ -13,11 +13,13 @@ import os
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
+from radvis.sequence import SeqTracker
 from radvis.wire import Limits, Message, WireError, decode, encode
 
 log = logging.getLogger("radvis.transport")
@@ -113,6 +115,7 @@ class PubStats:
     sent: int = 0
     bytes: int = 0
     dropped_hwm: int = 0
+    unencodable: int = 0  # messages this build's own encoder refused (a producer bug, logged)
 
 
 class Publisher:
@@ -123,13 +126,17 @@ class Publisher:
         self.sock.sndhwm = hwm
         self.sock.linger = 1000
         self.sock.setsockopt(zmq.XPUB_NODROP, 1)  # always learn about a full queue, so drops are counted
+        # report every (un)subscription, not just the first/last per topic: without it a second subscriber to
+        # a topic is invisible and wait_for_subscribers(2) never returns (issue #13). VERBOSER (libzmq >= 4.2)
+        # also reports each unsubscription, including those of a subscriber that disconnects.
+        self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         _secure(self.sock, curve, server=bind)
         (self.sock.bind if bind else self.sock.connect)(endpoint)
         self.endpoint = self.sock.last_endpoint.decode() if bind else endpoint
         self.epoch = random.getrandbits(62)  # lets subscribers tell a restart from a sequence gap
         # one counter per kind: a subscriber that filters topics (pairs but not events) sees no false gaps
         self.seqs: dict[str, int] = {}
-        self.subscribers = 0
+        self.subscriptions: Counter = Counter()  # topic prefix -> live subscriptions to it
         self.stats = PubStats()
 
     def _drain_subscriptions(self) -> None:
@@ -139,15 +146,30 @@ class Publisher:
             except zmq.Again:
                 return
             if ev[:1] == b"\x01":
-                self.subscribers += 1
-            elif ev[:1] == b"\x00":
-                self.subscribers = max(0, self.subscribers - 1)
+                self.subscriptions[bytes(ev[1:])] += 1
+            elif ev[:1] == b"\x00" and self.subscriptions[bytes(ev[1:])] > 0:
+                self.subscriptions[bytes(ev[1:])] -= 1
 
-    def wait_for_subscribers(self, n: int = 1, timeout_s: float = 2.0) -> bool:
-        """Block until n subscriptions have arrived (slow-joiner handling). False on timeout."""
+    @property
+    def subscribers(self) -> int:
+        """Subscriptions of any topic (a subscriber to two topics counts twice)."""
+        return sum(self.subscriptions.values())
+
+    def subscribers_for(self, topic: str | None) -> int:
+        """Subscribers that receive messages of `topic` (their subscription is a prefix of it); None = any."""
+        if topic is None:
+            return self.subscribers
+        t = topic.encode()
+        return sum(n for p, n in self.subscriptions.items() if t.startswith(p))
+
+    def wait_for_subscribers(self, n: int = 1, timeout_s: float = 2.0, topic: str | None = None) -> bool:
+        """Block until n subscribers receive `topic` (None: until n subscriptions of any topic have arrived)
+        (slow-joiner handling). False on timeout. Give the topic when several consumers subscribe: one
+        subscriber to several topics (sync takes radar, camera, event and truth from each endpoint) would
+        otherwise count several times."""
         deadline = time.monotonic() + timeout_s
         self._drain_subscriptions()
-        while self.subscribers < n:
+        while self.subscribers_for(topic) < n:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -161,7 +183,12 @@ class Publisher:
         msg.stamp()
         if not keep_seq:
             msg.seq, msg.epoch = self.next_seq(msg.kind), self.epoch
-        frames = encode(msg)
+        try:
+            frames = encode(msg)
+        except WireError as e:  # e.g. NaN in a header: never on the wire, never a crash of the stage
+            self.stats.unencodable += 1
+            _publog.warning("unencodable", f"not sent (every receiver would reject it): {e}")
+            return False
         return self.send_frames(frames)
 
     def next_seq(self, kind: str) -> int:
@@ -188,19 +215,35 @@ class Publisher:
 # Subscriber
 # ---------------------------------------------------------------------------------------------
 
-@dataclass
 class SubStats:
-    received: int = 0
-    bytes: int = 0
-    rejected: Counter = field(default_factory=Counter)  # reason -> count
-    lost: int = 0  # messages missing from sequence gaps, all publishers
-    out_of_order: int = 0  # duplicates or messages older than the last seen
-    restarts: int = 0  # publisher epochs that changed (publisher restarted)
-    per_source: dict = field(default_factory=dict)  # (source, epoch, kind) -> {"last": seq, "lost": n, "epoch": e}
+    """A Subscriber's counters. Every message that reaches the socket is either delivered (`received`)
+    or dropped and counted in `rejected[reason]`: wire validation (radvis.wire) or sequence (stale,
+    seq_jump; radvis.sequence)."""
+
+    def __init__(self, tracker: SeqTracker):
+        self.received = 0
+        self.bytes = 0
+        self.rejected: Counter = Counter()  # reason -> count
+        self.reconnects = 0  # connections libzmq dropped for good (frame over the ceiling) that we re-made
+        self.handshake_failures = 0  # connections the publisher refused (CURVE keys): nothing will arrive
+        self.tracker = tracker
+
+    @property
+    def lost(self) -> int:  # messages missing from sequence gaps, all publishers
+        return self.tracker.lost
+
+    @property
+    def restarts(self) -> int:  # publisher epochs that changed (publisher restarted), replay rewinds
+        return self.tracker.restarts
+
+    @property
+    def per_source(self) -> dict:  # (source, epoch, kind) -> {"last": seq, "lost": n, ...}
+        return self.tracker.streams
 
     def as_dict(self) -> dict:
         return {"received": self.received, "bytes": self.bytes, "rejected": dict(self.rejected),
-                "lost": self.lost, "out_of_order": self.out_of_order, "restarts": self.restarts}
+                "lost": self.lost, "restarts": self.restarts, "reconnects": self.reconnects,
+                "handshake_failures": self.handshake_failures}
 
 
 class RateLimitedLog:
@@ -219,42 +262,25 @@ class RateLimitedLog:
             self.suppressed[key] += 1
 
 
-class SeqTracker:
-    """Per-publisher sequence accounting. A publisher numbers each kind of message it sends from 0
-    within one random epoch, so gaps are tracked per (source, epoch, kind); a source showing a new
-    epoch is a restart, not a gap."""
+_publog = RateLimitedLog(log)  # publishers' own errors, at most one line per 5 s per kind
 
-    MAX_TRACKED = 256  # streams remembered; the oldest is forgotten (bounded memory under churn)
 
-    def __init__(self, stats: SubStats):
-        self.stats = stats
-        self.epochs: dict[str, set] = {}
-
-    def update(self, msg: Message) -> int:
-        """Returns the number of messages lost just before this one."""
-        key = (msg.source, msg.epoch, msg.kind)
-        st = self.stats.per_source.get(key)
-        if st is None:
-            seen = self.epochs.setdefault(msg.source, set())
-            if seen and msg.epoch not in seen:
-                self.stats.restarts += 1
-            seen.add(msg.epoch)
-            if len(self.stats.per_source) >= self.MAX_TRACKED:
-                old = next(iter(self.stats.per_source))
-                del self.stats.per_source[old]
-            self.stats.per_source[key] = {"last": msg.seq, "lost": 0, "epoch": msg.epoch}
-            return 0
-        gap = msg.seq - st["last"] - 1
-        if gap < 0:
-            self.stats.out_of_order += 1
-            return 0
-        st["last"] = msg.seq
-        st["lost"] += gap
-        self.stats.lost += gap
-        return gap
+# libzmq's own reconnect follows a normal disconnect within a millisecond (EVENT_CONNECT_RETRIED); a
+# connection it drops for a protocol error (ZMQ_MAXMSGSIZE exceeded) gets no retry, ever.
+_RETRY_MASK = zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
+# a refused handshake (CURVE keys, or CURVE on one side only): libzmq does not retry either, and neither
+# do we (hammering the server's authenticator would not fix a key); counted and logged instead
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
 
 class Subscriber:
+    """SUB socket + validation + sequence accounting. One bad message costs that message: it is
+    dropped and counted, and a frame so large that libzmq cuts the connection (above
+    `Limits.socket_max_frame_bytes`) costs only the messages sent while the subscriber reconnects."""
+
+    CUT_GRACE_S = 0.05  # a disconnect not followed by libzmq's own retry within this is a cut: reconnect
+
     def __init__(self, endpoints: str | list[str], topics: list[str] | None = None, *, bind: bool = False,
                  hwm: int = 1000, limits: Limits = Limits(), curve: CurveKeys | None = None,
                  ctx: zmq.Context | None = None, name: str = "sub"):
@@ -262,38 +288,118 @@ class Subscriber:
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.rcvhwm = hwm
         self.sock.linger = 0
-        self.sock.maxmsgsize = limits.max_message_bytes  # libzmq drops oversize frames before allocating
+        # frames up to the ceiling are received and dropped by decode() (`oversize`); libzmq drops the
+        # connection on a larger one before allocating it, and watch() reconnects
+        self.sock.maxmsgsize = limits.socket_max_frame_bytes
         _secure(self.sock, curve, server=bind)
         for t in topics if topics is not None else [""]:
             self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-        for ep in [endpoints] if isinstance(endpoints, str) else endpoints:
+        eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.connected = [] if bind else eps  # endpoints this side re-connects after a cut
+        # the monitor exists before the first connect, so no event is missed
+        self.monitor = (self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | _RETRY_MASK | _HANDSHAKE_FAILED)
+                        if self.connected else None)
+        self._cut: dict[str, float] = {}
+        self._refused: set[str] = set()
+        for ep in eps:
             (self.sock.bind if bind else self.sock.connect)(ep)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        if self.monitor is not None:
+            self.poller.register(self.monitor, zmq.POLLIN)
         self.limits = limits
-        self.stats = SubStats()
-        self.seq = SeqTracker(self.stats)
+        self.seq = SeqTracker()
+        self.stats = SubStats(self.seq)
         self.ratelog = RateLimitedLog(logging.getLogger(f"radvis.{name}"))
 
+    # -- connection watch ------------------------------------------------------------------------
+    def watch(self) -> int:
+        """Read connection events and re-connect any endpoint libzmq dropped for good (it does that,
+        silently, to a connection that carried a frame above ZMQ_MAXMSGSIZE). Call it often: recv()
+        does; a caller polling `sock` itself (the recorder) calls it once per loop. Returns the number
+        of reconnects made."""
+        if self.monitor is None:
+            return 0
+        while True:
+            try:
+                ev = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            ep = ev["endpoint"].decode("utf-8", "replace")
+            if ev["event"] & _HANDSHAKE_FAILED:
+                self._refused.add(ep)
+                self.stats.handshake_failures += 1
+                why = "not authorised (CURVE keys)" if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH else \
+                    "refused (security mechanism: CURVE on one side only?)"
+                self.ratelog.warning("handshake", f"handshake with {ep} {why}: receiving nothing from it "
+                                     f"({self.stats.handshake_failures} so far; docs/wire-format.md CURVE)")
+            elif ev["event"] == zmq.EVENT_DISCONNECTED:
+                if ep not in self._refused:
+                    self._cut[ep] = time.monotonic()
+            else:
+                self._cut.pop(ep, None)  # libzmq is reconnecting by itself
+                if ev["event"] == zmq.EVENT_CONNECTED:
+                    self._refused.discard(ep)
+        n = 0
+        now = time.monotonic()
+        for ep, t in list(self._cut.items()):
+            if now - t < self.CUT_GRACE_S:
+                continue
+            del self._cut[ep]
+            target = ep if ep in self.connected else (self.connected[0] if len(self.connected) == 1 else None)
+            if target is None:
+                log.error("connection to %s dropped for good; cannot tell which of %s to reconnect", ep, self.connected)
+                continue
+            try:
+                self.sock.disconnect(target)
+            except zmq.ZMQError:
+                pass
+            self.sock.connect(target)
+            self.stats.reconnects += 1
+            n += 1
+            self.ratelog.warning("reconnect", f"connection to {target} was dropped by libzmq and not retried (a frame "
+                                 f"over the {self.limits.socket_max_frame_bytes}-byte socket ceiling, or a protocol "
+                                 f"error): reconnected ({self.stats.reconnects} so far); what the publisher sent "
+                                 "meanwhile shows as sequence gaps")
+        return n
+
+    # -- receiving ---------------------------------------------------------------------------------
     def recv_frames(self, timeout_ms: int | None = None) -> list | None:
-        if timeout_ms is not None and not self.sock.poll(timeout_ms, zmq.POLLIN):
-            return None
-        return self.sock.recv_multipart(copy=False)
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        while True:
+            self.watch()
+            left = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if self._cut:  # wake up to decide on a disconnect that libzmq is not retrying
+                left = int(self.CUT_GRACE_S * 1000) + 1 if left is None else min(left, int(self.CUT_GRACE_S * 1000) + 1)
+            ready = dict(self.poller.poll(left))
+            if self.sock in ready:
+                return self.sock.recv_multipart(copy=False)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
 
     def accept(self, frames: list) -> Message | None:
-        """Validate frames; count and drop a bad message (never raises)."""
+        """Validate frames and account for the sequence; count and drop a bad or stale message (never
+        raises)."""
         try:
             msg = decode(frames, self.limits)
         except WireError as e:
-            self.stats.rejected[e.reason] += 1
-            self.ratelog.warning(e.reason, f"dropped malformed message: {e}")
-            return None
+            return self._drop(e.reason, f"dropped malformed message: {e}")
+        why, _ = self.seq.update(msg.source, msg.epoch, msg.kind, msg.seq, msg.replay)
+        if why is not None:
+            return self._drop(why, f"dropped {why} {msg.kind} message from {msg.source} (epoch {msg.epoch}, "
+                                   f"seq {msg.seq})")
         self.stats.received += 1
         self.stats.bytes += sum(f.buffer.nbytes if hasattr(f, "buffer") else len(f) for f in frames)
-        self.seq.update(msg)
         return msg
 
+    def _drop(self, reason: str, text: str) -> None:
+        self.stats.rejected[reason] += 1
+        self.ratelog.warning(reason, text)
+        return None
+
     def recv(self, timeout_ms: int | None = None) -> Message | None:
-        """Next valid message, or None when `timeout_ms` passes without one. Malformed messages are
-        dropped and counted in stats.rejected; sequence gaps are counted in stats.lost."""
+        """Next valid message, or None when `timeout_ms` passes without one. Malformed and stale
+        messages are dropped and counted in stats.rejected; sequence gaps are counted in stats.lost."""
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
         while True:
             left = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
@@ -307,6 +413,12 @@ class Subscriber:
                 return None
 
     def close(self) -> None:
+        if self.monitor is not None:
+            try:
+                self.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self.monitor.close(linger=0)
         self.sock.close(linger=0)
 
 

@@ -7,7 +7,7 @@
 4. replay the recorded session through a fresh `radvis sync` and check it yields the same pairs;
 5. write RUN/rig-report.md and print its path.
 
-Every later step is a separate `radvis` process, so this module (in capture/) imports nothing downstream.
+Every step is a separate `radvis` process: the rig composes stages, it does not import them.
 """
 from __future__ import annotations
 
@@ -98,6 +98,7 @@ def verify_replay(cfg, session: Path, common: list[str], timeout_s: float = 300.
     `radvis sync` on private ipc endpoints; compare its pairs with the pairs the live sync recorded.
     (Not `--max`: radar and camera come from two sockets, which ZeroMQ fair-queues message by message,
     so at full speed the 10 Hz radar runs ahead of the 30 Hz camera until sync's buffers overflow.)"""
+    from radvis.control import is_ready
     from radvis.transport import Subscriber
     live, recorded = recorded_pairs(session)
     # only pairs whose two frames are both in the recording can be reproduced from it
@@ -108,13 +109,17 @@ def verify_replay(cfg, session: Path, common: list[str], timeout_s: float = 300.
         sets += ["--set", f"endpoints.{n}='ipc://{tmp}/{n}.sock'"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     logf = open(tmp / "sync.log", "wb")
+    ctl = Subscriber(f"ipc://{tmp}/control.sock", bind=True)
     sync = subprocess.Popen([sys.executable, "-m", "radvis", *common, *sets, "sync"], stdout=logf,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
     sub = Subscriber(f"ipc://{tmp}/pairs.sock", topics=["pair"], hwm=100000)
     replayed = []
     t0 = time.monotonic()
     try:
-        time.sleep(1.0)  # let sync bind before replay waits for it as a subscriber
+        while sync.poll() is None and time.monotonic() - t0 < 60:  # sync subscribed before anything is replayed
+            m = ctl.recv(200)
+            if m is not None and is_ready(m) and m.meta.get("pid") == sync.pid:
+                break
         rep = subprocess.Popen([sys.executable, "-m", "radvis", *common, *sets, "replay", str(session),
                                 "--rate", str(cfg.rig.replay_rate), "--topics", "radar", "camera"], stdout=logf, stderr=subprocess.STDOUT, env=env,
                                start_new_session=True)
@@ -138,6 +143,7 @@ def verify_replay(cfg, session: Path, common: list[str], timeout_s: float = 300.
                 except subprocess.TimeoutExpired:
                     p.kill()
         sub.close()
+        ctl.close()
         logf.close()
     same = len(set(live) & set(replayed))
     res = {"live_pairs": len(live), "replayed_pairs": len(replayed), "identical": same,
@@ -198,19 +204,27 @@ def plot_probe(metrics: Path, out: Path) -> Path | None:
 
 
 def write_report(run_dir: Path, status: dict, ev: dict | None, rep: dict | None, elapsed_s: float,
-                 heldout: Path | None) -> Path:
+                 heldout: Path | None, timing: list[str] | None = None) -> Path:
+    from rig.supervisor import learner_cell
     L = ["# radvis rig run", "", f"Wall time {elapsed_s / 60:.1f} min (budget {BUDGET_S / 60:.0f} min).", "",
-         "## Stages", "", "| stage | state | restarts | last rate/s | drops |", "|---|---|---|---|---|"]
+         "## Stages", "", "Totals over the run, and the mean rate from a stage's first to its last stats message "
+         "(not the last, partial interval's rate).", "",
+         "| stage | state | restarts | total | mean rate | drops | learner |", "|---|---|---|---|---|---|---|"]
     for n, s in status.get("stages", {}).items():
-        L.append(f"| {n} | {s['state']} | {s['restarts']} | {s['rate_per_s'] if s['rate_per_s'] is not None else '-'} "
-                 f"| {s['drops'] if s['drops'] is not None else '-'} |")
+        unit = s.get("unit") or ""
+        total = f"{s['total']:g} {unit}" if s.get("total") is not None else "-"
+        mean = f"{s['mean_rate_per_s']:.2f} {unit}/s" if s.get("mean_rate_per_s") is not None else "-"
+        L.append(f"| {n} | {s['state']} | {s['restarts']} | {total} | {mean} "
+                 f"| {s['drops'] if s.get('drops') is not None else '-'} | {learner_cell(s.get('learner')) or '-'} |")
     L.append("")
     if ev is not None:
         L += ["## What the radar learnt from the camera", "",
               f"Linear-probe accuracy (%, 4 classes: empty / pedestrian / cyclist / car) on the held-out set "
               f"`{heldout}` ({ev['n_frames']} frames, test {ev['n_test']}, split {ev['split']}), mean ± std over "
               f"{ev['seeds']} label subsets. Teacher: {ev['teacher']}; radar encoder: {ev['radar_encoder']}.", "",
-              results_table(ev), "", f"Full evaluation report with plots: [{Path(ev['plots']['confusion']).parent / 'report.md'}]"
+              results_table(ev), "", "Verdict (paired differences over the label seeds; a difference within 2 "
+              "standard errors is called noise):", ""] + [f"- {v}" for v in ev.get("verdicts", [])] + [
+              "", f"Full evaluation report with plots: [{Path(ev['plots']['confusion']).parent / 'report.md'}]"
               f"({Path(ev['plots']['confusion']).parent.relative_to(run_dir) / 'report.md'})", ""]
     lm = run_dir / "learner" / "metrics.jsonl"
     if lm.exists():
@@ -222,6 +236,7 @@ def write_report(run_dir: Path, status: dict, ev: dict | None, rep: dict | None,
         L += ["## Replay", "", f"The recorded session replayed through a fresh `radvis sync`: {rep['identical']} of "
               f"{rep['live_pairs']} live pairs reproduced, {rep['only_live']} missing, {rep['only_replay']} extra "
               f"({'identical' if rep['same_pairs'] else 'DIFFERENT'}).", ""]
+    L += timing or []  # rig/sync_report.py: latency and pairing error over the run
     path = run_dir / "rig-report.md"
     path.write_text("\n".join(L))
     return path
@@ -244,14 +259,17 @@ def _rig(args) -> int:
     extra, heldout = {}, None
     session = Path(cfg.record.out or run_dir / "session")
     if "learner" in stages:
-        extra["learner"] = ["--out", str(run_dir / "learner")]
+        # --first-pair-timeout 0: the rig's sync pairs only after its clock warm-up, and the rig stops the learner
+        extra["learner"] = ["--out", str(run_dir / "learner"), "--first-pair-timeout", "0"]
         if cfg.rig.heldout_sequences and not args.no_eval:
             heldout = make_heldout(cfg, run_dir / "heldout", common)
             if heldout is not None:
                 extra["learner"] += ["--eval-data", str(heldout)]
+    from radvis.transport import keys_from_config
     sup = supervisor.Supervisor(stages, common_args=common, run_dir=run_dir,
                                 backoff_s=cfg.rig.restart_backoff_s, stop_timeout_s=cfg.rig.stop_timeout_s,
-                                control_endpoint=cfg.endpoints.control, extra_args=extra)
+                                control_endpoint=cfg.endpoints.control, truth_endpoint=cfg.endpoints.truth,
+                                curve=keys_from_config(cfg), extra_args=extra)
     duration = cfg.rig.duration_s if args.duration is None else args.duration
     rc = supervisor.run(sup, duration_s=duration, interval_s=cfg.rig.stats_interval_s, unavailable=missing)
     status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
@@ -270,8 +288,13 @@ def _rig(args) -> int:
                   f"{rep['only_replay']} extra -> {'same pairs' if rep['same_pairs'] else 'DIFFERENT pairs'}")
         except (OSError, ValueError) as e:
             print(f"rig: replay check failed: {e}", flush=True)
+    timing = None
+    if "record" in stages and session.exists():
+        from rig.sync_report import sync_report
+        timing = sync_report(session, run_dir)
+        print(timing["line"], flush=True)
     elapsed = time.monotonic() - t_start
-    report = write_report(run_dir, status, ev, rep, elapsed, heldout)
+    report = write_report(run_dir, status, ev, rep, elapsed, heldout, timing["markdown"] if timing else None)
     print(f"\nreport: {report}")
     if ev is not None:
         print(f"evaluation report: {Path(ev['plots']['confusion']).parent / 'report.md'}")

@@ -2,15 +2,21 @@
 crashed stage is restarted with a doubling backoff. Children also get PR_SET_PDEATHSIG, so even a SIGKILLed
 supervisor leaves none behind.
 
-Order matters for "nothing lost". Start is downstream first: the learner and the recorder start, and the
-supervisor waits until each logs that it is subscribed (`READY_LOG`), before sync and the capture stages
-produce anything, so neither misses the first pairs. Stop is upstream first (`STOP_WAVES`): the capture
-stages get SIGTERM, then sync (which pairs and publishes what it still holds), then the recorder and the
+The supervisor binds the control endpoint (radvis/control.py): stages send their stats there, announce
+that they are ready (an `event` message {"event": "ready", "stage", "pid"}, sent once they are subscribed or
+listening), and emulated devices send the scene's ground truth, which the supervisor republishes on
+endpoints.truth (two emulator processes cannot both bind one endpoint; this is ZeroMQ's forwarder pattern).
+
+Order matters for "nothing lost" (`START_ORDER`). The emulated devices start first and the capture stages
+find them listening, as they would find hardware; then the consumers (learner, recorder, sync), each
+subscribed before anything upstream of it publishes; the capture stages last. Each stage is started only
+after the previous one said it is ready (bounded: a stage that never does is reported and the rig goes on).
+Stop is upstream first (`STOP_WAVES`): the emulated devices, then the capture stages (which publish what
+the devices sent), then sync (which pairs and publishes what it still holds), then the recorder and the
 learner, each wave after the previous one has exited plus a short grace for messages in flight. A stage
 that does not exit within `rig.stop_timeout_s` of its wave's SIGTERM is SIGKILLed.
 
-Stages that have no subcommand in this build (e.g. `radvis sync` before the sync package exists) are
-reported as unavailable and not started: nothing is faked.
+Stages that have no subcommand in this build are reported as unavailable and not started: nothing is faked.
 """
 from __future__ import annotations
 
@@ -26,26 +32,32 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from radvis.control import is_ready
+
 log = logging.getLogger("radvis.rig")
 
 # stage -> the radvis subcommand that runs it
 STAGE_ARGV = {
+    "emulate-radar": ["emulate", "radar"],
+    "emulate-camera": ["emulate", "camera"],
     "radar": ["capture", "radar"],
     "camera": ["capture", "camera"],
     "sync": ["sync"],
     "record": ["record"],
     "learner": ["learn", "online"],
+    "view": ["view"],
 }
-# downstream first: a consumer is subscribed before its producer publishes the first message
-START_ORDER = ["learner", "record", "sync", "camera", "radar"]
-# a line each consumer logs once its subscriber sockets exist (connect-before-bind is fine in ZeroMQ)
-READY_LOG = {"learner": "ready: subscribed", "record": "recording "}
-# upstream first: producers stop, then each consumer gets everything that was produced before it stops
-STOP_WAVES = [("radar", "camera"), ("sync",), ("record", "learner")]
+# the devices first (as hardware is switched on before the software), then downstream first: a consumer is
+# subscribed before its producer publishes the first message
+START_ORDER = ["emulate-radar", "emulate-camera", "learner", "record", "view", "sync", "camera", "radar"]
+EMULATORS = ("emulate-radar", "emulate-camera")
+# upstream first: each stage gets everything that was produced upstream of it before it stops
+STOP_WAVES = [EMULATORS, ("radar", "camera"), ("sync",), ("record", "learner")]
 STOP_GRACE_S = 0.5  # for messages in flight between a wave and the next
-# the `stage` field daemons put in their stats messages -> rig stage
+# the `stage` field daemons put in their stats and ready messages -> rig stage
 STATS_STAGE = {"capture-radar": "radar", "capture-camera": "camera", "record": "record", "sync": "sync",
-               "learner": "learner", "learn-online": "learner", "learn": "learner"}
+               "learner": "learner", "learn-online": "learner", "learn": "learner",
+               "emulate-radar": "emulate-radar", "emulate-camera": "emulate-camera", "view": "view"}
 BACKOFF_CAP_S = 30.0
 HEALTHY_S = 30.0  # a stage that ran this long starts again from the first backoff
 EXIT_CONFIG = 2  # exit code for a configuration/usage error: restarting cannot help
@@ -85,12 +97,20 @@ class Stage:
     stats: dict = field(default_factory=dict)
     stats_t: float = 0.0
     log_path: Path | None = None
+    ready_pid: int | None = None  # the pid whose ready message arrived (a restarted stage announces again)
+    first: tuple | None = None  # (pid, time, count) of the first stats with a count: the mean rate's start
+
+
+# What each stage counts, in the order looked for: (counter, its rate, unit). The rate in a stats message is
+# over the last interval only; the table and the report also show the total and the mean over the run.
+COUNTERS = [("frames", "frames_per_s", "frames"), ("written", "written_per_s", "msgs"),
+            ("pairs", "pairs_per_s", "pairs"), ("step", "steps_per_s", "steps")]
 
 
 class Supervisor:
     def __init__(self, stages: list[str], *, common_args: list[str], run_dir: str | Path, backoff_s: float = 1.0,
                  stop_timeout_s: float = 5.0, control_endpoint: str | None = None, python: str = sys.executable,
-                 extra_args: dict[str, list[str]] | None = None):
+                 extra_args: dict[str, list[str]] | None = None, truth_endpoint: str | None = None, curve=None):
         self.run_dir = Path(run_dir)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.common, self.python = list(common_args), python
@@ -98,13 +118,20 @@ class Supervisor:
         extra = extra_args or {}
         self.stages = {n: Stage(n, STAGE_ARGV[n] + list(extra.get(n, [])), backoff_s=backoff_s,
                                 log_path=self.run_dir / "logs" / f"{n}.log") for n in stages}
-        self.ctl = None
+        self.ctl = self.truth = None
+        self.relayed = self.relay_dropped = 0
         if control_endpoint:
+            from radvis.transport import Publisher, Subscriber
             try:
-                from radvis.transport import Subscriber
-                self.ctl = Subscriber(control_endpoint, bind=True, name="rig.control")
-            except Exception as e:  # stats are a nicety: the rig runs without them (log parsing fallback)
-                log.warning("cannot bind the control endpoint %s (%r); stage stats from logs only", control_endpoint, e)
+                self.ctl = Subscriber(control_endpoint, bind=True, hwm=10000, curve=curve, name="rig.control")
+            except Exception as e:  # without it: stats from logs, no readiness (bounded waits), no truth relay
+                log.warning("cannot bind the control endpoint %s (%r): stats from logs only, stages start without "
+                            "waiting for their ready message", control_endpoint, e)
+            if self.ctl is not None and truth_endpoint and any(n in EMULATORS for n in self.stages):
+                try:
+                    self.truth = Publisher(truth_endpoint, hwm=10000, curve=curve)
+                except Exception as e:
+                    log.warning("cannot bind the truth endpoint %s (%r): no scene ground truth", truth_endpoint, e)
         self.t0 = time.monotonic()
 
     # -- processes ------------------------------------------------------------------------------
@@ -150,37 +177,27 @@ class Supervisor:
                 self.start(st)
 
     def start_all(self, ready_timeout_s: float = 60.0) -> None:
-        """Start the pending stages downstream first, waiting for each consumer's ready line (bounded:
-        a consumer that never gets ready is reported and the rig goes on without waiting for it)."""
+        """Start the pending stages in START_ORDER, each after the previous one announced it is ready
+        (bounded: a stage that never gets ready is reported and the rig goes on without waiting for it)."""
         rank = {n: i for i, n in enumerate(START_ORDER)}
         for st in sorted(self.stages.values(), key=lambda s: rank.get(s.name, len(rank))):
             if st.state != "pending":
                 continue
-            offset = st.log_path.stat().st_size if st.log_path.exists() else 0
             self.start(st)
-            pattern = READY_LOG.get(st.name)
-            if pattern is None:
+            if self.ctl is None:
                 continue
             deadline = time.monotonic() + ready_timeout_s
-            while not self._logged(st, pattern, offset):
+            while st.ready_pid != st.proc.pid:
                 if st.proc.poll() is not None or time.monotonic() > deadline:
                     log.warning("%s: not ready (%s); starting the others anyway", st.name,
                                 f"exited rc={st.proc.returncode}" if st.proc.poll() is not None
-                                else f"no '{pattern}' in {st.log_path} after {ready_timeout_s:g} s")
+                                else f"no ready message after {ready_timeout_s:g} s; see {st.log_path}")
                     break
-                time.sleep(0.05)
-
-    @staticmethod
-    def _logged(st: Stage, pattern: str, offset: int) -> bool:
-        try:
-            with open(st.log_path, "rb") as f:
-                f.seek(offset)
-                return pattern.encode() in f.read()
-        except OSError:
-            return False
+                self.pump(0.05)
 
     def stop(self) -> None:
-        """SIGTERM the stages wave by wave, upstream first (STOP_WAVES), then SIGKILL what is left."""
+        """SIGTERM the stages wave by wave, upstream first (STOP_WAVES), then SIGKILL what is left. The control
+        plane keeps flowing meanwhile (the learner and the recorder get the truth of the last frames)."""
         waves = [[self.stages[n] for n in w if n in self.stages] for w in STOP_WAVES]
         waves.append([s for s in self.stages.values() if not any(s.name in w for w in STOP_WAVES)])
         for i, wave in enumerate(waves):
@@ -191,16 +208,18 @@ class Supervisor:
                 self._killpg(st, signal.SIGTERM)
             # each wave gets the whole timeout: the learner's last checkpoint must not pay for a slow camera
             deadline = time.monotonic() + self.stop_timeout
+            while any(s.proc.poll() is None for s in live) and time.monotonic() < deadline:
+                self.pump(0.05)
             for st in live:
-                try:
-                    st.proc.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
+                if st.proc.poll() is None:
                     log.warning("%s: did not stop within %.1f s; killing", st.name, self.stop_timeout)
                     self._killpg(st, signal.SIGKILL)
             if i + 1 < len(waves):
-                time.sleep(STOP_GRACE_S)
+                grace = time.monotonic() + STOP_GRACE_S
+                while time.monotonic() < grace:
+                    self.pump(0.05)
         for st in self.stages.values():
-            self._killpg(st, signal.SIGKILL)  # the group, in case a stage forked helpers (emulators)
+            self._killpg(st, signal.SIGKILL)  # the group, in case a stage forked helpers
             if st.proc is not None:
                 st.proc.wait()
                 st.last_rc = st.proc.returncode
@@ -210,20 +229,50 @@ class Supervisor:
             self.drain_stats()
             self.ctl.close()
             self.ctl = None
+        if self.truth is not None:
+            self.truth.close()
+            self.truth = None
 
     # -- status ---------------------------------------------------------------------------------
-    def drain_stats(self) -> None:
+    def pump(self, timeout_s: float = 0.0) -> int:
+        """Handle what arrived on the control endpoint (waiting at most `timeout_s` for the first message):
+        stats for the status table, ready messages, truth to relay. Returns the number of messages."""
         if self.ctl is None:
-            return
+            if timeout_s:
+                time.sleep(timeout_s)
+            return 0
+        n, wait_ms = 0, int(timeout_s * 1000)
         while True:
-            m = self.ctl.recv(0)
+            frames = self.ctl.recv_frames(wait_ms)
+            if frames is None:
+                return n
+            wait_ms = 0
+            m = self.ctl.accept(frames)
             if m is None:
-                return
-            if m.kind != "stats":
+                continue
+            n += 1
+            if m.kind == "truth":
+                if self.truth is not None:
+                    if self.truth.send_frames([f.buffer if hasattr(f, "buffer") else f for f in frames]):
+                        self.relayed += 1
+                    else:
+                        self.relay_dropped += 1
                 continue
             name = STATS_STAGE.get(str(m.meta.get("stage", m.source)), str(m.meta.get("stage", m.source)))
-            if name in self.stages:
-                self.stages[name].stats, self.stages[name].stats_t = dict(m.meta), time.monotonic()
+            st = self.stages.get(name)
+            if st is None:
+                continue
+            if is_ready(m):
+                pid = m.meta.get("pid")
+                if st.proc is not None and pid == st.proc.pid:
+                    st.ready_pid = pid
+                    log.info("%s: ready %s", name, {k: v for k, v in m.meta.items() if k not in ("event", "stage")})
+            elif m.kind == "stats":
+                st.stats, st.stats_t = dict(m.meta), time.monotonic()
+                self._note_first(st)
+
+    def drain_stats(self) -> None:
+        self.pump(0.0)
 
     def _stats_from_log(self, st: Stage) -> None:
         """Fallback for stages that log `stats {...}` (radvis.log.StatsLine) but do not publish them."""
@@ -241,6 +290,20 @@ class Supervisor:
                     continue
                 return
 
+    @staticmethod
+    def _count(s: dict) -> tuple[str | None, float | None, str | None]:
+        """(counter key, its value, unit) of a stats dict."""
+        for key, _, unit in COUNTERS:
+            if isinstance(s.get(key), (int, float)) and not isinstance(s.get(key), bool):
+                return key, s[key], unit
+        return None, None, None
+
+    def _note_first(self, st: Stage) -> None:
+        _, n, _ = self._count(st.stats)
+        pid = st.proc.pid if st.proc else None
+        if n is not None and (st.first is None or st.first[0] != pid):
+            st.first = (pid, st.stats_t, n)
+
     def status(self) -> dict:
         self.drain_stats()
         out = {}
@@ -250,28 +313,70 @@ class Supervisor:
             s = st.stats
             rate = next((s[k] for k in ("frames_per_s", "written_per_s", "pairs_per_s", "steps_per_s") if k in s),
                         next((v for k, v in s.items() if k.endswith("_per_s") and not k.startswith("bytes")), None))
+            key, total, unit = self._count(s)
+            mean = None
+            if total is not None and st.first is not None and st.stats_t > st.first[1]:
+                mean = round((total - st.first[2]) / (st.stats_t - st.first[1]), 3)
+            learner = None
+            if st.name == "learner" and s:
+                learner = {k: s.get(k) for k in ("step", "pairs_in", "loss", "linear_acc", "knn_acc", "buffer_fill")}
             out[st.name] = {"state": st.state, "pid": st.proc.pid if st.proc else None, "restarts": st.restarts,
+                            "ready": st.proc is not None and st.ready_pid == st.proc.pid,
                             "last_rc": st.last_rc, "pids": st.pids, "rate_per_s": rate,
+                            "total": total, "unit": unit, "mean_rate_per_s": mean, "learner": learner,
                             "mb_per_s": round(s["bytes_per_s"] / 1e6, 3) if "bytes_per_s" in s else None,
                             "drops": (s.get("dropped", 0) or 0) + (s.get("lost", 0) or 0) if s else None,
                             "lag_ms": s.get("lag_ms"), "errors": s.get("device_errors")}
         return out
 
     def table(self, status: dict) -> str:
-        hdr = f"{'stage':<8} {'state':<8} {'pid':>7} {'restarts':>8} {'rate/s':>8} {'MB/s':>7} {'drops':>6} {'lag ms':>7} {'errors':>6}"
-        rows = [f"rig t={time.monotonic() - self.t0:7.1f} s", hdr]
-
-        def f(v, fmt):
-            return "-" if v is None else format(v, fmt)
-        for n, s in status.items():
-            rows.append(f"{n:<8} {s['state']:<8} {f(s['pid'], '>7')} {s['restarts']:>8} {f(s['rate_per_s'], '>8.1f')} "
-                        f"{f(s['mb_per_s'], '>7.2f')} {f(s['drops'], '>6')} {f(s['lag_ms'], '>7.1f')} {f(s['errors'], '>6')}")
-        return "\n".join(rows)
+        """The live status table: columns padded to their widest cell; units in the headers and cells."""
+        return f"rig t={time.monotonic() - self.t0:7.1f} s\n" + status_table(status)
 
     def write_status(self, status: dict) -> None:
         tmp = self.run_dir / "status.json.tmp"
-        tmp.write_text(json.dumps({"t_s": round(time.monotonic() - self.t0, 3), "stages": status}))
+        tmp.write_text(json.dumps({"t_s": round(time.monotonic() - self.t0, 3), "stages": status,
+                                   "truth": {"relayed": self.relayed, "dropped": self.relay_dropped}}))
         os.replace(tmp, self.run_dir / "status.json")  # readers never see a half-written file
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def learner_cell(lr: dict | None) -> str:
+    """The learner's progress in words: optimizer steps, pairs received, InfoNCE loss, last held-out probe."""
+    if not lr:
+        return ""
+    parts = []
+    if lr.get("step") is not None:
+        parts.append(f"{lr['step']} steps")
+    if lr.get("pairs_in") is not None:
+        parts.append(f"{lr['pairs_in']} pairs in")
+    if lr.get("loss") is not None:
+        parts.append(f"loss {lr['loss']:.3f}")
+    if lr.get("linear_acc") is not None:
+        parts.append(f"probe {100 * lr['linear_acc']:.1f} %")
+    return ", ".join(parts)
+
+
+def status_table(status: dict) -> str:
+    """Rows of stages as text columns padded to their content (numbers right-aligned)."""
+    head = ["stage", "state", "pid", "restarts", "total", "rate", "MB/s", "drops", "lag ms", "errors", "detail"]
+    rows = []
+    for n, s in status.items():
+        unit = s.get("unit") or ""
+        total = "-" if s.get("total") is None else f"{s['total']:g} {unit}"
+        rate = "-" if s.get("rate_per_s") is None else f"{s['rate_per_s']:.1f} {unit or 'it'}/s"
+        rows.append([n, s["state"], _num(s["pid"], "d"), str(s["restarts"]), total, rate, _num(s["mb_per_s"], ".2f"),
+                     _num(s["drops"], ""),
+                     _num(s["lag_ms"], ".1f"), _num(s["errors"], ""), learner_cell(s.get("learner"))])
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    left = {0, 1, len(head) - 1}
+
+    def line(cells):
+        return " ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(head)] + [line(r) for r in rows])
 
 
 def run(sup: Supervisor, *, duration_s: float = 0.0, interval_s: float = 5.0, out=sys.stdout,
@@ -299,7 +404,7 @@ def run(sup: Supervisor, *, duration_s: float = 0.0, interval_s: float = 5.0, ou
             elif now >= next_status:  # keep status.json fresh between table prints
                 sup.write_status(sup.status())
                 next_status = now + 0.25
-            time.sleep(0.05)
+            sup.pump(0.05)  # also the pause between checks: truth is relayed as it arrives
     finally:
         sup.stop()
         st = sup.status()

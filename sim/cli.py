@@ -1,4 +1,5 @@
-"""`radvis synth`: write a CRUW ROD2021-layout synthetic dataset (sim/synth.py)."""
+"""`radvis synth`: write a CRUW ROD2021-layout synthetic dataset (sim/synth.py); `radvis emulate radar|camera`:
+an emulated device as its own stage (sim/emulate.py)."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ from pathlib import Path
 
 
 def _synth(args) -> int:
+    from radvis.config import resolve_path
     from sim import synth
     from sim.worlds import get_world
     try:
@@ -19,9 +21,16 @@ def _synth(args) -> int:
         print(f"radvis synth: --sequences and --frames must be >= 1, got {args.sequences} and {args.frames}",
               file=sys.stderr)
         return 2
-    summary = synth.synth(args.out, sequences=args.sequences, frames=args.frames, seed=args.seed, image_size=size,
-                          workers=args.workers, cfg_path=args.radar_cfg or args.cfg.radar.cfg,
-                          noise=args.cfg.scene.noise, world=world.name, progress=not args.quiet)
+    from drivers.ti.cfg import CfgError
+    try:
+        summary = synth.synth(args.out, sequences=args.sequences, frames=args.frames, seed=args.seed, image_size=size,
+                              workers=args.workers, cfg_path=resolve_path(args.radar_cfg or args.cfg.radar.cfg,
+                                                                      args.cfg.source),
+                              noise=args.cfg.scene.noise, world=world.name,
+                              progress=not args.quiet)
+    except CfgError as e:
+        print(f"radvis synth: radar cfg: {e}", file=sys.stderr)
+        return 2
     labels = ", ".join(f"{k} {v}" for k, v in sorted(summary["frame_labels"].items()))
     print(f"radvis synth: {len(summary['sequences'])} sequences, {summary['frames']} frames ({labels}), world "
           f"{world.name} at {size[0]}x{size[1]}, in {summary['elapsed_s']} s -> {args.out}")
@@ -41,7 +50,29 @@ def _synth(args) -> int:
     return 0
 
 
+def _emulate(args) -> int:
+    import zmq
+
+    from radvis import log as rlog
+    from sim import emulate
+    logger = rlog.setup(args.cfg.rig.log_level, f"emulate-{args.device}")
+    try:
+        if args.device == "radar":
+            return emulate.emulate_radar(args.cfg, logger)
+        return emulate.emulate_camera(args.cfg, logger)
+    finally:
+        zmq.Context.instance().destroy(linger=2000)   # queued truth/stats go out before the interpreter exits
+
+
 def register(sub, common) -> None:
+    e = sub.add_parser("emulate", help="run an emulated device as its own stage, reached like hardware")
+    esub = e.add_subparsers(dest="emulate_device", metavar="DEVICE", required=True)
+    r = esub.add_parser("radar", parents=[common],
+                        help="the TI board on radar.cli_port / data_port (+ the DCA1000 at radar.dca_board)")
+    r.set_defaults(func=_emulate, device="radar")
+    c = esub.add_parser("camera", parents=[common], help="an MJPEG camera (mjpg-streamer protocol) at camera.url")
+    c.set_defaults(func=_emulate, device="camera")
+
     p = sub.add_parser("synth", parents=[common],
                        help="write a synthetic dataset in the CRUW ROD2021 layout (scene simulator)")
     p.add_argument("--out", required=True, help="dataset root to create")

@@ -142,6 +142,7 @@ class DCA1000Emulator:
         self._reset_stream()
 
     def _reset_stream(self) -> None:
+        self.stream_frames = 0                   # frames appended since RECORD_START (the host numbers frames so)
         self._seq = 0
         self._byte_count = 0
         self._pending = bytearray()
@@ -209,7 +210,7 @@ class DCA1000Emulator:
                 if was:
                     self._flush_locked()
                     self.recording = False
-        if status:
+        if status and cmd != Cmd.READ_FPGA_VERSION:   # the version reply carries the version in its status
             self.stats.failed_commands += 1
         self._reply(cmd, status, addr)
         if was:
@@ -225,15 +226,19 @@ class DCA1000Emulator:
             self._reset_stream()
             self.recording = True
 
-    def send_frame(self, frame) -> bool:
+    def send_frame(self, frame) -> int | None:
         """Append one frame (bytes, or complex ADC [chirps, virt, samples] packed with `iq_order`) to the
-        stream and send every full packet. Returns False if not recording (the board would drop it)."""
+        stream and send every full packet. Returns the frame's index in this recording (0-based: it starts at
+        byte index x frame size, which is how the host numbers it), or None if not recording (the board
+        drops it)."""
         data = frame if isinstance(frame, (bytes, bytearray, memoryview)) else raw_from_adc(np.asarray(frame), self.iq_order)
         with self._lock:
             if not self.recording:
                 self.stats.frames_not_recording += 1
-                return False
+                return None
             self.stats.frames += 1
+            index = self.stream_frames
+            self.stream_frames += 1
             self._pending += data
             n = self.payload_size
             off = 0
@@ -242,7 +247,7 @@ class DCA1000Emulator:
                 off += n
             del self._pending[:off]
             self._last_data = time.monotonic()
-        return True
+        return index
 
     def flush(self) -> None:
         """Send the short remainder now (the board does this after 2 s without LVDS data)."""

@@ -1,16 +1,16 @@
-"""Emulated RealSense: the scene renderer's frames pushed through pyrealsense2's `software_device`, so the
-real driver (drivers/camera/realsense.py) runs unchanged against it (capture_sync.md §3).
+"""Emulated RealSense: the emulated camera's frames (sim/camera_device.py) pushed through pyrealsense2's
+`software_device`, so the real driver (drivers/camera/realsense.py) runs unchanged against it
+(capture_sync.md §3). A software_device lives inside one process, so this is for tests and benchmarks of the
+RealSense driver; the rig's emulated camera is a stage of its own serving MJPEG (sim/emulate.py).
 
-The emulated camera has its own hardware clock, like a real one: microseconds since it "booted" (a few
-seconds to minutes before it was opened), running `drift_ppm` fast. Frame k is exposed around
-t_k = t_0 + k / fps on the host monotonic clock; the scene is rendered at that instant (the emulated radar
-renders the same Scene at its own frame times, so both see the same objects). Each frame carries:
+Each frame carries, on the emulated camera's own drifting clock:
   get_timestamp()       FRAME_TIMESTAMP / 1000 in the hardware_clock domain (what UVC metadata gives)
   SENSOR_TIMESTAMP      device µs at mid-exposure
   FRAME_TIMESTAMP       device µs at readout (mid-exposure + exposure / 2)
   TIME_OF_ARRIVAL       host system clock ms when the frame reaches the host (after `latency_ms`)
   FRAME_COUNTER, ACTUAL_EXPOSURE
-Faults: `unplug()` stops frames and hides the device from `find()` until `replug()`.
+The scene's ground truth of frame k is `truth(k)` (the driver never sees it). Faults: `unplug()` stops
+frames and hides the device from `find()` until `replug()`.
 """
 from __future__ import annotations
 
@@ -19,11 +19,9 @@ import logging
 import threading
 import time
 
-import numpy as np
-
 from drivers.camera.base import CameraError
 from drivers.camera.realsense import _rs
-from sim import render_camera
+from sim.camera_device import EmulatedCamera
 from sim.scene import Scene
 
 log = logging.getLogger("radvis.camera.emulated")
@@ -34,11 +32,11 @@ class EmulatedRealSense:
                  noise: float = 1.0, hfov_deg: float = 80.0, exposure_us: int = 8000, latency_ms: float = 4.0,
                  drift_ppm: float = 30.0, boot_s: float | None = None):
         rs = self.rs = _rs()
-        self.scene, self.fps, self.serial, self.noise = scene, fps, serial, noise
-        self.cam = render_camera.PinholeCamera(width, height, hfov_deg)
-        self.exposure_us, self.latency_s, self.drift = exposure_us, latency_ms / 1000, drift_ppm * 1e-6
-        rng = np.random.default_rng([scene.seed & 0xFFFFFFFF, 0xB007])
-        self.boot = time.monotonic() - (boot_s if boot_s is not None else float(rng.uniform(5, 120)))
+        self.serial = serial
+        self.camera = EmulatedCamera(scene, width=width, height=height, fps=fps, hfov_deg=hfov_deg, noise=noise,
+                                     exposure_us=exposure_us, latency_ms=latency_ms, drift_ppm=drift_ppm,
+                                     boot_s=boot_s)
+        self.cam, self.exposure_us = self.camera.cam, exposure_us
         sd = self.device = rs.software_device()
         sd.register_info(rs.camera_info.name, "radvis emulated RealSense (software_device)")
         sd.register_info(rs.camera_info.serial_number, serial)
@@ -58,7 +56,7 @@ class EmulatedRealSense:
         self.plugged.set()
         self.truths: collections.OrderedDict[int, dict] = collections.OrderedDict()
         self._keep = collections.deque(maxlen=16)   # pixel buffers stay alive while librealsense holds frames
-        self.stats = {"pushed": 0, "skipped": 0, "unplugged_frames": 0}
+        self.stats = {"pushed": 0, "unplugged_frames": 0}   # frames skipped on a slow host: camera.stats
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"emulated-realsense-{serial}", daemon=True)
@@ -77,7 +75,7 @@ class EmulatedRealSense:
 
     def device_us(self, t_mono_s: float) -> int:
         """The emulated hardware clock (µs since boot, drifting) at host monotonic time t_mono_s."""
-        return int((t_mono_s - self.boot) * 1e6 * (1 + self.drift))
+        return self.camera.clock.us(t_mono_s)
 
     # ---- faults ----------------------------------------------------------------------------
     def unplug(self) -> None:
@@ -93,60 +91,39 @@ class EmulatedRealSense:
 
     # ---- the sensor ------------------------------------------------------------------------
     def _run(self) -> None:
-        rs = self.rs
-        period = 1.0 / self.fps
-        t0 = time.monotonic() + period
-        k = 0
-        while not self._stop.is_set():
-            t_cap = t0 + k * period                                  # mid-exposure
-            t_ready = t_cap + self.exposure_us * 0.5e-6 + self.latency_s
-            delay = t_ready - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):
-                return
-            if time.monotonic() - t_ready > period:                  # fell behind (slow host): drop frames
-                missed = int((time.monotonic() - t_ready) / period)
-                self.stats["skipped"] += missed
-                k += missed
-                continue
+        for shot in self.camera.frames(self._stop):
             if not self.plugged.is_set():
                 self.stats["unplugged_frames"] += 1
-                k += 1
                 continue
             try:
-                self._push(rs, k, t_cap)
+                self._push(shot)
             except Exception as e:   # never let the emulated sensor thread die silently
-                log.error("emulated RealSense frame %d failed: %r", k, e)
-            k += 1
+                log.error("emulated RealSense frame %d failed: %r", shot.k, e)
 
-    def _push(self, rs, k: int, t_cap: float) -> None:
-        state = self.scene.state(t_cap)
-        img = np.ascontiguousarray(render_camera.render(state, self.cam, rng=render_camera.frame_rng(self.scene.seed, k),
-                                                        noise=self.noise))
+    def _push(self, shot) -> None:
+        rs, img = self.rs, shot.image
         self._keep.append(img)
-        sensor_us = self.device_us(t_cap)
-        frame_us = self.device_us(t_cap + self.exposure_us * 0.5e-6)
-        truth = state.truth(self.scene.seed)
-        truth["t_s"] = t_cap
+        truth = dict(shot.truth, t_s=shot.t_cap)
         with self._lock:
-            self.truths[k] = truth
+            self.truths[shot.k] = truth
             while len(self.truths) > 512:
                 self.truths.popitem(last=False)
         s = self.sensor
-        s.set_metadata(rs.frame_metadata_value.sensor_timestamp, sensor_us)
-        s.set_metadata(rs.frame_metadata_value.frame_timestamp, frame_us)
-        s.set_metadata(rs.frame_metadata_value.frame_counter, k)
+        s.set_metadata(rs.frame_metadata_value.sensor_timestamp, shot.sensor_us)
+        s.set_metadata(rs.frame_metadata_value.frame_timestamp, shot.frame_us)
+        s.set_metadata(rs.frame_metadata_value.frame_counter, shot.k)
         s.set_metadata(rs.frame_metadata_value.actual_exposure, self.exposure_us)
         s.set_metadata(rs.frame_metadata_value.time_of_arrival, time.time_ns() // 1_000_000)
         f = rs.software_video_frame()
         f.pixels, f.stride, f.bpp = img, img.shape[1] * 3, 3
-        f.timestamp, f.domain = frame_us / 1000.0, rs.timestamp_domain.hardware_clock
-        f.frame_number, f.profile = k, self.profile
+        f.timestamp, f.domain = shot.frame_us / 1000.0, rs.timestamp_domain.hardware_clock
+        f.frame_number, f.profile = shot.k, self.profile
         s.on_video_frame(f)
         self.stats["pushed"] += 1
 
 
-def open_emulated(cfg, **kw):
-    """RealSenseCamera driving an EmulatedRealSense built from cfg.camera / cfg.scene / cfg.capture."""
+def open_emulated(cfg, *, reconnect_backoff_s: float = 0.05, reconnect_max_s: float = 0.2, **kw):
+    """RealSenseCamera driving an EmulatedRealSense built from cfg.camera / cfg.scene (tests, bench)."""
     from drivers.camera.realsense import RealSenseCamera
     c = cfg.camera
     if c.depth:
@@ -155,9 +132,8 @@ def open_emulated(cfg, **kw):
                             serial=c.serial or "EMU-RS-0001", noise=cfg.scene.noise, hfov_deg=c.hfov_deg, **kw)
     try:
         cam = RealSenseCamera(serial=emu.serial, width=c.width, height=c.height, fps=c.fps, finder=emu.find,
-                              timeout_ms=c.timeout_ms, reconnect_backoff_s=cfg.capture.reconnect_backoff_s,
-                              reconnect_max_s=cfg.capture.reconnect_max_s, reconnect_s=c.reconnect_s,
-                              annotate=emu.truth, on_close=emu.close)
+                              timeout_ms=c.timeout_ms, reconnect_backoff_s=reconnect_backoff_s,
+                              reconnect_max_s=reconnect_max_s, reconnect_s=c.reconnect_s, on_close=emu.close)
     except CameraError:
         emu.close()
         raise

@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from radvis.cruw import OBJECT_CLASSES, SCENE_KINDS, frame_label, label_index
 from sim.worlds import World, get_world
 
-CLASSES = ("pedestrian", "cyclist", "car")          # CRUW object classes (ids 0, 1, 2)
-LABELS = ("empty", "pedestrian", "cyclist", "car")   # the paper's 4-class scene label
-SCENE_KINDS = ("empty", "pedestrian", "cyclist", "car", "mixed")
 MOUNT_HEIGHT_M = 1.0                                 # the default world's; a World can mount the sensors elsewhere
 # Objects are kept inside this box so that both sensors see them (camera HFOV is 80 deg by default).
 MIN_RANGE_M, MAX_RANGE_M, MAX_AZIMUTH_RAD = 2.5, 23.0, math.radians(32.0)
@@ -110,7 +108,7 @@ class SceneState:
     t_s: float
     episode: int
     kind: str                   # what the episode was drawn as (empty/pedestrian/cyclist/car/mixed)
-    label: str                  # 4-class label of the frame, or "mixed"
+    label: str                  # 4-class label of the frame (radvis.cruw.frame_label), or "mixed"
     objects: list
     clutter: Clutter
     light: float                # global illumination (camera)
@@ -120,8 +118,8 @@ class SceneState:
 
     @property
     def label_index(self) -> int:
-        """Index into LABELS, -1 for mixed frames (which the 4-class task drops)."""
-        return LABELS.index(self.label) if self.label in LABELS else -1
+        """Class id (index into radvis.cruw.LABELS), -1 for mixed frames (which the 4-class task drops)."""
+        return label_index(self.label)
 
     def scatterers(self) -> Scatterers:
         return Scatterers.concat([o.scatterers for o in self.objects] + [self.clutter.scatterers])
@@ -132,14 +130,6 @@ class SceneState:
                 "objects": [{"cls": o.cls, "id": o.obj_id, "range_m": round(o.range_m, 4),
                              "azimuth_rad": round(o.azimuth_rad, 4), "speed_mps": round(o.speed, 3),
                              "radial_velocity_mps": round(o.radial_velocity, 3)} for o in self.objects]}
-
-
-def frame_label(classes: list[str]) -> str:
-    """The 4-class rule (cruw.md §3.2): no object -> empty, all one class -> it, otherwise mixed."""
-    kinds = set(classes)
-    if not kinds:
-        return "empty"
-    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,8 +419,8 @@ class Scene:
         if kind == "empty":
             kinds = []
         elif kind == "mixed":
-            two = list(rng.choice(CLASSES, 2, replace=False))
-            kinds = two + ([str(rng.choice(CLASSES))] if rng.random() < 0.4 else [])
+            two = list(rng.choice(OBJECT_CLASSES, 2, replace=False))
+            kinds = two + ([str(rng.choice(OBJECT_CLASSES))] if rng.random() < 0.4 else [])
         else:
             lo, hi = CLASS_PARAMS[kind]["count"]
             kinds = [kind] * int(rng.integers(lo, hi + 1))

@@ -2,7 +2,8 @@
 
 The emulated device (`sim/ti_device.py`) asks its source for each frame's content and turns it into
 exactly what the demo firmware would send (UART TLVs) or stream (raw ADC to the DCA1000). The scene
-simulator (`sim/scene_source.py: SceneRadarSource`) implements the same protocol.
+simulator (`sim/scene_source.py: SceneRadarSource`) implements the same protocol. Both render the ADC cube
+with the one FMCW synthesiser, `sim/render_radar.py`.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
-C = 299_792_458.0
+from radvis.cruw import OBJECT_CLASSES, frame_label
+from sim.render_radar import synth_adc
 
 
 @dataclass
@@ -26,48 +28,6 @@ class RadarFrameContent:
 
 class FrameSource(Protocol):
     def frame(self, frame_number: int, t_s: float, profile) -> RadarFrameContent: ...
-
-
-def azimuth_positions(profile) -> np.ndarray:
-    """Horizontal position of each virtual antenna in half-wavelengths, in [TX chirp order][RX] order.
-    RX are λ/2 apart; TDM TXs are 2λ apart (xWR16xx TX0/TX1, xWR18xx TX0/TX2); xWR18xx TX1 sits half-way
-    (and raised) when 3 TX are used."""
-    num_tx, num_rx = profile.num_tx, profile.num_rx
-    order = [t for t in (profile.tx_order or list(range(num_tx))) if t >= 0][:num_tx] or list(range(num_tx))
-    if num_tx == 3:
-        off = {0: 0, 1: 2, 2: 4}
-    else:
-        off = {t: 4 * k for k, t in enumerate(sorted(set(order)))}
-    return np.array([off.get(t, 0) + r for t in order for r in range(num_rx)], np.float64)
-
-
-def synth_adc(targets: list[dict], profile, rng: np.random.Generator, noise_counts: float = 8.0) -> np.ndarray:
-    """FMCW beat signal of point targets (range_m, azimuth_rad, velocity_mps, amplitude counts) as the
-    ADC sees it: [Doppler loops, virtual antennas, samples] complex64, TDM-MIMO chirp timing included."""
-    L, N = profile.num_doppler_chirps, profile.num_adc_samples
-    num_tx, num_rx = profile.num_tx, profile.num_rx
-    V = num_tx * num_rx
-    fs = profile.sample_rate_ksps * 1e3
-    slope = profile.slope_mhz_us * 1e12
-    lam = profile.wavelength_m
-    tc = profile.chirp_interval_us * 1e-6
-    n = np.arange(N)
-    pos = azimuth_positions(profile)
-    tx_of_v = np.repeat(np.arange(num_tx), num_rx)
-    t_chirp = (np.arange(L)[:, None] * num_tx + tx_of_v[None, :]) * tc          # [L, V]
-    adc = np.zeros((L, V, N), np.complex128)
-    for tg in targets:
-        r, az, v = tg["range_m"], tg["azimuth_rad"], tg.get("velocity_mps", 0.0)
-        amp = tg.get("amplitude", 2000.0 / max(r, 0.5))
-        fb = 2 * slope * r / C
-        ph_fast = 2 * np.pi * fb * n / fs                                        # [N]
-        ph_slow = 4 * np.pi * (r + v * t_chirp) / lam + np.pi * pos[None, :] * math.sin(az)   # [L, V]
-        adc += amp * np.exp(1j * (ph_slow[:, :, None] + ph_fast[None, None, :] + tg.get("phase", 0.0)))
-    if noise_counts:
-        adc += rng.normal(0, noise_counts, adc.shape) + 1j * rng.normal(0, noise_counts, adc.shape)
-    # the ADC is 16-bit
-    adc = np.clip(np.round(adc.real), -32768, 32767) + 1j * np.clip(np.round(adc.imag), -32768, 32767)
-    return adc.astype(np.complex64)
 
 
 def targets_to_points(targets: list[dict]) -> np.ndarray:
@@ -102,9 +62,10 @@ class PointTargetSource:
         adc = None
         if self.with_adc:
             rng = np.random.default_rng([self.seed, frame_number & 0xFFFFFFFF])
-            adc = synth_adc(tg, profile, rng, noise_counts=8.0 * self.noise)
+            tg_amp = [{**t, "amplitude": t.get("amplitude", 2000.0 / max(t["range_m"], 0.5))} for t in tg]
+            adc = synth_adc(profile, tg_amp, rng=rng, noise_counts=8.0 * self.noise, quantise=True)
         objs = [{"cls": t["cls"], "range_m": round(t["range_m"], 4), "azimuth_rad": round(t["azimuth_rad"], 4)}
-                for t in tg if t.get("cls") in ("pedestrian", "cyclist", "car")]
-        label = objs[0]["cls"] if objs and len({o["cls"] for o in objs}) == 1 else ("empty" if not objs else "mixed")
+                for t in tg if t.get("cls") in OBJECT_CLASSES]  # a "reflector" is scenery, not an object
+        label = frame_label(o["cls"] for o in objs)
         return RadarFrameContent(adc=adc, points=targets_to_points(tg),
                                  truth={"label": label, "scene_id": 0, "objects": objs})

@@ -24,21 +24,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
+from radvis.log import progress as tqdm  # a bar on a terminal, plain lines in logs
 
 from sim import render_camera, render_radar
-from sim.scene import CLASSES, Scene
+from sim.scene import Scene
 from sim.worlds import get_world
 from drivers.ti import dsp
 from drivers.ti.cfg import parse_cfg
+from radvis import cruw
+from radvis.cruw import CHIRP_IDS, LABELS, OBJECT_CLASSES
 
-CHIRP_IDS = (0, 64, 128, 192)
 N_CHIRPS = 255
 FPS = 30
 DATE = "2026_01_01"
 CODES = {"pedestrian": "PMS", "cyclist": "BMS", "car": "CMS", "mixed": "MLMS", "empty": "EMS"}
 # sequence kinds cycle in this order: the four classes of the paper's task, then a mixed one
-SCHEDULE = ("pedestrian", "cyclist", "car", "empty", "mixed")
+SCHEDULE = OBJECT_CLASSES + ("empty", cruw.MIXED)
 DEFAULT_CFG = Path(__file__).resolve().parents[1] / "drivers" / "ti" / "cfgs" / "radvis_iwr1843.cfg"
 
 
@@ -61,7 +62,7 @@ def plan(n_sequences: int, seed: int) -> list[tuple[str, str, int]]:
 
 
 def annotation_lines(frame_id: int, state) -> list[str]:
-    return [f"{frame_id} {o.range_m:.4f} {o.azimuth_rad:.4f} {o.cls}" for o in state.objects]
+    return [cruw.format_line(frame_id, (o.range_m, o.azimuth_rad, o.cls)) for o in state.objects]
 
 
 def write_sequence(root: Path, name: str, kind: str, scene_seed: int, frames: int, image_size: tuple[int, int],
@@ -71,17 +72,18 @@ def write_sequence(root: Path, name: str, kind: str, scene_seed: int, frames: in
     profile = cruw_profile(cfg_path)
     cam = render_camera.PinholeCamera(*image_size)
     scene = Scene(scene_seed, scene_s=frames / FPS + 1.0, classes=(kind,), noise=noise, world=world)
-    seq = root / "sequences" / "train" / name
-    (seq / "IMAGES_0").mkdir(parents=True, exist_ok=True)
-    (seq / "RADAR_RA_H").mkdir(parents=True, exist_ok=True)
-    (root / "annotations" / "train").mkdir(parents=True, exist_ok=True)
+    seq = cruw.sequence_dir(root, "train", name)
+    (seq / cruw.IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+    (seq / cruw.RADAR_DIR).mkdir(parents=True, exist_ok=True)
+    anno = cruw.annotation_path(root, "train", name)
+    anno.parent.mkdir(parents=True, exist_ok=True)
     lines, labels = [], {}
     with threadpool_limits(1):   # small matmuls: a BLAS thread pool only spins against other processes
         for f in range(frames):
             _write_frame(seq, scene, kind, scene_seed, f, profile, cam, noise, jpeg_quality, lines, labels)
             if progress is not None:
                 progress.update(1)
-    (root / "annotations" / "train" / f"{name}.txt").write_text("".join(ln + "\n" for ln in lines))
+    anno.write_text("".join(ln + "\n" for ln in lines))
     return {"name": name, "kind": kind, "seed": scene_seed, "frames": frames, "objects": len(lines),
             "frame_labels": labels}
 
@@ -93,12 +95,12 @@ def _write_frame(seq: Path, scene: Scene, kind: str, scene_seed: int, f: int, pr
                                   loops=CHIRP_IDS)
     for i, c in enumerate(CHIRP_IDS):
         ra = dsp.ra_map(adc, profile, chirp=i)
-        np.save(seq / "RADAR_RA_H" / f"{f:06d}_{c:04d}.npy", ra.astype("<f4"))
+        np.save(cruw.radar_path(seq, f, c), ra.astype("<f4"))
     img = render_camera.render(state, cam, rng=render_camera.frame_rng(scene_seed, f), noise=noise)
-    ok = cv2.imwrite(str(seq / "IMAGES_0" / f"{f:010d}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+    ok = cv2.imwrite(str(cruw.image_path(seq, f)), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                      [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     if not ok:
-        raise OSError(f"could not write {seq / 'IMAGES_0' / f'{f:010d}.jpg'}")
+        raise OSError(f"could not write {cruw.image_path(seq, f)}")
     lines += annotation_lines(f, state)
     labels[state.label] = labels.get(state.label, 0) + 1
 
@@ -168,7 +170,8 @@ def synth(out: str | Path, *, sequences: int = 10, frames: int = 300, seed: int 
     (root / "sensor_config_rod2021.json").write_text(json.dumps(sensor_config(tuple(image_size), profile,
                                                                               [r["name"] for r in results]), indent=2))
     (root / "object_config.json").write_text(json.dumps(
-        {"n_classes": 3, "classes": list(CLASSES), "sizes": {"pedestrian": 0.5, "cyclist": 1.0, "car": 3.0}}, indent=2))
+        {"n_classes": 3, "classes": list(OBJECT_CLASSES), "sizes": {"pedestrian": 0.5, "cyclist": 1.0, "car": 3.0}},
+        indent=2))
     calib = root / "calib" / DATE
     calib.mkdir(parents=True, exist_ok=True)
     (calib / "cam_0.yaml").write_text(cam_yaml(cam))
@@ -227,24 +230,19 @@ def probe(root: str | Path, *, every: int = 1) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from sim.scene import LABELS, frame_label
     root = Path(root)
     X, y, groups = [], [], []
-    for ann in sorted((root / "annotations" / "train").glob("*.txt")):
-        seq = root / "sequences" / "train" / ann.stem
-        per_frame: dict[int, list[str]] = {}
-        for line in ann.read_text().splitlines():
-            fid, _, _, cls = line.split()
-            per_frame.setdefault(int(fid), []).append(cls)
-        n = len(list((seq / "IMAGES_0").glob("*.jpg")))
-        for f in range(0, n, every):
-            label = frame_label(per_frame.get(f, []))
-            if label not in LABELS:
+    for path in sorted((root / "annotations" / "train").glob("*.txt")):
+        ann = cruw.read_annotations(path)
+        seq = cruw.sequence_dir(root, "train", path.stem)
+        for f in cruw.frame_ids(seq)[::every]:
+            c = cruw.label_index(ann.label(f))
+            if c == cruw.NO_LABEL:
                 continue
-            ras = [np.load(seq / "RADAR_RA_H" / f"{f:06d}_{c:04d}.npy").astype(np.float32) for c in CHIRP_IDS]
+            ras = [np.load(cruw.radar_path(seq, f, ch)).astype(np.float32) for ch in CHIRP_IDS]
             X.append(radar_features(ras))
-            y.append(LABELS.index(label))
-            groups.append(ann.stem)
+            y.append(c)
+            groups.append(path.stem)
     X, y, groups = np.array(X), np.array(y), np.array(groups)
     names = sorted(set(groups))
     # two folds, stratified: each class's sequences alternate between the folds
@@ -287,14 +285,13 @@ def preview(root: str | Path, out: str | Path | None = None, frame: int = 0) -> 
     rg, ag = dsp.range_grid(), dsp.azimuth_grid()
     fig, axes = plt.subplots(len(seqs), 2, figsize=(8, 2.6 * len(seqs)), squeeze=False)
     for (ax_img, ax_ra), seq in zip(axes, seqs):
-        img = cv2.imread(str(seq / "IMAGES_0" / f"{frame:010d}.jpg"))[..., ::-1]
-        ra = np.load(seq / "RADAR_RA_H" / f"{frame:06d}_0000.npy")
-        objs = [ln.split() for ln in (root / "annotations" / "train" / f"{seq.name}.txt").read_text().splitlines()
-                if int(ln.split()[0]) == frame]
+        img = cv2.imread(str(cruw.image_path(seq, frame)))[..., ::-1]
+        ra = np.load(cruw.radar_path(seq, frame))
+        objs = cruw.read_annotations(cruw.annotation_path(root, "train", seq.name)).frame(frame)
         ax_img.imshow(img)
         ax_ra.imshow(20 * np.log10(dsp.ra_magnitude(ra) + 1e-3), origin="lower", aspect="auto", cmap="viridis",
                      extent=(-1, 1, rg[0], rg[-1]))
-        for _, r, a, cls in objs:
+        for r, a, cls in objs:
             ax_img.axvline(cam.column(float(a)), color="r", lw=0.8)
             ax_ra.plot(np.sin(float(a)), float(r), "r+", ms=10)
             ax_ra.annotate(cls, (np.sin(float(a)), float(r)), color="w", fontsize=7)

@@ -1,4 +1,5 @@
-"""A byte-exact emulated TI mmWave board running the SDK 3.5 out-of-box demo (xWR18xx), on two ptys.
+"""A byte-exact emulated TI mmWave board running the SDK 3.5 out-of-box demo (xWR18xx), on two UARTs that the
+host reaches like hardware: ptys or TCP ports (sim/serial_port.py).
 
 CLI port (reference §2.1): every received byte is echoed at once (`\\r` is echoed and turned into `\\n`),
 output lines end in `\\n\\r`, the prompt `mmwDemo:/>` has no newline, the boot banner is printed once,
@@ -24,19 +25,19 @@ Fault injection (`faults` dict, per frame, at most one fault per frame):
 """
 from __future__ import annotations
 
-import errno
 import math
-import os
 import select
 import struct
 import threading
 import time
-import tty
-from collections import Counter, OrderedDict
+from collections import Counter
 
 import numpy as np
 
 from drivers.ti.cfg import ARGC_SDK3, REQUIRED_FRAME, REQUIRED_SDK35, CfgError, parse_cfg
+from drivers.ti.dsp import azimuth_antennas
+from sim.render_radar import synth_adc
+from sim.serial_port import serve_port
 
 PROMPT = b"mmwDemo:/>"
 MAGIC = b"\x02\x01\x04\x03\x06\x05\x08\x07"
@@ -194,15 +195,6 @@ def detection_matrix(adc: np.ndarray, profile) -> tuple[np.ndarray, np.ndarray]:
     return det, static
 
 
-def azimuth_virtual_indices(profile) -> list[int]:
-    """Virtual antennas (in [TX chirp order][RX] order) of the azimuth array, as the demo puts them in the
-    azimuth heatmap: all of them with 1-2 TX; with 3 TX (xWR18xx/68xx) TX1 is raised and left out."""
-    order = profile.tx_order or list(range(profile.num_tx))
-    skip = 1 if profile.num_tx == 3 else None
-    return [k * profile.num_rx + r for k, t in enumerate(order[:profile.num_tx]) if t != skip
-            for r in range(profile.num_rx)]
-
-
 def pick_points(det: np.ndarray, profile, static: np.ndarray, max_points: int = 32) -> np.ndarray:
     """A simple CFAR-like peak pick on the detection matrix (when the source gives no points)."""
     R, D = det.shape
@@ -230,7 +222,7 @@ def demo_tlvs(content, profile, gui: dict, rng: np.random.Generator, frame_numbe
     """The TLVs the SDK 3.5 demo sends for this frame, in its order; returns (tlvs, numDetectedObj)."""
     adc = content.adc if content.adc is not None else demo_adc_from_points(content, profile, rng)
     det, static = detection_matrix(adc, profile)
-    static = static[:, azimuth_virtual_indices(profile)]
+    static = static[:, azimuth_antennas(profile)]
     points = content.points if content.points is not None else pick_points(det, profile, static)
     points = np.ascontiguousarray(points, "<f4").reshape(-1, 4)
     n = len(points)
@@ -284,24 +276,21 @@ def build_packet(frame_number: int, time_cpu_cycles: int, tlvs: list[tuple[int, 
 
 
 # --------------------------------------------------------------------------------------------------
-# The device: ptys, a thread, faults
+# The device: two UARTs, a thread, faults
 # --------------------------------------------------------------------------------------------------
-def _open_pty() -> tuple[int, int, str]:
-    master, slave = os.openpty()
-    tty.setraw(slave)                 # a UART: no line discipline translation
-    os.set_blocking(master, False)
-    return master, slave, os.ttyname(slave)
-
-
 class EmulatedTI:
-    """`EmulatedTI(profile_cfg_text, source, faults={...}, mode="uart")`; `.start()`, `.stop()`;
-    connect to `.cli_port_url` and `.data_port_url` (pty paths, usable with pyserial).
+    """`EmulatedTI(profile_cfg_text, source, faults={...}, mode="uart", cli_port="pty", data_port="pty")`;
+    `.start()`, `.stop()`; the host connects to `.cli_port_url` and `.data_port_url` with pyserial.
+    Ports (sim/serial_port.py): `pty`, a path (a pty linked there) or `socket://HOST:PORT` (a TCP server, as
+    ser2net); `data_port=None` serves no data port (its bytes are lost, as on an unplugged UART).
     `profile_cfg_text` is informational (the device is configured over its CLI port like the real one).
-    In mode "dca1000", `raw_sink(frame_number, adc, t_s)` receives each frame's ADC cube (for a DCA1000
-    emulator) in addition to the UART TLVs, as the real demo does with LVDS streaming enabled."""
+    `on_frame(frame_number, t_s, content)` is called for every frame the sensor captures (before faults act on
+    the UART bytes); in mode "dca1000" `content.adc` is always filled, for the DCA1000 the board streams to
+    over LVDS while the demo still sends its UART TLVs."""
 
     def __init__(self, profile_cfg_text: str | None = None, source=None, faults: dict | None = None,
-                 mode: str = "uart", raw_sink=None, time_fn=time.monotonic):
+                 mode: str = "uart", on_frame=None, time_fn=time.monotonic, cli_port: str = "pty",
+                 data_port: str | None = "pty", data_baud: int | None = None):
         from sim.source import PointTargetSource
         self.cfg_text = profile_cfg_text
         self.source = source if source is not None else PointTargetSource()
@@ -314,31 +303,44 @@ class EmulatedTI:
                              f"got {self.faults['corrupt_region']!r}")
         if mode not in ("uart", "dca1000"):
             raise ValueError(f"mode: expected uart or dca1000, got {mode!r}")
-        self.mode, self.raw_sink, self.time_fn = mode, raw_sink, time_fn
+        self.mode, self.on_frame, self.time_fn = mode, on_frame, time_fn
+        self.port_specs = (cli_port, data_port)
         self.rng = np.random.default_rng(int(self.faults.get("seed", 0)))
         self.counts = Counter()
         self.fault_frames: dict[str, list[int]] = {k: [] for k in ("dropped", "duplicated", "reordered",
                                                                    "corrupted", "stalled")}
-        self.truth: OrderedDict[int, dict] = OrderedDict()
         self.cli = DemoCli(on_start=self._on_start, on_stop=self._on_stop, on_data_port=self._on_data_port)
         self._lock = threading.Lock()
         self._thread = None
         self._stop = threading.Event()
-        self._fds = []
+        self.cli_port = self.data_port = None
+        self.cli_port_url = self.data_port_url = None
         self.frame_number = 0           # frameStartIntCounter: counts since boot, not reset by sensorStop
         self._next_t = None
         self._held = None               # packet held back by a reorder fault
         self._stall_until = 0.0
         self._tx = bytearray()          # pending data-port bytes
+        # a UART sends 10 bits per byte (8N1) at data_baud: the host sees a frame's last byte its wire time
+        # after the first, as sync's uart_time_s correction expects (None: as fast as the port takes them)
+        self.data_baud = data_baud
+        self._tx_credit, self._tx_t = 0.0, None
         self._t_boot = None
         self.profile = None
         self.gui = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> "EmulatedTI":
-        self._cli_m, self._cli_s, self.cli_port_url = _open_pty()
-        self._dat_m, self._dat_s, self.data_port_url = _open_pty()
-        self._fds = [self._cli_m, self._cli_s, self._dat_m, self._dat_s]
+        if self._thread is not None:
+            return self                 # already running (`with EmulatedTI(...).start()`)
+        cli_spec, data_spec = self.port_specs
+        self.cli_port = serve_port(cli_spec)
+        try:
+            self.data_port = serve_port(data_spec) if data_spec is not None else None
+        except Exception:
+            self.cli_port.close()
+            raise
+        self.cli_port_url = self.cli_port.url
+        self.data_port_url = self.data_port.url if self.data_port is not None else None
         self._t_boot = self.time_fn()
         self._write_cli(self.cli.boot())
         self._thread = threading.Thread(target=self._run, name="emulated-ti", daemon=True)
@@ -349,12 +351,9 @@ class EmulatedTI:
         self._stop.set()
         if self._thread:
             self._thread.join(5)
-        for fd in self._fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._fds = []
+        for port in (self.cli_port, self.data_port):
+            if port is not None:
+                port.close()
 
     def __enter__(self):
         return self.start()
@@ -385,26 +384,44 @@ class EmulatedTI:
     # -- I/O ---------------------------------------------------------------------------------------
     def _write_cli(self, data: bytes) -> None:
         view = memoryview(data)
+        deadline = time.monotonic() + 1.0
         while view:
-            try:
-                k = os.write(self._cli_m, view)
-                view = view[k:]
-            except BlockingIOError:
+            k = self.cli_port.send(view)
+            view = view[k:]
+            if view and not k:
+                if time.monotonic() > deadline:     # the host stopped reading its CLI port
+                    return
                 time.sleep(0.001)
-            except OSError:
-                return
+
+    @property
+    def pending_bytes(self) -> int:
+        """Data-port bytes generated but not yet written (the host has not read them yet)."""
+        return len(self._tx)
 
     def _flush_data(self) -> None:
-        while self._tx:
-            try:
-                k = os.write(self._dat_m, self._tx)
-            except BlockingIOError:
+        if self.data_port is None:
+            self._tx.clear()
+            return
+        if not self._tx:                # an idle line saves no credit: the next frame starts at the baud rate
+            self._tx_credit, self._tx_t = 0.0, None
+            return
+        limit = len(self._tx)
+        if self.data_baud:
+            now = time.monotonic()
+            rate = self.data_baud / 10.0
+            self._tx_credit = min(self._tx_credit + (now - (self._tx_t or now)) * rate, 0.05 * rate)
+            self._tx_t = now
+            limit = min(limit, int(self._tx_credit))
+        while self._tx and limit > 0:
+            k = self.data_port.send(self._tx[:limit])
+            if self.data_baud:
+                self._tx_credit -= k
+            limit -= k
+            if not k:
                 # nobody reads the data port: a UART just keeps sending, the host loses the bytes
                 if len(self._tx) > 1 << 20:
                     self.counts["overflow_bytes"] += len(self._tx)
                     self._tx.clear()
-                return
-            except OSError:
                 return
             self.counts["bytes_sent"] += k
             del self._tx[:k]
@@ -417,21 +434,14 @@ class EmulatedTI:
                 timeout = max(0.0, min(timeout, self._next_t - now))
             if self._tx:
                 timeout = min(timeout, 0.005)
+            owner = {fd: port for port in (self.cli_port, self.data_port) if port is not None for fd in port.fds()}
             try:
-                r, _, _ = select.select([self._cli_m], [], [], timeout)
+                r, _, _ = select.select(list(owner), [], [], timeout)
             except (OSError, ValueError):
                 return
-            if r:
-                try:
-                    data = os.read(self._cli_m, 4096)
-                except BlockingIOError:
-                    data = b""
-                except OSError as e:
-                    if e.errno == errno.EIO:
-                        data = b""
-                    else:
-                        return
-                if data:
+            for fd in r:
+                data = owner[fd].receive(fd)
+                if data and owner[fd] is self.cli_port:   # what the host sends to the data port is ignored
                     with self._lock:
                         self._write_cli(self.cli.feed(data))
             with self._lock:
@@ -460,15 +470,12 @@ class EmulatedTI:
             self.fault_frames["stalled"].append(fn)
             return
         content = self.source.frame(fn, t_s, self.profile)
-        if content.truth is not None:
-            self.truth[fn] = content.truth
-            while len(self.truth) > 512:
-                self.truth.popitem(last=False)
-        if self.mode == "dca1000" and self.raw_sink is not None:
-            adc = content.adc
-            if adc is None:
-                adc = demo_adc_from_points(content, self.profile, self.rng)
-            self.raw_sink(fn, adc, t_s)
+        if self.mode == "dca1000" and content.adc is None:
+            content.adc = demo_adc_from_points(content, self.profile, self.rng)
+        if self.on_frame is not None:
+            self.on_frame(fn, t_s, content)
+        if self.data_port is None or not self.data_port.connected:
+            return                      # nobody can see the UART bytes: do not spend the CPU on them
         frng = np.random.default_rng([int(self.faults.get("seed", 0)), fn])
         tlvs, n = demo_tlvs(content, self.profile, self.gui, frng, fn, t_s - self._t_boot)
         cycles = int(round((t_s - self._t_boot) * CPU_HZ))
@@ -519,8 +526,8 @@ class EmulatedTI:
 
 
 def demo_adc_from_points(content, profile, rng) -> np.ndarray:
-    from sim.source import synth_adc
+    """The ADC cube of a source that gives only detected points (each a point target, amplitude ~ 1 / range)."""
     pts = content.points if content.points is not None else np.zeros((0, 4), np.float32)
     tg = [{"range_m": float(math.hypot(p[0], p[1])), "azimuth_rad": float(math.atan2(p[0], p[1])),
-           "velocity_mps": float(p[3])} for p in pts]
-    return synth_adc(tg, profile, rng)
+           "velocity_mps": float(p[3]), "amplitude": 2000.0 / max(float(math.hypot(p[0], p[1])), 0.5)} for p in pts]
+    return synth_adc(profile, tg, rng=rng, noise_counts=8.0, quantise=True)

@@ -17,9 +17,12 @@ Radar frame r with nearest camera c at distance d is final once W_camera >= t_r 
 can come) and W_radar >= t_c + d (no radar closer to c can come). With the camera period as its lower
 bound this usually holds when c itself arrives: no extra frame period of waiting (fkie/message_filters#2).
 
-Frames that arrive below their stream's arrival-bound watermark, or older than its newest frame by more
-than `reorder`, are "late"; a full buffer evicts its oldest frame ("overflow"); frames that never pair
-are "no_partner". Each is an explicit `Drop` event. `FixedWaitMatcher` is the baseline for bench/sync.py.
+Frames that arrive below what their own stream promised (newest + min_period in order, newest - reorder
+otherwise) or below an arrival-bound / stall watermark are "late"; a full buffer evicts its oldest frame
+("overflow"); frames that never pair are "no_partner". Each is an explicit `Drop` event. Without the
+arrival bound (`now` never given: the sync daemon's mode, which forces a watermark only for a stream
+that went silent, `stall()`), every decision is a function of the two streams' own sequences, not of
+how they were interleaved on arrival: a replay reproduces the live pairs. `FixedWaitMatcher` is the baseline for bench/sync.py.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from typing import Any
 
 INF = float("inf")
 RADAR, CAMERA = "radar", "camera"
-REASONS = ("no_partner", "late", "overflow", "reset")
+REASONS = ("no_partner", "late", "overflow", "reset", "warmup")
 
 
 def _int(t: float) -> int:
@@ -72,6 +75,15 @@ class _Stream:
     newest: float = -INF
     wm: float = -INF  # watermark (monotone)
     hard: float = -INF  # below this a new frame is late (arrival bound / reorder allowance)
+    steady: bool = True  # its corrected times step by whole periods (a young clock model's do not)
+
+    def floor(self) -> float:
+        """No frame of this stream still to come lies below this (what its frames so far promise): the
+        newest + the inter-message lower bound (in order; only while the stream's times are `steady`), or
+        the newest - the reorder allowance."""
+        if self.reorder:
+            return self.newest - self.reorder
+        return self.newest + (self.min_period if self.steady else 0.0)
 
     def insert(self, f: Frame) -> None:
         if not self.times or f.t >= self.times[-1]:
@@ -115,6 +127,13 @@ class Matcher:
     def set_min_period(self, stream: str, ns: float) -> None:
         self.s[stream].min_period = float(ns)
 
+    def set_steady(self, stream: str, steady: bool) -> None:
+        """Whether `stream`'s next frames keep the inter-message lower bound. A clock model that has not
+        fitted its drift yet may map a frame a few ms earlier than its predecessor's period implies (its
+        first samples pin the offset poorly): without the bound such a frame is used, not `late`, and the
+        pairs around it wait for one more frame of that stream instead."""
+        self.s[stream].steady = bool(steady)
+
     # -- events ---------------------------------------------------------------------------------------
     def push(self, stream: str, t_ns: int, key: Any = None, data: Any = None, now_ns: float | None = None) -> list:
         now = self.now if now_ns is None else max(self.now, now_ns)
@@ -123,14 +142,16 @@ class Matcher:
         out: list = []
         self._advance(now)
         self._watermarks()
-        if f.t < st.hard or (st.reorder == 0 and f.t < st.newest) or f.t < st.newest - st.reorder:
+        if f.t < st.hard or f.t < st.floor():
+            # below what this stream's own earlier frames promised (its watermark): decisions this frame
+            # could have changed may be out already. Dropping it is a rule of the stream's own frames, so a
+            # replay drops exactly the same frames whatever the interleaving with the other stream.
             self.counts[stream]["late"] += 1
             f.done = True
             out.append(Drop(stream, f, "late"))
             return out + self._decide()
         st.insert(f)
-        if f.t > st.newest:
-            st.newest = f.t
+        st.newest = max(st.newest, f.t)
         if stream == RADAR:
             bisect.insort(self.pending, f, key=lambda x: x.t)
             if len(self.pending) > self.buffer:
@@ -148,6 +169,27 @@ class Matcher:
         out += self._decide()
         return out
 
+    def skip(self, stream: str, t_ns: int, key: Any = None, data: Any = None, reason: str = "warmup") -> list:
+        """A frame of `stream` exists at t_ns but is not to be paired (e.g. stamped while its clock model
+        warmed up): it is dropped with `reason` and moves the stream's watermark as a pushed frame would,
+        so the other stream's frames around it are decided (a frame below the stream's floor moves nothing)."""
+        st = self.s[stream]
+        out: list = []
+        if t_ns >= st.hard and t_ns >= st.floor():
+            st.newest = max(st.newest, float(t_ns))
+        self._drop(out, stream, Frame(int(t_ns), key, data, _int(self.now)), reason)
+        self._watermarks()
+        return out + self._decide()
+
+    def stall(self, stream: str, t_ns: float) -> list:
+        """`stream` has gone silent: declare that none of its frames still to come lies below t_ns (frames
+        that do come below it are late). The live daemon calls this when a socket stayed silent for
+        max_latency, so a stalled sensor cannot hold the other's frames back for ever."""
+        st = self.s[stream]
+        st.hard = max(st.hard, float(t_ns))
+        st.wm = max(st.wm, float(t_ns))
+        return self._decide()
+
     def poll(self, now_ns: float) -> list:
         self._advance(now_ns)
         self._watermarks()
@@ -164,7 +206,7 @@ class Matcher:
                 if not f.done:
                     self._drop(out, stream, f, "no_partner")
             st = self.s[stream]
-            self.s[stream] = _Stream(st.min_period, st.reorder)
+            self.s[stream] = _Stream(st.min_period, st.reorder, steady=st.steady)
         self.pending.clear()
         self.now = -INF
         return out
@@ -177,7 +219,7 @@ class Matcher:
                 if not f.done:
                     self._drop(out, stream, f, "reset")
             st = self.s[stream]
-            self.s[stream] = _Stream(st.min_period, st.reorder)
+            self.s[stream] = _Stream(st.min_period, st.reorder, steady=st.steady)
         self.pending.clear()
         self.now = -INF
         return out
@@ -201,8 +243,7 @@ class Matcher:
     def _watermarks(self) -> None:
         arr = self.now - self.max_latency
         for st in self.s.values():
-            inorder = st.newest + st.min_period if st.reorder == 0 else st.newest - st.reorder
-            w = max(inorder, arr)
+            w = max(st.floor(), arr)
             if w > st.wm:
                 st.wm = w
             if arr > st.hard:
@@ -335,6 +376,27 @@ class FixedWaitMatcher:
 
     def next_deadline(self) -> float:
         return self.radar[0].t + self.skew + self.wait if self.radar else INF
+
+    def skip(self, stream: str, t_ns: int, key: Any = None, data: Any = None, reason: str = "warmup") -> list:
+        """A frame of `stream` exists at t_ns but is not to be paired (e.g. stamped while its clock model
+        warmed up): it is dropped with `reason` and moves the stream's watermark as a pushed frame would,
+        so the other stream's frames around it are decided (a frame below the stream's floor moves nothing)."""
+        st = self.s[stream]
+        out: list = []
+        if t_ns >= st.hard and t_ns >= st.floor():
+            st.newest = max(st.newest, float(t_ns))
+        self._drop(out, stream, Frame(int(t_ns), key, data, _int(self.now)), reason)
+        self._watermarks()
+        return out + self._decide()
+
+    def stall(self, stream: str, t_ns: float) -> list:
+        """`stream` has gone silent: declare that none of its frames still to come lies below t_ns (frames
+        that do come below it are late). The live daemon calls this when a socket stayed silent for
+        max_latency, so a stalled sensor cannot hold the other's frames back for ever."""
+        st = self.s[stream]
+        st.hard = max(st.hard, float(t_ns))
+        st.wm = max(st.wm, float(t_ns))
+        return self._decide()
 
     def poll(self, now_ns: float) -> list:
         self.now = max(self.now, now_ns)

@@ -3,7 +3,10 @@ tests that need them skip with a clear reason when it is absent (a user's fresh 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 
@@ -28,3 +31,25 @@ def _few_threads():
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     except ImportError:
         pass
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rig_sets(tmp: Path) -> list[str]:
+    """`--set` arguments for a whole emulated rig in a test: every endpoint on ipc:// in tmp, the emulated
+    devices on free ports, the DCA1000 link on a private pair of loopback addresses (host .1, board .2, with the
+    board's real port numbers), and pairing from the first frame (tests are not about the clock models'
+    warm-up, docs/sync.md)."""
+    out = []
+    for name in ("radar", "camera", "pairs", "truth", "control", "view_stats"):
+        out += ["--set", f"endpoints.{name}='ipc://{tmp}/{name}.sock'"]
+    a, b = (int(x) for x in np.random.default_rng().integers(1, 250, 2))
+    out += ["--set", f"radar.cli_port='socket://127.0.0.1:{free_port()}'",
+            "--set", f"radar.data_port='socket://127.0.0.1:{free_port()}'",
+            "--set", f"radar.dca_host='127.{a}.{b}.1'", "--set", f"radar.dca_board='127.{a}.{b}.2'",
+            "--set", f"camera.url='http://127.0.0.1:{free_port()}/?action=stream'"]
+    return out + ["--set", "sync.clock_warmup_s=0"]

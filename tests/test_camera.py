@@ -1,5 +1,6 @@
-"""Camera drivers: the RealSense driver against the emulated software_device (pixels, timestamps, metadata,
-disconnect -> reconnect), OpenCV on a generated video file, clear errors for missing devices."""
+"""Camera drivers: the RealSense driver against a pyrealsense2 software_device fed by the emulated camera
+(pixels, timestamps, metadata, disconnect -> reconnect), OpenCV on a generated video file, clear errors for
+missing devices. (The MJPEG driver and the emulated network camera: test_camera_mjpeg.py.)"""
 from __future__ import annotations
 
 import threading
@@ -10,11 +11,11 @@ import numpy as np
 import pytest
 
 from drivers.camera import CameraDisconnected, CameraError, open_camera
-from sim.generator_camera import GeneratorCamera
 from drivers.camera.opencv import OpenCVCamera
-from sim import render_camera
-from sim.scene import Scene
 from radvis import config
+from sim import render_camera
+from sim.camera_device import EmulatedCamera
+from sim.scene import Scene
 
 try:
     import pyrealsense2  # noqa: F401
@@ -25,15 +26,18 @@ needs_rs = pytest.mark.skipif(bool(RS_ERROR), reason=RS_ERROR)
 
 
 def _cfg(*extra):
-    return config.load(overrides=["camera.driver=\"emulated-realsense\"", "camera.timeout_ms=250",
-                                  "capture.reconnect_backoff_s=0.05", "capture.reconnect_max_s=0.2",
-                                  "scene.seed=5", *extra])
+    return config.load(overrides=["camera.driver=\"realsense\"", "camera.timeout_ms=250", "scene.seed=5", *extra])
+
+
+def open_emulated(cfg):
+    from sim.realsense_device import open_emulated
+    return open_emulated(cfg)
 
 
 @needs_rs
 def test_emulated_realsense_delivers_the_rendered_frames_with_device_timestamps():
     cfg = _cfg()
-    with open_camera(cfg) as cam:
+    with open_emulated(cfg) as cam:
         emu = cam.emulator
         frames = []
         for f in cam:
@@ -46,10 +50,12 @@ def test_emulated_realsense_delivers_the_rendered_frames_with_device_timestamps(
     for f in frames:
         assert f.image.shape == (96, 128, 3) and f.image.dtype == np.uint8
         # the bytes that went through librealsense are exactly the renderer's frame of that instant
-        t = f.meta["truth"]["t_s"]
+        assert "truth" not in f.meta                 # the driver cannot know the scene; the emulator does
+        truth = emu.truth(f.frame_number)
+        t = truth["t_s"]
         expect = render_camera.render(scene.state(t), pinhole, rng=render_camera.frame_rng(5, f.frame_number))
         np.testing.assert_array_equal(f.image, expect)
-        assert f.meta["truth"] == {**scene.state(t).truth(5), "t_s": t}
+        assert truth == {**scene.state(t).truth(5), "intrinsics": pinhole.intrinsics(), "t_s": t}
         m = f.meta
         assert m["timestamp_domain"] == "hardware_clock" and m["serial"] == "EMU-RS-0001"
         assert m["frame_counter"] == f.frame_number
@@ -67,7 +73,7 @@ def test_emulated_realsense_delivers_the_rendered_frames_with_device_timestamps(
 
 @needs_rs
 def test_emulated_realsense_unplug_replug_reconnects():
-    with open_camera(_cfg()) as cam:
+    with open_emulated(_cfg()) as cam:
         it = iter(cam)
         first = next(it)
         cam.emulator.unplug()
@@ -89,7 +95,7 @@ def test_emulated_realsense_unplug_replug_reconnects():
 
 @needs_rs
 def test_emulated_realsense_gives_up_after_reconnect_window():
-    with open_camera(_cfg("camera.reconnect_s=0.5")) as cam:
+    with open_emulated(_cfg("camera.reconnect_s=0.5")) as cam:
         it = iter(cam)
         next(it)
         cam.emulator.unplug()
@@ -102,7 +108,7 @@ def test_emulated_realsense_gives_up_after_reconnect_window():
 def test_missing_realsense_is_a_clear_error():
     cfg = config.load(overrides=["camera.driver=\"realsense\"", "camera.serial=\"123456789\""])
     with pytest.raises(CameraError, match="no RealSense device with serial '123456789'"):
-        open_camera(cfg)
+        open_camera(cfg.camera)
 
 
 def _write_video(path, n=12, size=(64, 48), fps=30.0):
@@ -120,7 +126,7 @@ def test_opencv_reads_a_generated_video_file(tmp_path):
     path = tmp_path / "clip.avi"
     _write_video(path)
     cfg = config.load(overrides=["camera.driver=\"opencv\"", f"camera.device=\"{path}\""])
-    with open_camera(cfg) as cam:
+    with open_camera(cfg.camera) as cam:
         cam.realtime = False
         frames = list(cam)
     assert len(frames) == 12
@@ -159,15 +165,23 @@ def test_opencv_missing_sources_are_clear_errors(tmp_path):
         OpenCVCamera(str(bad))
 
 
-def test_generator_camera_renders_scene_time():
+def test_emulated_camera_renders_the_scene_at_its_capture_instants_on_its_own_clock():
     scene = Scene(2)
-    cam = GeneratorCamera(scene, width=96, height=64, fps=10, realtime=False, t0=100.0, max_frames=4)
-    frames = list(cam)
-    assert [f.frame_number for f in frames] == [0, 1, 2, 3]
-    for f in frames:
-        t = 100.0 + f.frame_number / 10
-        assert f.t_mono_ns == int(t * 1e9) and f.t_device_ns is None
-        assert f.meta["truth"]["label"] == scene.state(t).label
-        np.testing.assert_array_equal(
-            f.image, render_camera.render(scene.state(t), render_camera.PinholeCamera(96, 64),
-                                          rng=render_camera.frame_rng(2, f.frame_number)))
+    cam = EmulatedCamera(scene, width=96, height=64, fps=10, boot_s=100.0, drift_ppm=50.0)
+    stop = threading.Event()
+    shots = []
+    for shot in cam.frames(stop):
+        shots.append(shot)
+        if len(shots) == 4:
+            stop.set()
+    assert [s.k for s in shots] == [0, 1, 2, 3] and cam.stats["frames"] == 4
+    assert np.allclose(np.diff([s.t_cap for s in shots]), 0.1)          # frame k at t0 + k / fps
+    for s in shots:
+        assert s.truth == {**scene.state(s.t_cap).truth(2), "intrinsics": render_camera.PinholeCamera(96, 64).intrinsics()}
+        np.testing.assert_array_equal(s.image, render_camera.render(scene.state(s.t_cap), render_camera.PinholeCamera(96, 64),
+                                                                    rng=render_camera.frame_rng(2, s.k)))
+        assert s.sensor_us == cam.clock.us(s.t_cap) and s.frame_us - s.sensor_us == pytest.approx(4000, abs=1)
+    # the camera's clock: booted 100 s before it was made, 50 ppm fast
+    d = np.diff([s.sensor_us for s in shots]) / np.diff([s.t_cap for s in shots])
+    np.testing.assert_allclose(d, 1e6 * (1 + 50e-6), rtol=1e-5)
+    assert 100e6 < shots[0].sensor_us < 200e6

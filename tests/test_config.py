@@ -46,12 +46,25 @@ def test_bad_values_name_file_key_expected_and_got(tmp_path, text, key, expected
 
 
 def test_unknown_key_and_section_are_errors(tmp_path):
-    with pytest.raises(C.ConfigError, match=r"rig.toml: sync.max_skew: unknown key \(expected one of: max_skew_ms"):
+    with pytest.raises(C.ConfigError, match=r"rig.toml: unknown key 'sync.max_skew', did you mean max_skew_ms\? "
+                                            r"\(expected one of: max_skew_ms"):
         C.load(write(tmp_path, "[sync]\nmax_skew = 3\n"))
-    with pytest.raises(C.ConfigError, match=r"rig.toml: lidar: unknown key"):
+    with pytest.raises(C.ConfigError, match=r"rig.toml: unknown section 'lidar', .*\(expected one of: rig, "):
         C.load(write(tmp_path, "[lidar]\nx = 1\n"))
+    # a typo gets the nearest section (difflib), as a first-time user needs
+    with pytest.raises(C.ConfigError, match=r"rig.toml: unknown section 'camra', did you mean camera\?"):
+        C.load(write(tmp_path, "[camra]\nfps = 15\n"))
     with pytest.raises(C.ConfigError, match=r"rig.toml: sync: expected a table"):
         C.load(write(tmp_path, "sync = 3\n"))
+
+
+def test_removed_key_is_ignored_with_a_warning_naming_file_and_key(tmp_path, caplog):
+    """learner.feature_dim never did anything; an old config that sets it still loads, and says so."""
+    with caplog.at_level("WARNING", logger="radvis.config"):
+        cfg = C.load(write(tmp_path, "[learner]\nfeature_dim = 128\nlr = 0.01\n"))
+    assert cfg.learner.lr == 0.01 and not hasattr(cfg.learner, "feature_dim")
+    assert "rig.toml: learner.feature_dim is ignored and can be deleted" in caplog.text
+    assert "feature_dim" not in C.docs_markdown()
 
 
 def test_invalid_toml_and_missing_file(tmp_path):
@@ -63,9 +76,9 @@ def test_invalid_toml_and_missing_file(tmp_path):
 
 def test_overrides_are_typed_and_validated(tmp_path):
     p = write(tmp_path, "[camera]\nfps = 15\n")
-    cfg = C.load(p, ["camera.fps=60", "sync.max_skew_ms=12.5", "radar.emulated=false", "rig.stages=['radar']",
+    cfg = C.load(p, ["camera.fps=60", "sync.max_skew_ms=12.5", "radar.cli_port='/dev/ttyACM0'", "rig.stages=['radar']",
                      "camera.serial=123abc"])
-    assert (cfg.camera.fps, cfg.sync.max_skew_ms, cfg.radar.emulated) == (60, 12.5, False)
+    assert (cfg.camera.fps, cfg.sync.max_skew_ms, cfg.radar.cli_port) == (60, 12.5, "/dev/ttyACM0")
     assert cfg.rig.stages == ["radar"] and cfg.camera.serial == "123abc"
     with pytest.raises(C.ConfigError, match=r"--set camera.fps=0\): camera.fps: expected an integer >= 1, got 0"):
         C.load(p, ["camera.fps=0"])
@@ -90,3 +103,27 @@ def test_cli_config_check_exit_codes(tmp_path):
     r = subprocess.run([sys.executable, "-m", "radvis", "config", "check", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2
     assert f"{bad}: camera.fps: expected an integer >= 1, got 0" in r.stderr
+
+
+def test_removed_keys_say_what_replaced_them(tmp_path):
+    """Configs written for the in-driver emulators fail with the file, the key and what to do instead."""
+    p = write(tmp_path, "[radar]\nemulated = true\n")
+    with pytest.raises(C.ConfigError, match=r"rig.toml: radar.emulated: no longer a config key: the emulated board is "
+                                            r"now its own rig stage: keep \"emulate-radar\" in rig.stages"):
+        C.load(p)
+    for driver in ("emulated-realsense", "generator"):
+        with pytest.raises(C.ConfigError, match=rf"camera.driver: '{driver}' is no longer a choice: .*emulate-camera.*"
+                                                r"camera.driver = \"mjpeg\""):
+            C.load(None, [f"camera.driver='{driver}'"])
+    with pytest.raises(C.ConfigError, match="capture.radar_output: no longer a config key: nothing read it"):
+        C.load(None, ["capture.radar_output='ra'"])
+    r = subprocess.run([sys.executable, "-m", "radvis", "config", "check", str(p)], capture_output=True, text=True)
+    assert r.returncode == 2 and "radar.emulated: no longer a config key" in r.stderr
+
+
+def test_default_rig_runs_emulated_devices_at_hardware_like_addresses():
+    cfg = C.load()
+    assert cfg.rig.stages[:2] == ["emulate-radar", "emulate-camera"]
+    assert cfg.radar.cli_port.startswith("socket://") and cfg.camera.driver == "mjpeg"
+    assert cfg.radar.dca_board != cfg.radar.dca_host                 # board and host: separate addresses
+    assert "truth" in cfg.record.topics

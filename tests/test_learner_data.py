@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learner.data import (CLASSES, MIXED, CRUWFrames, DataError, balanced, class_counts, discover, frame_label,
-                          label_subset, labels_for, parse_annotations, split_frames)
+from learner.data import (UNLABELLED, CRUWFrames, DataError, balanced, class_counts, discover, label_subset,
+                          split_frames)
+from radvis import cruw
 
 GT = "cruw/T-RODNet/evaluate/gt"
 CLASS_OF = {"pedestrian": 0, "cyclist": 1, "car": 2}
@@ -78,9 +79,9 @@ def tiny(tmp_path_factory):
     ("2019_09_29_ONRD005", {"empty": 1055, "pedestrian": 0, "cyclist": 0, "car": 641, "mixed": 1}, 918),
 ])
 def test_real_cruw_annotations_give_documented_class_counts(shared_fixtures, seq, counts, objects):
-    anno = parse_annotations(shared_fixtures / GT / f"{seq}.txt")
-    assert sum(len(v) for v in anno.values()) == objects
-    labels = labels_for(anno, range(max(anno) + 1))   # frames 0..max id; unlisted frames are empty
+    anno = cruw.read_annotations(shared_fixtures / GT / f"{seq}.txt")
+    assert len(anno) == objects and not anno.skipped
+    labels = anno.label_ids(range(max(anno.objects) + 1))   # frames 0..max id; unlisted frames are empty
     assert class_counts(labels) == counts
 
 
@@ -100,17 +101,22 @@ def test_real_cruw_annotations_in_a_rod2021_tree(shared_fixtures, tmp_path):
     assert frames.t_ns[30] == 1_000_000_000
 
 
-def test_frame_label_rule():
-    assert frame_label([]) == 0
-    assert frame_label([(1, 0, "car"), (2, 0, "car")]) == CLASSES.index("car")
-    assert frame_label([(1, 0, "car"), (2, 0, "cyclist")]) == MIXED
+def test_bad_annotation_line_stops_training_data_with_file_and_line(tmp_path):
+    """Training data is read strictly: a label must never be silently wrong."""
+    (tmp_path / "sequences" / "train" / "S1" / "RADAR_RA_H").mkdir(parents=True)
+    (tmp_path / "annotations" / "train").mkdir(parents=True)
+    (tmp_path / "annotations" / "train" / "S1.txt").write_text("0 5.0 0.1 car\n1 5.0 0.1 truck\n")
+    with pytest.raises(DataError, match=r"S1.txt:2: class must be one of pedestrian\|cyclist\|car, got 'truck'"):
+        discover(tmp_path)
 
 
-def test_bad_annotation_line_names_file_and_line(tmp_path):
-    p = tmp_path / "x.txt"
-    p.write_text("0 5.0 0.1 car\n1 5.0 0.1 truck\n")
-    with pytest.raises(DataError, match=r"x.txt:2"):
-        parse_annotations(p)
+def test_sequence_without_annotation_file_is_unlabelled_not_empty(tmp_path):
+    rd = tmp_path / "sequences" / "test" / "S1" / "RADAR_RA_H"
+    rd.mkdir(parents=True)
+    for f in range(3):
+        (rd / f"{f:06d}_0000.npy").touch()
+    frames = CRUWFrames(tmp_path, ("test",))
+    assert frames.label.tolist() == [UNLABELLED] * 3 and frames.frame.tolist() == [0, 1, 2]
 
 
 def test_not_a_cruw_tree(tmp_path):

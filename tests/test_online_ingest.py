@@ -3,6 +3,7 @@ reason, near-duplicate gate, the receiver thread never backing up into the socke
 exclusion mask on the queue fed from the stream."""
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -11,10 +12,11 @@ import torch
 
 from bench.online import SyntheticStream, pair_message
 from learner.online.buffer import ReplayBuffer
-from learner.online.ingest import CLASSES, Ingest, PairError, Receiver, decode_pair
+from learner.online.ingest import Ingest, PairError, Receiver, decode_pair
 from learner.queue import NegativeQueue
+from radvis.cruw import LABELS
 from radvis.transport import Publisher, Subscriber
-from radvis.wire import decode, encode
+from radvis.wire import Limits, decode, encode
 
 
 def roundtrip(msg):
@@ -38,7 +40,7 @@ def test_decode_pair_raw_and_jpeg_agree():
     np.testing.assert_array_equal(raw.radar, ra.transpose(2, 0, 1))
     np.testing.assert_array_equal(raw.image, img)
     assert jpg.image.shape == img.shape and np.abs(jpg.image.astype(int) - img).mean() < 4  # JPEG q90
-    assert raw.t_ns == t_ns and raw.label == CLASSES.index(truth["label"]) and raw.scene_id == truth["scene_id"]
+    assert raw.t_ns == t_ns and raw.label == LABELS.index(truth["label"]) and raw.scene_id == truth["scene_id"]
 
 
 @pytest.mark.parametrize("mutate, reason", [
@@ -57,19 +59,22 @@ def test_bad_pairs_raise_with_a_reason(mutate, reason):
     assert e.value.reason == reason
 
 
-def _pipeline(tmp_path, name, *, maxsize=1000, dedup=0.98, keep_s=1.0, queue=None, capacity=500):
+def _pipeline(tmp_path, name, *, maxsize=1000, dedup=0.98, keep_s=1.0, queue=None, capacity=500, limits=Limits()):
     ep = f"ipc://{tmp_path}/{name}.sock"
     pub = Publisher(ep, hwm=10000)
-    rx = Receiver(lambda: Subscriber(ep, ["pair"], hwm=10000), maxsize=maxsize).start()
+    rx = Receiver(lambda: Subscriber(ep, ["pair"], hwm=10000, limits=limits), maxsize=maxsize).start()
     assert pub.wait_for_subscribers(1, 5)
     buf = ReplayBuffer(capacity, 12, policy="reservoir")
     ing = Ingest(rx, mean_colour_embed, buf, queue, dedup_threshold=dedup, keep_interval_s=keep_s)
     return pub, rx, ing
 
 
-def _drain(ing, n, timeout=10.0):
+def _drain(ing, n, timeout=10.0, rejected=0):
+    """Wait (with a deadline) until the receiver has delivered n pairs and its subscriber rejected
+    `rejected` messages, then process everything queued."""
     deadline = time.monotonic() + timeout
-    while ing.rx.received < n and time.monotonic() < deadline:
+    while ((ing.rx.received < n or sum(ing.rx.sub_stats()["rejected"].values()) < rejected)
+           and time.monotonic() < deadline):
         time.sleep(0.01)
     while ing.poll():
         pass
@@ -84,13 +89,67 @@ def test_socket_to_buffer_counts_every_pair(tmp_path):
     for m in good[:15] + [bad] + good[15:]:
         pub.send(m)
     pub.send_frames([b"pair", b"{not json"])  # malformed on the wire: rejected by the subscriber
-    _drain(ing, 31)
+    _drain(ing, 31, rejected=1)
     st = ing.stats()
     rx.stop()
     pub.close()
     assert st["pairs_in"] == 30 and st["inserted"] == 30 and len(ing.buffer) == 30
     assert st["dropped_by_reason"] == {"bad_pair_radar": 1, "malformed_header_json": 1}
     assert st["dropped"] == 2
+
+
+def _raw_pair(msg, **meta) -> list[bytes]:
+    """A pair's frames with meta values put straight into the JSON (as a foreign publisher could)."""
+    frames = [bytes(f) for f in encode(msg)]
+    h = json.loads(frames[1])
+    h["meta"].update(meta)
+    return [frames[0], json.dumps(h).encode()] + frames[2:]
+
+
+def test_out_of_range_pair_time_is_counted_and_the_learner_goes_on(tmp_path):
+    """#15 finding 2: meta.t_pair_ns = 2**70 crashed the learner (OverflowError in the replay buffer).
+    Beyond 64 bits the wire rejects it (`range`); within u64 but outside int64, or not an integer, the
+    learner's pair decoder does (`bad_pair_t_pair`); the pairs after it are all stored."""
+    pub, rx, ing = _pipeline(tmp_path, "tpair", dedup=1.0)
+    s = SyntheticStream(seed=5)
+    msgs = [s.message(i) for i in range(12)]
+    for m in msgs[:6]:
+        pub.send(m)
+    for bad in (2**70, 2**64 - 1, 2**63, "soon", 1.5):
+        m = s.message(99)
+        m.seq, m.epoch = pub.next_seq("pair"), pub.epoch
+        m.stamp()
+        pub.send_frames(_raw_pair(m, t_pair_ns=bad))
+    for m in msgs[6:]:
+        pub.send(m)
+    _drain(ing, 12 + 4, rejected=1)
+    st = ing.stats()
+    rx.stop()
+    pub.close()
+    assert st["inserted"] == 12 and len(ing.buffer) == 12 and rx.thread is not None
+    # the rejected message's number is also missing from what was delivered (lost counts numbers)
+    assert st["dropped_by_reason"] == {"malformed_range": 1, "bad_pair_t_pair": 4, "lost_in_transport": 1}
+    assert sorted(ing.buffer.t_ns[:12].tolist()) == [s.frame(i)[2] for i in range(12)]
+
+
+def test_oversize_pair_costs_one_pair_not_the_stream(tmp_path):
+    """#15 finding 1 at the learner's subscriber: a pair over transport.max_message_bytes is counted
+    (`malformed_oversize`) and every pair after it still arrives."""
+    pub, rx, ing = _pipeline(tmp_path, "big", dedup=1.0, limits=Limits(max_message_bytes=1 << 20))
+    s = SyntheticStream(seed=6)
+    for i in range(5):
+        pub.send(s.message(i))
+    big = s.message(5)
+    big.buffers["camera.image"] = np.zeros((800, 700, 3), np.uint8)  # 1.7 MB: over the limit, under the ceiling
+    pub.send(big)
+    for i in range(6, 20):
+        pub.send(s.message(i))
+    _drain(ing, 19, rejected=1)
+    st = ing.stats()
+    rx.stop()
+    pub.close()
+    assert st["inserted"] == 19 and st["dropped_by_reason"] == {"malformed_oversize": 1, "lost_in_transport": 1}
+    assert rx.sub_stats()["lost"] == 1  # its sequence number is missing from what was delivered
 
 
 def test_near_duplicates_skipped_but_one_kept_per_interval(tmp_path):
@@ -152,7 +211,9 @@ def test_queue_fed_from_stream_and_exclusion_mask(tmp_path):
     expect_same = ~q.valid | (dt < 500_000_000)
     assert torch.equal(m[0], expect_same) and int((m[0] & q.valid).sum()) == 9  # 1.6 .. 2.4 s masked
     assert torch.equal(m[1], ~q.valid)  # other sequences are never excluded by time
-    assert torch.equal(q.mask(anchor_t, anchor_s, 0.0)[0], ~q.valid)  # naive / paper: no exclusion
+    # naive / paper (no exclusion): only the anchor's own pair (same sequence, same time) besides empty slots
+    assert torch.equal(q.mask(anchor_t, anchor_s, 0.0)[0], ~q.valid | (q.t_ns == 2_000_000_000))
+    assert torch.equal(q.mask(anchor_t, anchor_s, 0.0)[1], ~q.valid)
 
 
 def test_running_clutter_map_removes_static_returns_and_keeps_movers():
@@ -202,3 +263,133 @@ def test_ingest_applies_clutter_removal_per_stream(tmp_path):
     stored = np.stack([buf.batch(np.array([i]))["radar"].numpy() for i in range(20)])
     assert np.abs(stored).max() < 1e-5
     assert len(ing.clutter) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Scene truth from the truth topic (emulated rigs), joined to pairs by frame
+
+def _live_pair(fn: int, t_arrival_ns: int, img, *, camera_fn: int | None = None) -> "Message":
+    """A pair as sync publishes it live: frame headers with source, arrival stamps and frame numbers."""
+    m = pair_message(np.zeros((128, 128, 2), np.float32), img, t_ns=t_arrival_ns, frame_number=fn)
+    m.meta["radar"]["t"] = {"mono_ns": t_arrival_ns}
+    m.meta["camera"]["t"] = {"mono_ns": t_arrival_ns}
+    if camera_fn is not None:
+        m.meta["camera"]["meta"]["frame_number"] = camera_fn
+    m.seq = fn                                    # sync numbers its pairs
+    return roundtrip(m)
+
+
+def _truth(stream: str, fn: int, t_capture_ns: int, label: str, scene: int):
+    from radvis.truth import truth_message
+    return roundtrip(truth_message(stream, f"{stream}0", fn, t_capture_ns, {"label": label, "scene_id": scene}))
+
+
+class _Rx:
+    """What Ingest needs of a receiver, for feeding it by hand."""
+    def __init__(self):
+        import queue
+        self.q, self.received, self.truth_received, self.dropped_full, self.truth_dropped_full = queue.Queue(), 0, 0, 0, 0
+        self.stopped = False
+
+    def sub_stats(self):
+        return {"lost": 0, "rejected": {}, "restarts": 0}
+
+
+def _ingest(wait_s: float = 5.0):
+    rx = _Rx()
+    return rx, Ingest(rx, mean_colour_embed, ReplayBuffer(100, 12, policy="reservoir"), None, dedup_threshold=1.0,
+                      truth_wait_s=wait_s)
+
+
+def test_truth_before_or_after_its_pair_labels_it_and_order_is_kept():
+    img = SyntheticStream(seed=0).frame(0)[1]
+    now = time.monotonic_ns()
+    rx, ing = _ingest()
+    # frame 1's truth arrives first; frame 2's pair arrives before its truth; frame 3 is labelled by its
+    # camera frame's truth (no radar truth); order in the buffer must stay 1, 2, 3
+    ing.process([(now, _truth("radar", 1, now - 50_000_000, "car", 7)),
+                  (now, _live_pair(1, now, img)),
+                  (now, _live_pair(2, now + 1, img)),
+                  (now, _live_pair(3, now + 2, img, camera_fn=30))])
+    assert ing.counts["pairs_in"] == 1 and len(ing.waiting) == 2          # 2 waits for its truth, 3 behind it
+    ing.process([(now, _truth("radar", 2, now - 40_000_000, "pedestrian", 8)),
+                 (now, _truth("camera", 30, now - 30_000_000, "cyclist", 9))])
+    assert ing.counts["pairs_in"] == 3 and not ing.waiting
+    labels = ing.buffer.label[:3].tolist()
+    assert labels == [LABELS.index("car"), LABELS.index("pedestrian"), LABELS.index("cyclist")]
+    st = ing.stats()
+    assert st["truth"] == {"in": 2 + 1, "joined": 3, "missing": 0, "bad": 0, "queue_full": 0}
+
+
+def test_no_truth_at_all_nothing_waits_and_missing_truth_is_bounded():
+    img = SyntheticStream(seed=0).frame(0)[1]
+    now = time.monotonic_ns()
+    rx, ing = _ingest(wait_s=0.2)
+    ing.process([(now, _live_pair(1, now, img))])                         # real devices: no truth, no wait
+    assert ing.counts["pairs_in"] == 1 and ing.buffer.label[0] == -1 and not ing.waiting
+    # an emulated rig whose truth for frame 2 never comes: the pair waits, then goes on unlabelled, counted
+    ing.process([(now, _truth("radar", 5, now, "car", 1)), (now, _live_pair(2, now, img))])
+    assert len(ing.waiting) == 1
+    deadline = time.monotonic() + 10
+    while ing.waiting and time.monotonic() < deadline:
+        ing.poll()
+        time.sleep(0.01)
+    assert not ing.waiting and ing.counts["pairs_in"] == 2 and ing.stats()["truth"]["missing"] == 1
+    # a stopping learner does not wait: what it received is processed
+    ing.process([(time.monotonic_ns(), _live_pair(3, time.monotonic_ns(), img))])
+    assert len(ing.waiting) == 1
+    rx.stopped = True
+    ing.poll()
+    assert not ing.waiting and ing.counts["pairs_in"] == 3
+
+
+def test_stale_truth_of_a_restarted_device_is_not_joined():
+    """Frame numbers start again when a device restarts: truth sampled long before the frame arrived (or
+    after it) belongs to another frame with the same number."""
+    img = SyntheticStream(seed=0).frame(0)[1]
+    now = time.monotonic_ns()
+    rx, ing = _ingest(wait_s=0.0)
+    ing.process([(now, _truth("radar", 4, now - 60_000_000_000, "car", 1)),   # a minute old
+                 (now, _truth("radar", 5, now + 5_000_000_000, "car", 2)),    # from the future
+                 (now, _live_pair(4, now, img)), (now, _live_pair(5, now + 1, img))])
+    assert ing.buffer.label[:2].tolist() == [-1, -1] and ing.stats()["truth"]["joined"] == 0
+
+
+def test_live_holdout_takes_held_out_scenes_by_their_truth(tmp_path):
+    """End to end over a socket: pairs and truth on two endpoints, one subscriber (as the learner has); the
+    pairs of held-out scenes go to the live hold-out with their labels, the others are trained on."""
+    from learner.online.ingest import LiveHoldout
+    pub = Publisher(f"ipc://{tmp_path}/pairs.sock", hwm=10000)
+    tpub = Publisher(f"ipc://{tmp_path}/truth.sock", hwm=10000)
+    rx = Receiver(lambda: Subscriber([f"ipc://{tmp_path}/pairs.sock", f"ipc://{tmp_path}/truth.sock"],
+                                     ["pair", "truth"], hwm=10000)).start()
+    assert pub.wait_for_subscribers(1, 5) and tpub.wait_for_subscribers(1, 5)
+    hold = LiveHoldout(fraction=0.5, capacity=100)
+    ing = Ingest(rx, mean_colour_embed, ReplayBuffer(200, 12, policy="reservoir"), None, dedup_threshold=1.0,
+                 heldout=hold)
+    s = SyntheticStream(seed=1)
+    from radvis.truth import truth_message
+    n = 40
+    for i in range(n):
+        _, img, _, _ = s.frame(i)
+        t = time.monotonic_ns()
+        tpub.send(truth_message("radar", "radar0", i, t - 1000, {"label": LABELS[i % 4], "scene_id": i // 4}))
+        m = pair_message(np.zeros((128, 128, 2), np.float32), img, t_ns=t, frame_number=i)
+        m.meta["radar"]["t"] = {"mono_ns": t}
+        pub.send(m)
+    deadline = time.monotonic() + 20
+    while (rx.received < n or rx.truth_received < n) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    while ing.poll() or ing.waiting:
+        if time.monotonic() > deadline:
+            break
+    rx.stop()
+    pub.close(), tpub.close()
+    st = ing.stats()
+    assert st["pairs_in"] == n and st["truth"]["joined"] == n and st["truth"]["missing"] == 0
+    held = {i // 4 for i in range(n) if hold.is_heldout(i // 4)}
+    assert st["heldout"] == sum(1 for i in range(n) if i // 4 in held) > 0
+    radar, label, scene = hold.arrays()
+    assert set(scene.tolist()) == held
+    assert sorted(label.tolist()) == sorted(i % 4 for i in range(n) if i // 4 in held)   # each with its own label
+    assert len(ing.buffer) == n - st["heldout"]

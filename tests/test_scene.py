@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from sim import render_camera, render_radar
-from sim.scene import CLASS_PARAMS, LABELS, Scene, frame_label, place
+from radvis.cruw import LABELS, frame_label
+from sim.scene import CLASS_PARAMS, Scene, place
 from sim.scene_source import SceneRadarSource
 from sim.source import FrameSource, RadarFrameContent
 from drivers.ti import dsp

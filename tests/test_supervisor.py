@@ -80,7 +80,7 @@ def test_rig_restarts_killed_stage_and_ctrl_c_leaves_nothing(tmp_path):
             p.wait()
     out = p.stdout.read()
     assert "stopped (SIGINT)" in out and "stage" in out and "restarts" in out
-    time.sleep(0.2)
+    # the supervisor waited for every stage before it exited: none may be left (none can come back)
     assert not [pid for pid in pids if _alive(pid)], "orphan stage processes"
     final = _status(run_dir)
     assert all(v["state"] == "stopped" for v in final.values())
@@ -110,38 +110,100 @@ def test_rig_duration_stops_by_itself_and_skips_missing_or_broken_stages(tmp_pat
     assert "no frame source" in (run_dir / "logs" / "camera.log").read_text()
 
 
-def test_start_is_downstream_first_after_ready_and_stop_is_upstream_first(tmp_path):
-    """Nothing lost at either end of a run: the learner and the recorder are subscribed before sync and the
-    capture stages exist, and on stop the producers go first so the consumers get everything."""
-    from rig.supervisor import Supervisor
-    events = tmp_path / "events"
+FAKE_STAGE = """#!{python}
+# stands in for `python -m radvis <stage args>`: logs its start, announces itself ready on the control endpoint
+# after a while (as a real stage does once it is subscribed or listening), logs its stop on SIGTERM; a fake
+# emulator also sends scene truth to the control endpoint
+import os, signal, sys, time
+sys.path.insert(0, {repo!r})
+from radvis.control import send_ready
+from radvis.transport import Publisher
+from radvis.truth import truth_message
+args = [a for a in sys.argv[3:]]
+name = " ".join(args)
+stage = {{"capture radar": "capture-radar", "capture camera": "capture-camera", "learn online": "learner",
+          "emulate radar": "emulate-radar", "emulate camera": "emulate-camera"}}.get(name, name)
+def log(what):
+    with open({events!r}, "a") as f:
+        f.write(f"{{what}} {{stage}}\\n")
+def term(*_):
+    log("stop")
+    os._exit(0)
+signal.signal(signal.SIGTERM, term)
+log("start")
+time.sleep({{"learner": 0.6, "record": 0.3, "emulate-radar": 0.3}}.get(stage, 0.0))  # slow to get ready
+pub = Publisher({control!r}, bind=False)
+send_ready(pub, stage, 10.0)
+log("ready")
+k = 0
+while True:
+    if stage == "emulate-radar":
+        k += 1
+        pub.send(truth_message("radar", "radar0", k, time.monotonic_ns(), {{"label": "car", "scene_id": 3}}))
+    time.sleep(0.05)
+"""
+
+
+def _fake_stages(tmp_path: Path) -> tuple[Path, Path, str]:
+    import sys
+    events, control = tmp_path / "events", f"ipc://{tmp_path}/control.sock"
     fake = tmp_path / "fake-python"
-    # stands in for `python -m radvis <stage args>`: logs its start, a ready line (consumers, after a
-    # delay), and its stop on SIGTERM
-    fake.write_text(f"""#!/bin/bash
-shift 2
-name="$*"
-echo "start $name" >> {events}
-trap 'echo "stop $name" >> {events}; exit 0' TERM
-case "$name" in
-  learn*) sleep 0.6; echo "ready $name" >> {events}; echo "ready: subscribed to the pair stream" ;;
-  record*) sleep 0.3; echo "ready $name" >> {events}; echo "recording radar=x to y" ;;
-esac
-while true; do sleep 0.05; done
-""")
+    fake.write_text(FAKE_STAGE.format(python=sys.executable, repo=str(Path(__file__).resolve().parent.parent),
+                                      events=str(events), control=control))
     fake.chmod(0o755)
-    sup = Supervisor(["radar", "camera", "sync", "record", "learner"], common_args=[], run_dir=tmp_path / "run",
-                     python=str(fake), stop_timeout_s=10)
-    sup.start_all(ready_timeout_s=10)
-    time.sleep(0.5)
-    sup.stop()
-    ev = events.read_text().split("\n")
-    starts = [e.split()[1] for e in ev if e.startswith("start")]
-    stops = [e.split()[1] for e in ev if e.startswith("stop")]
-    assert starts == ["learn", "record", "sync", "capture", "capture"]
-    assert sorted(stops[:2]) == ["capture", "capture"] and stops[2] == "sync" and sorted(stops[3:]) == ["learn", "record"]
-    # the recorder was started only after the learner said it was ready, sync only after the recorder
-    order = [e.split()[0] + " " + e.split()[1] for e in ev if e]
-    assert order.index("ready learn") < order.index("start record") < order.index("ready record") \
-        < order.index("start sync")
+    return fake, events, control
+
+
+def test_start_order_waits_for_ready_messages_and_stop_is_upstream_first(tmp_path):
+    """Nothing lost at either end of a run: the emulated devices listen before anything opens them, the
+    learner and the recorder are subscribed before sync and the capture stages exist, and on stop the devices
+    go first, then the producers, so each consumer gets everything."""
+    from radvis.transport import Subscriber
+    from rig.supervisor import Supervisor
+    fake, events, control = _fake_stages(tmp_path)
+    stages = ["emulate-radar", "emulate-camera", "radar", "camera", "sync", "record", "learner"]
+    sup = Supervisor(stages, common_args=[], run_dir=tmp_path / "run", python=str(fake), stop_timeout_s=10,
+                     control_endpoint=control, truth_endpoint=f"ipc://{tmp_path}/truth.sock")
+    truth = Subscriber(f"ipc://{tmp_path}/truth.sock", topics=["truth"])
+    try:
+        sup.start_all(ready_timeout_s=30)
+        assert all(s.ready_pid == s.proc.pid for s in sup.stages.values())
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < 3 and time.monotonic() < deadline:   # the fake board's truth, relayed by the rig
+            sup.pump(0.05)
+            m = truth.recv(0)
+            if m is not None:
+                got.append(m)
+        sup.stop()
+    finally:
+        truth.close()
+    assert len(got) >= 3 and all(m.kind == "truth" and m.source == "radar0" and m.meta["label"] == "car" for m in got)
+    assert [m.meta["frame_number"] for m in got] == sorted(m.meta["frame_number"] for m in got)
+    ev = [e.split() for e in events.read_text().splitlines()]
+    starts = [n for w, n in ev if w == "start"]
+    stops = [n for w, n in ev if w == "stop"]
+    assert starts == ["emulate-radar", "emulate-camera", "learner", "record", "sync", "capture-camera", "capture-radar"]
+    # each stage was started only after the one before it said it was ready
+    order = [f"{w} {n}" for w, n in ev]
+    for a, b in zip(starts, starts[1:]):
+        assert order.index(f"ready {a}") < order.index(f"start {b}"), (a, b)
+    assert sorted(stops[:2]) == ["emulate-camera", "emulate-radar"]
+    assert sorted(stops[2:4]) == ["capture-camera", "capture-radar"] and stops[4] == "sync"
+    assert sorted(stops[5:]) == ["learner", "record"]
     assert all(s.state == "stopped" for s in sup.stages.values())
+
+
+def test_a_stage_that_never_gets_ready_does_not_hold_the_rig(tmp_path):
+    from rig.supervisor import Supervisor
+    fake = tmp_path / "silent"
+    fake.write_text("#!/bin/bash\ntrap 'exit 0' TERM\nwhile true; do sleep 0.05; done\n")   # never says ready
+    fake.chmod(0o755)
+    sup = Supervisor(["record", "radar"], common_args=[], run_dir=tmp_path / "run", python=str(fake),
+                     control_endpoint=f"ipc://{tmp_path}/control.sock")
+    sup.start_all(ready_timeout_s=0.5)
+    try:
+        assert all(s.state == "running" and s.ready_pid is None for s in sup.stages.values())
+        assert sup.status()["record"]["ready"] is False
+    finally:
+        sup.stop()

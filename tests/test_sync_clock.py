@@ -61,7 +61,7 @@ def test_uart_transmission_time_is_removed():
     nbytes = rng.integers(200, 4000, len(tau))  # packet size follows the number of detected points
     last_byte = first_byte + nbytes * 10 * NS / 921600
     good, naive = ClockModel("r", latency_ns=MS), ClockModel("r", latency_ns=MS)
-    e_good = np.array([good.update(int(a), float(d), tx_bytes=int(b), baud=921600).t_ns
+    e_good = np.array([good.update(int(a), float(d), tx_ns=uart_tx_ns(int(b), 921600)).t_ns
                        for a, d, b in zip(last_byte, dev, nbytes)]) - tau
     e_naive = np.array([naive.update(int(a), float(d)).t_ns for a, d in zip(last_byte, dev)]) - tau
     check_err(e_good, 10)
@@ -90,9 +90,7 @@ def test_32bit_cycle_counter_wraps():
     assert bad.restarts == expected_wraps
 
 
-def test_device_restart_frame_number_resets():
-    """The radar restarts after 30 s (frame numbers from 0 again, 1.5 s later): the model starts a new
-    epoch, and corrected times stay on the host timeline."""
+def _restart_run():
     rng = np.random.default_rng(7)
     period = 100 * MS
     tau1 = 500 * NS + np.arange(300) * period
@@ -101,8 +99,17 @@ def test_device_restart_frame_number_resets():
     fn = np.concatenate([np.arange(300), np.arange(300)])
     dev = fn * period * (1 + 50e-6)
     arr = tau + 2 * MS + rng.exponential(MS, len(tau))
+    return tau, fn, dev, arr
+
+
+def test_device_restart_frame_number_resets():
+    """The radar restarts after 30 s (frame numbers from 0 again, 1.5 s later): with the frame-number hint
+    (what sync passes when the counter went back by RESTART_JUMP or more) the model starts a new epoch at
+    once, and corrected times stay on the host timeline."""
+    tau, fn, dev, arr = _restart_run()
     m = ClockModel("r", latency_ns=2 * MS)
-    stamps = [m.update(int(a), float(d)) for a, d in zip(arr, dev)]
+    stamps = [m.update(int(a), float(d), restart_hint=bool(k and f < fn[k - 1] - 100))
+              for k, (a, d, f) in enumerate(zip(arr, dev, fn))]
     assert m.restarts == 1
     assert [i for i, s in enumerate(stamps) if s.restarted] == [300]
     err = np.array([s.t_ns for s in stamps]) - tau
@@ -110,6 +117,37 @@ def test_device_restart_frame_number_resets():
     check_err(err[300:], 10)
     # the first frames of the new epoch are off only by that frame's latency jitter, not by 30 s
     assert np.abs(err[300:330]).max() < 10 * MS
+
+
+def test_device_restart_without_hint_is_confirmed_by_consecutive_frames():
+    """Without a hint, a device time that went back shows as frames all late by the same ~31.5 s: the
+    third such frame starts the new epoch (the first two are stamped with the old map, far off, so the
+    matcher drops them as late); the new epoch's fit includes them."""
+    tau, fn, dev, arr = _restart_run()
+    m = ClockModel("r", latency_ns=2 * MS)
+    stamps = [m.update(int(a), float(d)) for a, d in zip(arr, dev)]
+    assert m.restarts == 1
+    assert [i for i, s in enumerate(stamps) if s.restarted] == [300 + ClockModel.RESTART_CONFIRM - 1]
+    err = np.array([s.t_ns for s in stamps]) - tau
+    assert np.all(err[300:302] < -25 * NS)  # the old map puts them 30 s in the past
+    check_err(err[:300], 10)
+    assert np.abs(err[302:330]).max() < 10 * MS
+    assert np.abs(err[400:]).max() < TIME_TOL_NS
+
+
+def test_late_burst_is_not_a_restart():
+    """A stalled reader delivers 0.6-1.2 s of frames at once (each late by a different amount, some by more
+    than restart_ns): no new epoch, the fit keeps its drift, and later frames are as accurate as before."""
+    rng = np.random.default_rng(8)
+    tau, dev, arr = sensor(rng, rate_hz=30, duration_s=60, drift_ppm=-40, offset_s=3, min_latency_ms=2, jitter_ms=0.5)
+    for start_s, width_s in ((20, 0.6), (35, 1.2), (50, 0.9)):
+        t0 = tau[0] + start_s * NS
+        sel = (arr >= t0) & (arr < t0 + width_s * NS)
+        arr[sel] = t0 + width_s * NS
+    m = ClockModel("c", latency_ns=2 * MS)
+    err = np.array([m.update(int(a), float(d)).t_ns for a, d in zip(arr, dev)]) - tau
+    assert m.restarts == 0 and abs(m.drift_ppm() + 40) < DRIFT_TOL_PPM
+    assert np.abs(err[12 * 30:]).max() < TIME_TOL_NS  # burst frames too: stamped with the map, not arrival
 
 
 def test_restart_hint_from_caller():

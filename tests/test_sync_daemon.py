@@ -62,7 +62,9 @@ def session_from_rig(rig, small=True) -> list[Message]:
 
 
 def cfg_for(tmp_path=None, **extra):
-    sets = ["sync.radar_latency_ms=3.0", "camera.latency_ms=6.0"]
+    # clock_warmup_s = 0: these synthetic sensors have one latency mode, so their clocks are good after
+    # 3 s (test_sync_matcher); the warm-up gate is tested with the issue-13 scenario in test_sync_scenario
+    sets = ["sync.radar_latency_ms=3.0", "camera.latency_ms=6.0", "sync.clock_warmup_s=0"]
     if tmp_path is not None:
         sets += [f"endpoints.radar=ipc://{tmp_path}/radar", f"endpoints.camera=ipc://{tmp_path}/camera",
                  f"endpoints.pairs=ipc://{tmp_path}/pairs", "rig.stats_interval_s=0.5"]
@@ -177,14 +179,28 @@ def _start(daemon):
     return th, stop, result
 
 
-def _collect(sub, quiet_s=0.6, limit_s=8.0):
-    out, last, end = [], time.monotonic(), time.monotonic() + limit_s
-    while time.monotonic() - last < quiet_s and time.monotonic() < end:
+def _collect(sub, until, timeout_s=30.0):
+    """Messages from `sub` until `until(messages)` holds (or the deadline passes: the caller's
+    assertions then show what was missing). No guessed quiet period: a busy machine only makes it slower."""
+    out, end = [], time.monotonic() + timeout_s
+    while not until(out) and time.monotonic() < end:
         m = sub.recv(timeout_ms=50)
         if m is not None:
             out.append(m)
-            last = time.monotonic()
     return out
+
+
+def _n_pairs(n):
+    return lambda got: sum(m.kind == "pair" for m in got) >= n
+
+
+def _stop_daemon(th, stop, sub, got):
+    """Stop the daemon thread (a clean stop pairs what it holds) and take what it published on the way."""
+    stop.set()
+    th.join(10)
+    while (m := sub.recv(timeout_ms=200)) is not None:  # what is still in flight from the stopped daemon
+        got.append(m)
+    return got
 
 
 @pytest.fixture
@@ -202,32 +218,30 @@ def rig_sockets(tmp_path):
 
 
 def test_live_end_to_end_over_sockets(rig_sockets):
-    """2 s of a live rig in real time: radar at 10 Hz (device time = frame number x 100 ms), camera at
-    30 Hz with a drifting device clock; radar frame k is captured 6.7 ms after camera frame 3k+1, so that
-    is its pair; camera frame 22 is dropped, so radar frame 7 has no partner within 16.7 ms."""
+    """2 s of a live rig: radar at 10 Hz (device time = frame number x 100 ms), camera at 30 Hz with a
+    drifting device clock; radar frame k is captured 6.7 ms after camera frame 3k+1, so that is its pair;
+    camera frame 22 is dropped, so radar frame 7 has no partner within 16.7 ms. The frames carry the host
+    arrival stamps a capture daemon would give them (latency 3 / 6 ms) and are sent without waiting for
+    their time (a busy test machine cannot shift a stamp), the way they arrive: the pairs are exact."""
     cfg, rpub, cpub, daemon, sub = rig_sockets
     th, stop, result = _start(daemon)
     t0 = time.monotonic_ns() + 50 * MS
     sched = []
     for j in range(60):
         if j != 22:
-            sched.append((t0 + j * NS // 30, "camera", j))
+            sched.append((t0 + j * NS // 30 + 6 * MS, "camera", j))
     for k in range(20):
-        sched.append((t0 + 40 * MS + k * 100 * MS, "radar", k))
+        sched.append((t0 + 40 * MS + k * 100 * MS + 3 * MS, "radar", k))
     sched.sort()
     cpub.send_frames([b"camera", b"{not json"])  # malformed: dropped and counted by the subscriber
-    for tau, kind, i in sched:
-        lat = (3 if kind == "radar" else 6) * MS
-        while time.monotonic_ns() < tau + lat:
-            time.sleep(0.0005)
-        now = time.monotonic_ns()  # the capture daemon's host arrival stamp
+    for stamp, kind, i in sched:  # stamp: the capture daemon's host arrival stamp
         if kind == "radar":
-            rpub.send(radar_msg(i, now))
+            rpub.send(radar_msg(i, stamp))
         else:
-            cpub.send(camera_msg(i, now, int((tau - 5 * NS) * (1 + 80e-6))))
-    got = _collect(sub)
-    stop.set()
-    th.join(5)
+            cpub.send(camera_msg(i, stamp, int((stamp - 6 * MS - 5 * NS) * (1 + 80e-6))))
+    _wait_for(lambda: sum(s.stats.received for s in daemon.subs.values()) == len(sched))  # sync has every frame
+    got = _collect(sub, _n_pairs(18))  # all but the last, which a clean stop pairs
+    _stop_daemon(th, stop, sub, got)
     pairs = sorted((m.meta["radar"]["meta"]["frame_number"], m.meta["camera"]["meta"]["frame_number"])
                    for m in got if m.kind == "pair")
     assert pairs == [(k, 3 * k + 1) for k in range(20) if k != 7]
@@ -238,9 +252,95 @@ def test_live_end_to_end_over_sockets(rig_sockets):
             assert m.replay is False and m.buffers["radar.ra"].shape == RA_SHAPE
             assert m.buffers["camera.image"].shape == IMG_SHAPE
             assert abs(m.meta["skew_ns"] + 6_666_667) < 5 * MS  # camera 6.7 ms before the radar frame
-    assert result["pairs"] == 19 and result["sub"]["rejected"]
-    assert result["unmatched"]["radar"] == {"no_partner": 1}
-    assert result["added_ms_p99"] is not None and result["added_ms_p99"] < cfg.sync.max_latency_ms
+    assert result["pairs"] == 19 and result["sub"]["rejected"] == {"header_json": 1}
+    assert result["unmatched"]["radar"] == {"no_partner": 1} and result["resets"] == 0
+
+
+def _live_schedule(t0: int):
+    """The live rig of test_live_end_to_end_over_sockets as host stamps (no waiting): radar k at 10 Hz
+    (device time = frame number x 100 ms) is its pair with camera frame 3k + 1 (30 Hz, drifting clock)."""
+    sched = [(t0 + j * NS // 30 + 6 * MS, "camera", j) for j in range(60)]
+    sched += [(t0 + 40 * MS + k * 100 * MS + 3 * MS, "radar", k) for k in range(20)]
+    return sorted(sched)
+
+
+def _wait_for(pred, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _live_with_bad_messages(tmp_path, inject, want_rejected: dict, after: int = 33):
+    """The live rig, with `inject(rpub, cpub, sent, stamp)` called right after camera frame `after`. Waits until sync has taken all 80 valid frames and rejected
+    `want_rejected`, stops it cleanly (it pairs what it holds) and returns (pairs, sync's stats)."""
+    cfg = cfg_for(tmp_path, **{"sync.max_latency_ms": 60000.0, "transport.max_message_bytes": 1 << 20})
+    rpub, cpub = Publisher(cfg.endpoints.radar), Publisher(cfg.endpoints.camera)
+    daemon = SyncDaemon(cfg)
+    sub = Subscriber(cfg.endpoints.pairs, ["pair"])
+    try:
+        assert rpub.wait_for_subscribers(1, 5) and cpub.wait_for_subscribers(1, 5)
+        assert daemon.pub.wait_for_subscribers(1, 5)
+        th, stop, result = _start(daemon)
+        t0 = time.monotonic_ns()
+        sent = {}
+        for stamp, kind, i in _live_schedule(t0):
+            if kind == "radar":
+                m = radar_msg(i, stamp)
+                rpub.send(m)
+            else:
+                m = camera_msg(i, stamp, int((stamp - 6 * MS - 5 * NS) * (1 + 80e-6)))
+                cpub.send(m)
+            sent[kind, i] = [bytes(f) for f in encode(m)]
+            if (kind, i) == ("camera", after):
+                inject(rpub, cpub, sent, stamp)
+        n = 80 + sum(want_rejected.values())  # every message sent reached sync: taken or rejected
+        _wait_for(lambda: sum(s.stats.received + sum(s.stats.rejected.values()) for s in daemon.subs.values()) >= n)
+        got = _stop_daemon(th, stop, sub, [])  # a clean stop pairs what is still held
+    finally:
+        for s_ in (rpub, cpub, sub):
+            s_.close()
+        daemon.close()
+    pairs = [(m.meta["radar"]["meta"]["frame_number"], m.meta["camera"]["meta"]["frame_number"]) for m in got]
+    assert result["errors"] == 0
+    return pairs, result
+
+
+def test_stale_duplicate_is_not_a_time_jump(tmp_path):
+    """#15 finding 3: radar frame 4 and camera frame 13 re-sent unchanged (same epoch and seq) more than
+    sync.time_jump_s later made sync reset ("time_jump") and publish pair (4, 13) twice. They are
+    stale: dropped and counted."""
+    def inject(rpub, cpub, sent, stamp):
+        rpub.send_frames(sent["radar", 4])
+        cpub.send_frames(sent["camera", 13])
+    pairs, st = _live_with_bad_messages(tmp_path, inject, {"stale": 2}, after=57)
+    assert st["resets"] == 0
+    assert sorted(pairs) == [(k, 3 * k + 1) for k in range(20)]  # each once
+    assert st["sub"]["rejected"] == {"stale": 2} and st["sub"]["lost"] == 0
+
+
+def test_oversize_frame_does_not_cut_sync_off(tmp_path):
+    """#15 finding 1 at sync: one camera frame over transport.max_message_bytes used to make libzmq cut
+    the camera connection for good (sync received nothing more, counted nothing)."""
+    def inject(rpub, cpub, sent, stamp):
+        cpub.send(camera_msg(999, stamp, None, shape=(800, 700, 3)))  # 1.7 MB > 1 MiB
+    pairs, st = _live_with_bad_messages(tmp_path, inject, {"oversize": 1})
+    assert sorted(pairs) == [(k, 3 * k + 1) for k in range(20)]
+    assert st["sub"]["rejected"] == {"oversize": 1}
+    assert st["sub"]["lost"] == 1 and st["sub"]["reconnects"] == 0  # the oversize frame's number
+
+
+def test_invalid_utf8_source_is_no_phantom_stream(tmp_path):
+    """#15 finding 4: a header with bytes ED A0 80 in `source` was accepted, and the phantom source
+    `radar:\ud800radar0` got its own clock model (and pairs)."""
+    def inject(rpub, cpub, sent, stamp):
+        phantom = list(sent["radar", 10])
+        phantom[1] = phantom[1].replace(b'"source":"radar0"', b'"source":"radar:\xed\xa0\x80radar0"')
+        rpub.send_frames(phantom)
+    pairs, st = _live_with_bad_messages(tmp_path, inject, {"header_utf8": 1})
+    assert set(st["clock"]) == {"radar:radar0", "camera:camera0"}
+    assert sorted(pairs) == [(k, 3 * k + 1) for k in range(20)]
+    assert st["sub"]["rejected"] == {"header_utf8": 1}
 
 
 def test_replay_end_to_end_over_sockets_is_repeatable(rig_sockets):
@@ -256,9 +356,11 @@ def test_replay_end_to_end_over_sockets_is_repeatable(rig_sockets):
         th, stop, result = _start(daemon)
         for m in msgs:
             assert (rpub if m.kind == "radar" else cpub).send(m, keep_seq=True)
-        got = _collect(sub, quiet_s=1.6)  # the daemon flushes the tail once the replay is quiet for 1 s
-        stop.set()
-        th.join(5)
+        for pub, stream in ((rpub, "radar"), (cpub, "camera")):  # what capture.replay sends after its last message
+            pub.send(Message(kind="event", source="replay", meta={"event": "end_of_stream", "stream": stream},
+                             replay=True))
+        got = _collect(sub, _n_pairs(len(want)))  # the daemon flushes the tail once the replay is quiet
+        _stop_daemon(th, stop, sub, got)
         runs.append([(m.meta["radar"]["seq"], m.meta["camera"]["seq"], m.meta["skew_ns"])
                      for m in got if m.kind == "pair"])
         assert all(m.replay for m in got)
@@ -271,9 +373,7 @@ def test_cli_runs_and_stops(tmp_path):
     argv = ["sync", "--duration", "0.3"]
     for s in sets:
         argv += ["--set", s]
-    t = time.monotonic()
-    assert cli.main(argv) == 0
-    assert time.monotonic() - t < 5
+    assert cli.main(argv) == 0  # --duration: it stops by itself
     assert cli.main(["sync", "--set", "sync.max_skew_ms=-1", "--duration", "0.1"]) == 2  # config error, named
 
 
@@ -318,11 +418,28 @@ def test_recorded_session_replays_to_identical_pairs(tmp_path):
         assert daemon.pub.wait_for_subscribers(1, 5)
         th, stop, result = _start(daemon)
         st = replay_session(cfg, str(tmp_path / "session"), as_fast=True, wait_subscribers=1)
-        got = _collect(sub, quiet_s=1.6)
-        stop.set()
-        th.join(5)
+        got = _collect(sub, _n_pairs(len(want)))
+        _stop_daemon(th, stop, sub, got)
         daemon.close()
         sub.close()
         assert st.sent == len(msgs) and all(m.replay for m in got)
         runs.append(sorted((m.meta["radar"]["seq"], m.meta["camera"]["seq"], m.meta["skew_ns"]) for m in got))
     assert runs[0] == runs[1] == want and len(want) > 60
+
+
+def test_one_restart_threshold_for_driver_and_sync():
+    """#17: a frame number that went back by RESTART_JUMP (radvis/frames.py) or more is a device restart,
+    for the UART driver and for sync alike; less is a late frame."""
+    from drivers.ti.radar import UartRadar
+    from radvis.frames import RESTART_JUMP, is_restart
+    assert UartRadar.RESTART_JUMP == RESTART_JUMP == 100
+    assert not is_restart(None, 0) and not is_restart(200, 101) and is_restart(200, 100)
+    proc = SyncProcessor(cfg_for())
+    t = 50 * NS
+    for fn in range(0, 201):  # 20 s of a 10 Hz radar
+        proc.process(radar_msg(fn, t + fn * 100 * MS + 3 * MS, replay=True))
+    clock = proc.clocks[("radar", "radar0")]
+    proc.process(radar_msg(101, t + 201 * 100 * MS + 3 * MS, replay=True))  # back by 99: late, not a restart
+    assert clock.restarts == 0
+    proc.process(radar_msg(0, t + 202 * 100 * MS + 3 * MS, replay=True))  # back by 200: restarted
+    assert clock.restarts == 1 and clock.state()["samples"] == 203

@@ -171,8 +171,12 @@ def test_pairs_match_truth(seed, drift_r, drift_c, jitter, drop, bursts, reorder
                    bursts=bursts, reorder=reorder, wrap=wrap, restart=restart)
     out, est, clocks, m = run_online(rig)
     pairs, drops = check_against_truth(rig, out)
-    assert m.counts[RADAR]["late"] == m.counts[CAMERA]["late"] == 0
-    assert not any(r in ("overflow", "late") for _, _, r in drops)
+    # a frame below its stream's own promise (newest + inter-message bound) is late: that happens only while
+    # a clock model has seen a handful of samples (the second camera frame may map 5 ms earlier than the
+    # first one did); accepting it would make the pairs depend on how the two streams interleaved
+    late = [(s, k) for s, k, r in drops if r == "late"]
+    assert all(not warmed(rig, k) if s == RADAR else rig["tau"][CAMERA][k] < rig["t0"] + WARM for s, k in late), late
+    assert not any(r == "overflow" for _, _, r in drops)
     assert clocks[RADAR].restarts == int(restart) and clocks[CAMERA].restarts == 0
     if wrap:
         assert clocks[CAMERA].wraps == 1

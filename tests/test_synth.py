@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from sim import synth
-from sim.scene import frame_label
 from drivers.ti import dsp
 from radvis.cli import main as radvis_main
+from radvis.cruw import frame_label
 
 # one object per line: integer frame id, range and azimuth with 4 decimals, class name (cruw.md §1.5)
 LINE = re.compile(r"^(\d+) (-?\d+\.\d{4}) (-?\d+\.\d{4}) (pedestrian|cyclist|car)$")

@@ -262,10 +262,8 @@ def test_config_client_failure_status_and_timeout(emulator_and_client):
     dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dead.bind(("127.0.0.1", 0))
     c2 = DCA1000Config(board=dead.getsockname(), bind=("127.0.0.1", 0), timeout_s=0.1, retries=1)
-    t = time.monotonic()
-    with pytest.raises(DcaError, match="no reply .* after 2 tries"):
+    with pytest.raises(DcaError, match="no reply .* after 2 tries"):  # gives up after its retries
         c2.connect()
-    assert time.monotonic() - t < 1.0
     c2.close()
     dead.close()
     # a malformed request gets no reply at all from the board
@@ -381,20 +379,25 @@ def test_emulator_faults_from_config_vocabulary(frames16k):
 
 def test_capture_session_emulated_point_targets_to_ra_map():
     """Config bring-up, RECORD_START, frames from the deterministic point-target source streamed as the board
-    would, received, unpacked (Q first) and turned into an RA map whose peak is the strong reflector."""
+    would, received, unpacked (Q first) and turned into an RA map whose peak is the strong reflector. Board and
+    host each have their own loopback address with the real port numbers, as 192.168.33.180 and .30 do."""
     import math
 
-    from sim.source import PointTargetSource
     from drivers.ti import dsp
     from drivers.ti.dca1000_capture import DCA1000Capture
     from radvis import config as configmod
+    from sim.source import PointTargetSource
 
-    cfg = configmod.load(None, ["radar.emulated=true", "radar.mode='dca1000'"])
+    a, b = (int(x) for x in np.random.default_rng().integers(1, 250, 2))
+    host, board = f"127.{a}.{b}.1", f"127.{a}.{b}.2"
+    cfg = configmod.load(None, ["radar.mode='dca1000'", f"radar.dca_host='{host}'", f"radar.dca_board='{board}'"])
     profile = parse_cfg(Path(__file__).resolve().parent.parent / "drivers/ti/cfgs/radvis_iwr1843_dca.cfg").profile
-    with DCA1000Capture.from_config(cfg.radar, profile) as cap:
+    with DCA1000Emulator(host=board, config_port=4096, data_dest=(host, 4098), data_source_port=1024).start() as emu, \
+            DCA1000Capture.from_config(cfg.radar, profile) as cap:
         assert cap.start() == {"major": 2, "minor": 8, "playback": False}
+        assert emu.stats.failed_commands == 0 and emu.recording
         src = PointTargetSource()
-        cap.emulator.stream(src, profile, 3, period_s=0)
+        emu.stream(src, profile, 3, period_s=0)
         got = []
         deadline = time.monotonic() + 5
         while len(got) < 3 and time.monotonic() < deadline:
@@ -407,6 +410,7 @@ def test_capture_session_emulated_point_targets_to_ra_map():
         assert pr == int(np.abs(dsp.range_grid() - 6.0).argmin())
         assert abs(pa - int(np.abs(dsp.azimuth_grid() - math.radians(-25)).argmin())) <= 1
         assert cap.stats.lost_bytes == 0
+        assert emu.data_source == (board, 1024)            # the FPGA sends from port 1024
 
 
 # ---------------------------------------------------------------------------------------------- property

@@ -10,6 +10,7 @@ import pytest
 
 from drivers.ti import dsp
 from drivers.ti.cfg import parse_cfg
+from sim.render_radar import synth_adc
 
 REPO = Path(__file__).resolve().parent.parent
 C = 299_792_458.0
@@ -42,7 +43,7 @@ def cfg_variant(tmp_path, channel: str, chirps: list[str], frame: str, profile_l
 
 
 def beat(profile, r, theta, v=0.0, amp=1000.0, noise=0.0, seed=0):
-    """Textbook TDM-MIMO FMCW beat signal, written independently of dsp.synth_adc: IF tone 2·S·r/c,
+    """Textbook TDM-MIMO FMCW beat signal, written independently of the synthesiser: IF tone 2·S·r/c,
     λ/2 array phase π·(element)·sinθ, slow-time phase 4π·v·t/λ; virtual index = loop slot × nrx + rx,
     element = rank of the slot's TX among azimuth TXs × nrx + rx."""
     fs, s = profile.sample_rate_ksps * 1e3, profile.slope_mhz_us * 1e12
@@ -84,7 +85,7 @@ def test_grids_match_rod2021():
 
 
 def test_synth_adc_is_the_textbook_beat_signal(cruw_profile):
-    got = dsp.synth_adc(cruw_profile, [dict(range_m=7.3, azimuth_rad=-0.4, velocity_mps=1.5, amplitude=800)])
+    got = synth_adc(cruw_profile, [dict(range_m=7.3, azimuth_rad=-0.4, velocity_mps=1.5, amplitude=800)])
     ref = beat(cruw_profile, 7.3, -0.4, 1.5, 800)
     # synth_adc adds the constant 4π·r/λ carrier phase; compare up to that one phase
     ph = np.angle(np.vdot(ref, got))
@@ -170,3 +171,19 @@ def test_bad_inputs_raise_clear_errors(cruw_profile):
         dsp.ra_map(adc[0], cruw_profile)
     with pytest.raises(ValueError, match="samples per chirp"):
         dsp.ra_map(adc[..., :100], cruw_profile, chirp=0)
+
+
+def test_virtual_array_is_the_board_layout(tmp_path, cruw_profile):
+    """One layout for the DSP and the synthesiser: RX λ/2 apart, TX0/TX2 2λ apart; with 3 TX the raised TX1
+    sits half-way, one row up, and is left out of the azimuth array."""
+    az, el = dsp.virtual_array(cruw_profile)
+    assert list(az) == [0, 1, 2, 3, 4, 5, 6, 7] and not el.any()
+    p = cfg_variant(tmp_path, "channelCfg 15 7 0",
+                    ["chirpCfg 0 0 0 0 0 0 0 1", "chirpCfg 1 1 0 0 0 0 0 4", "chirpCfg 2 2 0 0 0 0 0 2"],
+                    "frameCfg 0 2 16 0 100 1 0")
+    az, el = dsp.virtual_array(p)                      # chirp order TX0, TX2, TX1
+    assert list(az) == [0, 1, 2, 3, 4, 5, 6, 7, 2, 3, 4, 5] and list(el) == [0] * 8 + [1] * 4
+    # a target in the horizontal plane: the azimuth row carries the textbook signal (up to the carrier phase)
+    up = synth_adc(p, [dict(range_m=6.0, azimuth_rad=0.3)])
+    assert np.allclose(up[:, dsp.azimuth_antennas(p)], beat(p, 6.0, 0.3)[:, dsp.azimuth_antennas(p)]
+                       * np.exp(1j * np.angle(np.vdot(beat(p, 6.0, 0.3)[:, :8], up[:, :8]))), atol=0.05)

@@ -12,8 +12,7 @@ Global time is switched on when the sensor supports it. A device that stops deli
 until `reconnect_s` has passed (then CameraDisconnected is raised to the capture daemon).
 
 The device is found by a `finder(serial) -> rs.device | None`: the real one queries an `rs.context`;
-the emulated RealSense (sim/realsense_device.py) hands over its `rs.software_device`, so tests and
-the demo run exactly this code.
+tests hand over a pyrealsense2 `rs.software_device` (sim/realsense_device.py), so they run exactly this code.
 """
 from __future__ import annotations
 
@@ -78,13 +77,13 @@ class RealSenseCamera(CameraSource):
     def __init__(self, *, serial: str = "", width: int = 640, height: int = 480, fps: int = 30,
                  depth: bool = False, finder: Callable[[str], object] | None = None, timeout_ms: int = 1000,
                  reconnect_backoff_s: float = 0.5, reconnect_max_s: float = 10.0, reconnect_s: float = 30.0,
-                 annotate: Callable[[int], dict | None] | None = None, on_close: Callable[[], None] | None = None):
+                 on_close: Callable[[], None] | None = None):
         self.rs = _rs()
         self.serial, self.width, self.height, self.fps, self.depth = serial, width, height, fps, depth
         self.finder = finder or context_finder()
         self.timeout_ms = timeout_ms
         self.backoff = (reconnect_backoff_s, reconnect_max_s, reconnect_s)
-        self.annotate, self.on_close = annotate, on_close
+        self.on_close = on_close
         self.stop = threading.Event()
         self.removed = threading.Event()
         self.pipe = None
@@ -214,10 +213,6 @@ class RealSenseCamera(CameraSource):
             t_dev = int(round(meta["timestamp_ms"] * 1e6))
         else:
             t_dev = None
-        if self.annotate is not None:
-            truth = self.annotate(meta["device_frame_number"])
-            if truth is not None:
-                meta["truth"] = truth
         d = np.asanyarray(depth.get_data()).copy() if depth else None
         return CameraFrame(img, meta["device_frame_number"], t_dev, t_mono, t_wall, meta, d)
 

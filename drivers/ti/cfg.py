@@ -242,6 +242,12 @@ def parse_cfg(text_or_path: str | Path, *, sdk: tuple[int, int] | None = None) -
         raise CfgError(f"{where}: SDK {sdk[0]}.{sdk[1]} requires these commands before sensorStart: "
                        + ", ".join(missing))
     profile, gui = _derive(lines, src, sdk)
+    lvds = [ln.args for ln in lines if ln.command == "lvdsStreamCfg"]
+    if lvds and len(lvds[-1]) >= 3 and lvds[-1][2] != "0":  # raw ADC over LVDS: a DCA1000 packetises it
+        from drivers.ti.dca1000_packets import packet_warning
+        w = packet_warning(profile, src)
+        if w:
+            warnings.append(w)
     return RadarCfg(src, lines, sdk, profile, gui, warnings)
 
 

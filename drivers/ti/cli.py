@@ -3,16 +3,42 @@ the DCA1000 helper's CLI module is present)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
+from pathlib import Path
+
+
+def cfg_file(path: str, what: str) -> Path:
+    """A .cfg argument is always a file (any name: a cfg saved as good.txt is still a cfg); a missing path or a
+    directory is said as such instead of being parsed as cfg text."""
+    from radvis.config import resolve_path
+    p = resolve_path(path)  # as given, else a packaged cfg (drivers/ti/cfgs/...) from any directory
+    if p.is_dir():
+        raise ValueError(f"{what} {path}: is a directory, expected a TI .cfg file")
+    if not p.exists():
+        raise ValueError(f"{what} {path}: no such file")
+    return p
+
+
+def parse_sdk(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", text)
+    if m is None:
+        raise ValueError(f"--sdk {text!r}: expected the firmware SDK as MAJOR.MINOR, e.g. 3.5 or 2.1")
+    return int(m.group(1)), int(m.group(2))
 
 
 def _cfg(args) -> int:
     from drivers.ti.cfg import CfgError, parse_cfg
     try:
-        rc = parse_cfg(args.file) if args.sdk is None else parse_cfg(args.file, sdk=tuple(map(int, args.sdk.split("."))))
-    except CfgError as e:
+        path, sdk = cfg_file(args.file, "radar cfg"), parse_sdk(args.sdk)
+        rc = parse_cfg(path) if sdk is None else parse_cfg(path, sdk=sdk)
+    except (CfgError, ValueError) as e:
         print(f"radvis: {e}", file=sys.stderr)
         return 2
+    for w in rc.warnings:
+        print(f"radvis: warning: {w}", file=sys.stderr)
     print(rc.to_json())
     return 0
 
@@ -21,17 +47,18 @@ def _parse(args) -> int:
     from drivers.ti.cfg import CfgError, parse_cfg
     from drivers.ti.uart import UartParser
     profile = None
-    if args.cfg_file:
-        try:
-            profile = parse_cfg(args.cfg_file).profile
-        except CfgError as e:
-            print(f"radvis: {e}", file=sys.stderr)
-            return 2
     try:
         f = open(args.file, "rb")
     except OSError as e:
-        print(f"radvis: {args.file}: {e.strerror}", file=sys.stderr)
+        print(f"radvis radar parse: {args.file}: {e.strerror}", file=sys.stderr)
         return 2
+    if args.cfg_file:
+        try:
+            profile = parse_cfg(cfg_file(args.cfg_file, "radar parse --cfg")).profile
+        except (CfgError, ValueError) as e:
+            f.close()
+            print(f"radvis: {e}", file=sys.stderr)
+            return 2
     p = UartParser(profile)
     out = sys.stdout
     with f:
@@ -47,7 +74,13 @@ def _parse(args) -> int:
             if not chunk:
                 break
     st = {"stats": p.stats.to_dict()}
-    out.write((json.dumps(st) if args.json else f"stats: {st['stats']}") + "\n")
+    out.write((json.dumps(st) if args.json else f"stats: {json.dumps(st['stats'])}") + "\n")
+    if p.stats.frames == 0:  # nothing decoded is not a success: say what the file should have been
+        print(f"radvis radar parse: {args.file}: no frames in {p.stats.bytes_in} bytes (no valid TI packet: magic "
+              f"word 02 01 04 03 06 05 08 07 + header + TLVs). Expected a raw capture of the radar's data port "
+              f"(UART mode, e.g. /dev/ttyACM1 at 921600 baud); DCA1000 captures: `radvis dca1000 parse`",
+              file=sys.stderr)
+        return 1
     return 0
 
 

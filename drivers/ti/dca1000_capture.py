@@ -1,7 +1,6 @@
 """DCA1000 capture session: bring the board up over the config port, receive frames on the data port, hand
-out complex ADC cubes. The same code runs against the board (192.168.33.180) and against the emulator
-(`emulated=True`: a DCA1000Emulator on loopback with free ports; feed it with `emulator.send_frame(adc)`,
-e.g. as the emulated TI device's `raw_sink`).
+out complex ADC cubes. It talks to whatever board sits at the configured address: the real one
+(192.168.33.180, host 192.168.33.30) or the emulated one (the emulate-radar stage, 127.0.0.2 by default).
 
     cap = DCA1000Capture.from_config(cfg.radar, profile)
     cap.start()                 # SYSTEM_CONNECT, version, record delay, FPGA config, RECORD_START
@@ -22,13 +21,11 @@ log = logging.getLogger(__name__)
 class DCA1000Capture:
     def __init__(self, profile, *, host: str = "192.168.33.30", board: str = "192.168.33.180",
                  config_port: int = 4096, data_port: int = 4098, board_config_port: int = 4096,
-                 board_data_source: tuple[str, int] | None = None, iq_order: str = "qi",
-                 emulator=None, timeout_s: float = 1.0):
+                 board_data_source: tuple[str, int] | None = None, iq_order: str = "qi", timeout_s: float = 1.0):
         self.profile = profile
         self.iq_order = "qi" if iq_order == "auto" else iq_order
         self.lanes = lvds_lanes(profile)
         self.frame_bytes = raw_frame_bytes(profile, self.lanes)
-        self.emulator = emulator
         self.receiver = DataReceiver(self.frame_bytes, bind=(host, data_port), board=board_data_source)
         try:
             self.config = DCA1000Config(board=(board, board_config_port), bind=(host, config_port),
@@ -38,26 +35,11 @@ class DCA1000Capture:
             raise
 
     @classmethod
-    def from_config(cls, radar_cfg, profile) -> "DCA1000Capture":
-        """From the `radar` config section. With `emulated`, a DCA1000Emulator is started on loopback with
-        free ports (so parallel runs never collide) and is available as `.emulator`."""
-        if not radar_cfg.emulated:
-            return cls(profile, host=radar_cfg.dca_host, board=radar_cfg.dca_board,
-                       config_port=radar_cfg.dca_config_port, data_port=radar_cfg.dca_data_port,
-                       iq_order=radar_cfg.iq_order)
-        from sim.dca1000_device import DCA1000Emulator
-        # receiver first (its port is the emulator's destination), then the board, then point the client at it
-        self = cls.__new__(cls)
-        self.profile = profile
-        self.iq_order = "qi" if radar_cfg.iq_order == "auto" else radar_cfg.iq_order
-        self.lanes = lvds_lanes(profile)
-        self.frame_bytes = raw_frame_bytes(profile, self.lanes)
-        self.receiver = DataReceiver(self.frame_bytes, bind=("127.0.0.1", 0))
-        self.emulator = DCA1000Emulator(data_dest=self.receiver.address, iq_order=self.iq_order,
-                                        faults=radar_cfg.faults).start()
-        self.receiver.sock.connect(self.emulator.data_source)
-        self.config = DCA1000Config(board=self.emulator.config_address, bind=("127.0.0.1", 0))
-        return self
+    def from_config(cls, r, profile) -> "DCA1000Capture":
+        """From the [radar] config section: this host binds dca_host:dca_config_port and :dca_data_port,
+        the board answers at dca_board:dca_config_port."""
+        return cls(profile, host=r.dca_host, board=r.dca_board, config_port=r.dca_config_port,
+                   board_config_port=r.dca_config_port, data_port=r.dca_data_port, iq_order=r.iq_order)
 
     @property
     def stats(self):
@@ -87,8 +69,6 @@ class DCA1000Capture:
             log.warning("DCA1000 RECORD_STOP: %s", e)
         self.config.close()
         self.receiver.close()
-        if self.emulator is not None:
-            self.emulator.close()
 
     def __enter__(self):
         return self

@@ -14,9 +14,10 @@ import numpy as np
 
 def _profile(args):
     from drivers.ti.cfg import CfgError, parse_cfg
-    path = args.chirp_cfg or args.cfg.radar.cfg
+    from radvis.config import resolve_path
+    path = Path(args.chirp_cfg) if args.chirp_cfg else resolve_path(args.cfg.radar.cfg, args.cfg.source)
     try:
-        return parse_cfg(Path(path)).profile
+        return parse_cfg(path).profile
     except CfgError as e:
         print(f"radvis dca1000 parse: {e}", file=sys.stderr)
         return None
@@ -35,6 +36,10 @@ def frame_record(frame, profile, iq_order: str, n_first: int = 4) -> dict:
 def _parse(args) -> int:
     from drivers.ti.dca1000_files import CaptureError, CaptureParser, read_bin
     from drivers.ti.dca1000_receiver import raw_frame_bytes
+    if not Path(args.file).is_file():  # the input's own error first, not a cfg error that hides it
+        why = "is a directory" if Path(args.file).is_dir() else "no such file"
+        print(f"radvis dca1000 parse: {args.file}: {why}", file=sys.stderr)
+        return 2
     profile = _profile(args)
     if profile is None:
         return 2

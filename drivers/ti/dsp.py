@@ -12,7 +12,6 @@ Amplitudes are normalised so a point target of amplitude A ADC counts peaks at �
 from __future__ import annotations
 
 import functools
-import math
 import threading
 
 import numpy as np
@@ -88,17 +87,31 @@ def range_fft(adc: np.ndarray, profile) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # angle transform: DFT over the azimuth virtual array at u = sin θ of the grid
 
-def azimuth_antennas(profile, num_virtual: int | None = None) -> np.ndarray:
-    """Indices (into the virtual-antenna axis) of the horizontal λ/2 array, in spatial order.
-
-    Virtual antenna = chirp position in the loop × num_rx + rx. Chirps are ordered by TX index (TX0 left of
-    TX2 on TI boards); with 3 TX the raised TX1 (elevation) is left out, as in the SDK's azimuth FFT."""
+def virtual_array(profile) -> tuple[np.ndarray, np.ndarray]:
+    """The board's virtual array: (azimuth, elevation) position of each virtual antenna in half-wavelengths,
+    in the ADC cube's order (chirp slot in the loop × num_rx + rx). TI EVM layout: RX λ/2 apart; TDM TXs 2λ
+    apart (xWR16xx TX0/TX1, xWR18xx TX0/TX2); with 3 TX the xWR18xx/68xx TX1 sits half-way and λ/2 higher
+    (the elevation row). The one home of the layout: the DSP below and the emulated board's synthesiser
+    (sim/render_radar.py) both read it."""
     nrx, ntx = int(profile.num_rx), int(profile.num_tx)
     order = list(getattr(profile, "tx_order", None) or range(ntx))[:ntx]
-    pos = sorted(range(len(order)), key=lambda i: order[i])
     if ntx == 3:
-        pos = [p for p in pos if order[p] != 1]
-    idx = np.array([p * nrx + r for p in pos for r in range(nrx)], dtype=np.intp)
+        tx_pos = {0: (0.0, 0.0), 1: (2.0, 1.0), 2: (4.0, 0.0)}
+    else:
+        tx_pos = {t: (4.0 * k, 0.0) for k, t in enumerate(sorted(t for t in set(order) if t >= 0))}
+    pos = [tx_pos.get(t, (0.0, 0.0)) for t in order]          # a chirp with several TXs at once: no position
+    az = np.array([p[0] + r for p in pos for r in range(nrx)], np.float64)
+    el = np.array([p[1] for p in pos for _ in range(nrx)], np.float64)
+    return az, el
+
+
+def azimuth_antennas(profile, num_virtual: int | None = None) -> np.ndarray:
+    """Indices (into the virtual-antenna axis) of the horizontal λ/2 array, in spatial order: the elements
+    of `virtual_array` in the azimuth row, left to right (with 3 TX the raised TX1 is left out, as in the
+    SDK's azimuth FFT)."""
+    az, el = virtual_array(profile)
+    keep = np.flatnonzero(el == 0)
+    idx = keep[np.argsort(az[keep], kind="stable")].astype(np.intp)
     if num_virtual is not None and idx.size and idx.max() >= num_virtual:
         raise ValueError(f"profile needs {idx.max() + 1} virtual antennas, ADC has {num_virtual}")
     return idx
@@ -204,41 +217,3 @@ def _heatmap_matrix(nb: int, fs_ksps: float, slope_mhz_us: float) -> np.ndarray:
     mat = np.exp(-2j * np.pi * np.outer(nu, np.arange(nb)))
     mat[nu >= 1.0] = 0
     return mat.astype(np.complex64)
-
-
-def synth_adc(profile, targets: list[dict], *, noise_std: float = 0.0, rng=None,
-              num_loops: int | None = None) -> np.ndarray:
-    """Ideal FMCW beat signal for point targets, complex64 [loops, virtual, samples] (the model the DSP
-    inverts; see docs/radar-dsp.md). Target keys: range_m, azimuth_rad (+ = right), velocity_mps
-    (+ = away), amplitude (ADC counts, default 1000)."""
-    nl = int(num_loops or profile.num_loops)
-    ntx, nrx, ns = int(profile.num_tx), int(profile.num_rx), int(profile.num_adc_samples)
-    fs, slope = profile.sample_rate_ksps * 1e3, profile.slope_mhz_us * 1e12
-    lam = profile.wavelength_m
-    tc = profile.chirp_interval_us * 1e-6
-    order = list(getattr(profile, "tx_order", None) or range(ntx))[:ntx]
-    # horizontal element position (in λ/2 units) of each virtual antenna: TX spacing = nrx elements
-    tx_rank = {tx: i for i, tx in enumerate(sorted(t for t in order if not (ntx == 3 and t == 1)))}
-    out = np.zeros((nl, ntx * nrx, ns), np.complex64)
-    n = np.arange(ns)
-    loops = np.arange(nl)
-    for t in targets:
-        r, th = float(t["range_m"]), float(t.get("azimuth_rad", 0.0))
-        v, a = float(t.get("velocity_mps", 0.0)), float(t.get("amplitude", 1000.0))
-        fast = np.exp(2j * np.pi * (2 * slope * r / (C * fs)) * n)
-        phase0 = 4 * np.pi * r / lam
-        for p, tx in enumerate(order):
-            if ntx == 3 and tx == 1:
-                elem = tx_rank.get(0, 0) * nrx + nrx / 2      # raised TX1 sits between TX0 and TX2
-            else:
-                elem = tx_rank[tx] * nrx
-            t_chirp = (loops * ntx + p) * tc
-            slow = np.exp(1j * (4 * np.pi * v * t_chirp / lam + phase0))
-            for rx in range(nrx):
-                space = np.exp(1j * np.pi * (elem + rx) * math.sin(th))
-                out[:, p * nrx + rx, :] += (a * space * slow[:, None] * fast[None, :]).astype(np.complex64)
-    if noise_std:
-        g = rng if rng is not None else np.random.default_rng(0)
-        out += (g.normal(0, noise_std / math.sqrt(2), out.shape)
-                + 1j * g.normal(0, noise_std / math.sqrt(2), out.shape)).astype(np.complex64)
-    return out

@@ -1,9 +1,11 @@
-"""Radar capture entry point: `open_radar(cfg) -> RadarSource`, iterating yields `RadarFrame`s.
+"""Radar capture entry point: `open_radar(cfg.radar) -> RadarSource`, iterating yields `RadarFrame`s.
+
+The driver opens what the [radar] config names, as on hardware: a pyserial URL or device path for the CLI
+and data ports (/dev/ttyACM0, socket://HOST:PORT behind ser2net), the DCA1000's UDP addresses. An emulated
+board (the `emulate-radar` stage, sim/) is reached the same way; the driver cannot tell and never imports it.
 
 UART mode: open the data port, configure the board through its CLI port (the cfg is validated first, so a
 bad cfg fails before anything is sent), then stream the data port through the validating TLV parser.
-With `cfg.radar.emulated` the emulated board (`sim/ti_device.py`) is started on ptys and driven
-through exactly the same code path as hardware.
 
 Timestamps: `t_device_ns = frameNumber × framePeriod` (the device's frame clock); `t_mono_ns`/`t_wall_ns`
 are taken when the packet's last byte was parsed. The packet took `meta["uart_time_s"]` on the wire at the
@@ -17,6 +19,7 @@ first, the radar is configured over its CLI port, and every raw ADC frame become
 from __future__ import annotations
 
 import logging
+import select
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,18 +27,17 @@ from pathlib import Path
 import numpy as np
 import serial
 
+from drivers.ti import dsp
 from drivers.ti import tlv as tlvmod
 from drivers.ti.cfg import CfgError, RadarCfg, parse_cfg
 from drivers.ti.cli_port import CliError, CliPort
+from drivers.ti.dca1000_capture import DCA1000Capture
 from drivers.ti.uart import UartParser
+from radvis.config import ConfigError, resolve_path
+from radvis.frames import RESTART_JUMP, is_restart
 
 log = logging.getLogger("radvis.ti.radar")
 REPO = Path(__file__).resolve().parents[2]
-
-try:
-    from drivers.ti import dsp as _dsp
-except ImportError:          # the DSP module is optional for UART mode: frames then carry no "ra"
-    _dsp = None
 
 
 class RadarError(RuntimeError):
@@ -53,13 +55,8 @@ class RadarFrame:
 
 
 def resolve_cfg_path(path: str, config_source: str | None = None) -> Path:
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    for base in ([Path(config_source).parent] if config_source and config_source != "<defaults>" else []) + [REPO]:
-        if (base / p).exists():
-            return base / p
-    return p
+    """radar.cfg as a file: radvis.config.resolve_path (cwd, the config's directory, the checkout)."""
+    return resolve_path(path, config_source)
 
 
 def _stop_sensor(cli) -> None:
@@ -76,14 +73,14 @@ def _stop_sensor(cli) -> None:
 class UartRadar:
     """The demo's UART output as RadarFrames. Open with `.open()`; iterate; `.close()`."""
 
-    RESTART_JUMP = 100  # a frame number this far below the last one is a device restart, not a late frame
+    RESTART_JUMP = RESTART_JUMP  # one threshold for drivers and sync (radvis/frames.py)
 
     def __init__(self, rcfg: RadarCfg, cli_url: str, data_url: str, *, cli_baud: int = 115200,
-                 data_baud: int = 921600, source_id: str = "radar0", emulator=None, stall_timeout_s: float | None = None,
+                 data_baud: int = 921600, source_id: str = "radar0", stall_timeout_s: float | None = None,
                  mode: str = "uart"):
         self.rcfg, self.cli_url, self.data_url = rcfg, cli_url, data_url
         self.cli_baud, self.data_baud, self.source_id = cli_baud, data_baud, source_id
-        self.emulator, self.mode = emulator, mode
+        self.mode = mode
         period = rcfg.profile.frame_period_ms / 1000.0
         self.stall_timeout_s = stall_timeout_s if stall_timeout_s is not None else max(2.0, 20 * period)
         self.parser = UartParser(rcfg.profile)
@@ -93,13 +90,20 @@ class UartRadar:
         self.late_dropped = 0
         self.restarts = 0
         self._last_fn = None
+        self._fd = None
         self._closed = False
 
     def open(self) -> "UartRadar":
         try:
-            self.data = serial.serial_for_url(self.data_url, baudrate=self.data_baud, timeout=0.05)
+            # non-blocking reads; `_read` waits for the port itself (in_waiting is a byte count on a tty but
+            # only 0/1 on socket://, where reading in_waiting bytes would take the stream one byte at a time)
+            self.data = serial.serial_for_url(self.data_url, baudrate=self.data_baud, timeout=0)
         except (serial.SerialException, ValueError, OSError) as e:
             raise RadarError(f"cannot open data port {self.data_url!r}: {e}") from None
+        try:
+            self._fd = self.data.fileno()
+        except (AttributeError, OSError, NotImplementedError, serial.SerialException):
+            self._fd = None             # rfc2217://, loop://: no descriptor to wait on
         try:
             self.cli = CliPort(self.cli_url, self.cli_baud)
             self.replies = self.cli.configure(self.rcfg.lines, source=self.rcfg.source)
@@ -122,8 +126,6 @@ class UartRadar:
         _stop_sensor(self.cli)
         if self.data is not None:
             self.data.close()
-        if self.emulator is not None:
-            self.emulator.stop()
 
     def __enter__(self):
         return self
@@ -135,8 +137,8 @@ class UartRadar:
         last_rx = time.monotonic()
         while not self._closed:
             try:
-                chunk = self.data.read(max(1, self.data.in_waiting))
-            except (serial.SerialException, OSError, TypeError, AttributeError) as e:
+                chunk = self._read()
+            except (serial.SerialException, OSError, TypeError, AttributeError, ValueError) as e:
                 if self._closed:
                     return
                 raise RadarError(f"data port {self.data_url!r} failed: {e}") from None
@@ -151,10 +153,20 @@ class UartRadar:
                 if out is not None:
                     yield out
 
+    def _read(self, wait_s: float = 0.05) -> bytes:
+        """Whatever the port has, waiting at most `wait_s` for the first byte."""
+        if self._fd is not None:
+            r, _, _ = select.select([self._fd], [], [], wait_s)
+            return self.data.read(1 << 16) if r else b""
+        chunk = self.data.read(1 << 16)
+        if not chunk:
+            time.sleep(0.005)
+        return chunk
+
     def _frame(self, f) -> RadarFrame | None:
         fn = f.frame_number
         if self._last_fn is not None and fn <= self._last_fn:
-            if self._last_fn - fn < self.RESTART_JUMP:
+            if not is_restart(self._last_fn, fn):
                 self.late_dropped += 1   # duplicates and late packets would break time order downstream
                 return None
             self.restarts += 1           # the frame counter went far back: the device restarted
@@ -174,9 +186,9 @@ class UartRadar:
         if 5 in tl:
             arrays["range_doppler"] = np.ascontiguousarray(tl[5]["log2_mag"])
         hm = tl.get(4, tl.get(8))
-        if hm is not None and _dsp is not None and hm["heatmap"].ndim == 2:
+        if hm is not None and hm["heatmap"].ndim == 2:
             az = hm["heatmap"][:, :prof.num_virtual_azimuth]
-            arrays["ra"] = np.ascontiguousarray(_dsp.ra_from_azimuth_heatmap(az, prof), np.float32)
+            arrays["ra"] = np.ascontiguousarray(dsp.ra_from_azimuth_heatmap(az, prof), np.float32)
         meta = {"frame_number": fn, "cfg_digest": self.rcfg.digest, "frame_period_ms": prof.frame_period_ms,
                 "mode": self.mode, "units": {k: tlvmod.UNITS[k] for k in ("points", "range_profile", "ra")},
                 "platform": f"0x{f.platform:X}", "sdk": f.sdk, "time_cpu_cycles": f.time_cpu_cycles,
@@ -187,66 +199,87 @@ class UartRadar:
             meta["device_stats"] = tl[6]
         if 9 in tl:
             meta["temperature_c"] = tl[9]["temp_c"]
-        if self.emulator is not None:
-            truth = self.emulator.truth.get(fn)
-            if truth is not None:
-                meta["truth"] = _plain(truth)
         t_dev = int(round(fn * prof.frame_period_ms * 1e6))
         return RadarFrame(fn, t_dev, t_mono, t_wall, arrays, meta)
 
 
-def _plain(v):
-    """JSON-safe copy (numpy scalars from the simulator become Python numbers)."""
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
+def _is_url(port: str) -> bool:
+    return "://" in port   # pyserial URLs: socket://, rfc2217://, loop://, spy://
 
 
-def make_source(cfg):
-    """The emulated board's frame source: the scene simulator when present, else point targets."""
+def _is_loopback(host: str) -> bool:
+    return host.startswith("127.") or host in ("localhost", "::1")
+
+
+def _raw_adc_over_lvds(rcfg: RadarCfg) -> bool:
+    fmt = [ln.args for ln in rcfg.lines if ln.command == "lvdsStreamCfg"]
+    return bool(fmt) and len(fmt[-1]) >= 3 and fmt[-1][2] != "0"
+
+
+def check_config(r, config_source: str | None = None) -> RadarCfg:
+    """Configuration mistakes, found before the first open: each raises radvis.config.ConfigError naming the
+    key to fix, and the capture exits 2 (the rig does not restart it). Only what can go away and come back
+    (a board unplugged after it streamed, a DCA1000 that stops answering) is left to the reopen loop.
+    Returns the parsed radar.cfg."""
+    where = f" ({config_source})" if config_source and config_source != "<defaults>" else ""
+    path = resolve_cfg_path(r.cfg, config_source)
     try:
-        from sim.scene_source import SceneRadarSource
-    except ImportError:
-        from sim.source import PointTargetSource
-        return PointTargetSource(seed=cfg.scene.seed, noise=cfg.scene.noise)
-    return SceneRadarSource.from_config(cfg)
+        rcfg = parse_cfg(Path(path))
+    except CfgError as e:
+        raise ConfigError(f"radar.cfg{where}: {e}") from None
+    ports = [("cli_port", r.cli_port)] + ([("data_port", r.data_port)] if r.mode == "uart" else [])
+    for key, port in ports:
+        if not port:
+            raise ConfigError(f"radar.{key}{where}: empty, but radar.mode = {r.mode!r} needs it: set it to the "
+                              f"board's {'CLI' if key == 'cli_port' else 'data'} port (e.g. "
+                              f"{'/dev/ttyACM0' if key == 'cli_port' else '/dev/ttyACM1'}, or a socket:// URL; "
+                              f"docs/hardware.md)")
+        if not _is_url(port) and not Path(port).exists():
+            raise ConfigError(f"radar.{key}{where}: {port!r} does not exist (board not plugged in, or another "
+                              f"name: `ls -l /dev/serial/by-id/`; the emulated board serves socket:// URLs; "
+                              f"docs/hardware.md)")
+    if r.mode == "uart":
+        if r.cli_port == r.data_port:
+            raise ConfigError(f"radar.cli_port and radar.data_port{where} are both {r.cli_port!r}: the board has "
+                              f"two ports (CLI at 115200, data at 921600; docs/hardware.md)")
+        return rcfg
+    # dca1000
+    if not _raw_adc_over_lvds(rcfg):
+        raise ConfigError(f"radar.cfg{where}: {rcfg.source} does not stream raw ADC over LVDS (lvdsStreamCfg -1 0 1 "
+                          f"0), which radar.mode = \"dca1000\" needs: use drivers/ti/cfgs/radvis_iwr1843_dca.cfg, or "
+                          f"set radar.mode = \"uart\" for the UART TLV stream")
+    if r.dca_host == r.dca_board:
+        raise ConfigError(f"radar.dca_host and radar.dca_board{where} are both {r.dca_host!r}: the host would talk to "
+                          f"itself; on hardware dca_host = \"192.168.33.30\" (this NIC), dca_board = "
+                          f"\"192.168.33.180\" (the FPGA)")
+    if not _is_url(r.cli_port) and _is_loopback(r.dca_board):
+        raise ConfigError(f"radar.dca_board{where} = {r.dca_board!r} is a loopback address (the emulated DCA1000) "
+                          f"while radar.cli_port = {r.cli_port!r} is a real serial port: for the UART TLV stream "
+                          f"set radar.mode = \"uart\" and radar.cfg = \"drivers/ti/cfgs/radvis_iwr1843.cfg\"; for a "
+                          f"DCA1000 set radar.dca_host = \"192.168.33.30\" and radar.dca_board = \"192.168.33.180\" "
+                          f"(docs/hardware.md)")
+    return rcfg
 
 
-def open_radar(cfg, *, source=None):
-    """Open the radar described by `cfg.radar` (a radvis Config). Returns an opened source; iterate it."""
-    r = cfg.radar
-    path = resolve_cfg_path(r.cfg, getattr(cfg, "source", None))
+def open_radar(r, *, config_source: str | None = None):
+    """Open the radar described by `r`, the config's [radar] section (`config_source`: the config file, for
+    a relative radar.cfg). Returns an opened source; iterate it. Every failure is a RadarError (the capture
+    reopens); `check_config` tells configuration mistakes apart before the first open."""
+    path = resolve_cfg_path(r.cfg, config_source)
     try:
-        rcfg = parse_cfg(path)
+        rcfg = parse_cfg(Path(path))
     except CfgError as e:
         raise RadarError(f"radar.cfg: {e}") from None
+    for w in rcfg.warnings:  # e.g. DCA1000 frames that are not a multiple of the 1456-byte packet
+        log.warning("radar.cfg: %s", w)
     if r.mode == "dca1000":
-        return _open_dca(cfg, rcfg, source)
-    emu = None
-    cli_url, data_url = r.cli_port, r.data_port
-    if r.emulated:
-        from sim.ti_device import EmulatedTI
-        try:
-            emu = EmulatedTI(rcfg.text(), source if source is not None else make_source(cfg),
-                             faults=r.faults, mode=r.mode).start()
-        except ValueError as e:
-            raise RadarError(str(e)) from None
-        cli_url, data_url = emu.cli_port_url, emu.data_port_url
-    elif not cli_url or not data_url:
-        raise RadarError("radar.cli_port and radar.data_port must be set when radar.emulated = false "
-                         "(e.g. /dev/ttyACM0 and /dev/ttyACM1, see docs/hardware.md)")
-    src = UartRadar(rcfg, cli_url, data_url, cli_baud=r.cli_baud, data_baud=r.data_baud, source_id=r.source,
-                    emulator=emu, mode=r.mode, stall_timeout_s=getattr(r, "data_timeout_s", 0.0) or None)
-    try:
-        return src.open()
-    except RadarError:
-        if emu is not None:
-            emu.stop()
-        raise
+        return _open_dca(r, rcfg)
+    if not r.cli_port or not r.data_port:
+        raise RadarError("radar.cli_port and radar.data_port must name the board's ports in uart mode "
+                         "(e.g. /dev/ttyACM0 and /dev/ttyACM1, or socket:// URLs; see docs/hardware.md)")
+    src = UartRadar(rcfg, r.cli_port, r.data_port, cli_baud=r.cli_baud, data_baud=r.data_baud, source_id=r.source,
+                    mode=r.mode, stall_timeout_s=r.data_timeout_s or None)
+    return src.open()
 
 
 class DcaRadar:
@@ -254,9 +287,9 @@ class DcaRadar:
     aligned), the radar is configured over its CLI port, every frame becomes an RA map via drivers.ti.dsp.
     Frame k of the byte stream (0-based) is the device's frame k+1, so numbers match UART mode."""
 
-    def __init__(self, rcfg: RadarCfg, capture, cli_url: str, *, cli_baud: int = 115200, emulator=None,
+    def __init__(self, rcfg: RadarCfg, capture, cli_url: str, *, cli_baud: int = 115200,
                  stall_timeout_s: float | None = None, ra_chirp: int = -1):
-        self.rcfg, self.capture, self.cli_url, self.cli_baud, self.emulator = rcfg, capture, cli_url, cli_baud, emulator
+        self.rcfg, self.capture, self.cli_url, self.cli_baud = rcfg, capture, cli_url, cli_baud
         if ra_chirp >= rcfg.profile.num_loops:
             raise RadarError(f"radar.ra_chirp = {ra_chirp} but {rcfg.source} has {rcfg.profile.num_loops} loops per frame")
         self.ra_chirp = None if ra_chirp < 0 else ra_chirp
@@ -294,8 +327,6 @@ class DcaRadar:
             self.capture.close()
         except Exception as e:       # a vanished board must not stop the reopen
             log.warning("DCA1000 close: %s", e)
-        if self.emulator is not None:
-            self.emulator.stop()
 
     def __iter__(self):
         prof = self.rcfg.profile
@@ -315,46 +346,31 @@ class DcaRadar:
             last = now
             for raw, adc in got:
                 fn = raw.frame_number + 1
-                arrays = {}
-                if _dsp is not None:
-                    arrays["ra"] = np.ascontiguousarray(_dsp.ra_map(adc, prof, chirp=self.ra_chirp), np.float32)
+                arrays = {"ra": np.ascontiguousarray(dsp.ra_map(adc, prof, chirp=self.ra_chirp), np.float32)}
                 meta = {"frame_number": fn, "cfg_digest": self.rcfg.digest, "frame_period_ms": prof.frame_period_ms,
                         "mode": "dca1000", "units": {"ra": tlvmod.UNITS["ra"]}, "complete": bool(raw.complete),
                         "ra_chirp": -1 if self.ra_chirp is None else self.ra_chirp,
                         "lost_bytes": int(raw.lost_bytes), "packets": int(raw.packets)}
-                if self.emulator is not None:
-                    truth = self.emulator.truth.get(fn)
-                    if truth is not None:
-                        meta["truth"] = _plain(truth)
                 yield RadarFrame(fn, int(round(fn * prof.frame_period_ms * 1e6)), raw.t_last_ns or time.monotonic_ns(),
                                  time.time_ns(), arrays, meta)
 
 
-def _open_dca(cfg, rcfg: RadarCfg, source=None):
-    r = cfg.radar
+def _open_dca(r, rcfg: RadarCfg):
     fmt = [ln.args for ln in rcfg.lines if ln.command == "lvdsStreamCfg"]
     if not fmt or len(fmt[-1]) < 3 or fmt[-1][2] == "0":
         raise RadarError(f"radar.cfg {rcfg.source}: mode dca1000 needs raw ADC over LVDS "
                          "(lvdsStreamCfg -1 0 1 0); use drivers/ti/cfgs/radvis_iwr1843_dca.cfg")
-    try:
-        from drivers.ti.dca1000_capture import DCA1000Capture
-    except ImportError as e:
-        raise RadarError(f"mode dca1000 needs drivers.ti.dca1000_capture: {e}") from None
+    if not r.cli_port:
+        raise RadarError("radar.cli_port must name the board's CLI port (the radar is configured over it also in "
+                         "dca1000 mode; see docs/hardware.md)")
     try:
         cap = DCA1000Capture.from_config(r, rcfg.profile)
     except (OSError, ValueError) as e:
         raise RadarError(f"DCA1000: {e}") from None
-    emu, cli_url = None, r.cli_port
-    if r.emulated:
-        from sim.ti_device import EmulatedTI
-        # faults act on the UDP stream (the DCA1000 emulator); the UART data port is not read in this mode
-        emu = EmulatedTI(rcfg.text(), source if source is not None else make_source(cfg), mode="dca1000",
-                         raw_sink=lambda fn, adc, t: cap.emulator.send_frame(adc)).start()
-        cli_url = emu.cli_port_url
-    elif not cli_url:
+    try:
+        src = DcaRadar(rcfg, cap, r.cli_port, cli_baud=r.cli_baud, stall_timeout_s=r.data_timeout_s or None,
+                       ra_chirp=r.ra_chirp)
+    except RadarError:
         cap.close()
-        raise RadarError("radar.cli_port must be set when radar.emulated = false (the radar is configured "
-                         "over its CLI port also in dca1000 mode)")
-    src = DcaRadar(rcfg, cap, cli_url, cli_baud=r.cli_baud, emulator=emu,
-                   stall_timeout_s=getattr(r, "data_timeout_s", 0.0) or None, ra_chirp=r.ra_chirp)
+        raise
     return src.open()

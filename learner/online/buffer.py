@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 POLICIES = ("reservoir", "redundancy", "fifo")
+_I64 = (-(2**63), 2**63 - 1)
 
 
 class ReplayBuffer:
@@ -72,7 +73,10 @@ class ReplayBuffer:
         return k / max(float(np.linalg.norm(k)), 1e-12)
 
     def add(self, radar: np.ndarray, key: np.ndarray, t_ns: int, seq_id: int, label: int = -1) -> int:
-        """Offer one pair. Returns the slot it went into, or -1 if the policy discarded it (counted)."""
+        """Offer one pair. Returns the slot it went into, or -1 if the policy discarded it (counted).
+        ValueError, before anything changes, for a pair the buffer cannot hold exactly (wrong shape, a
+        time or sequence id outside int64): a bad pair never leaves a half-written slot behind."""
+        self._check(radar, key, t_ns, seq_id, label)
         self.offered += 1
         if self.size < self.capacity:
             slot = self.size
@@ -111,10 +115,17 @@ class ReplayBuffer:
         tied = np.flatnonzero(score >= best - 1e-6)
         return int(tied[np.argmin(self.order[tied])])
 
+    def _check(self, radar, key, t_ns, seq_id, label) -> None:
+        if np.shape(radar) != self.radar_shape:
+            raise ValueError(f"radar shape {np.shape(radar)} != buffer's {self.radar_shape}")
+        if np.shape(key) != (self.key_dim,):
+            raise ValueError(f"key shape {np.shape(key)} != ({self.key_dim},)")
+        for name, v in (("t_ns", t_ns), ("seq_id", seq_id), ("label", label)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not _I64[0] <= int(v) <= _I64[1]:
+                raise ValueError(f"{name} must be an int64 integer, got {v!r:.40}")
+
     def _write(self, slot, radar, key, t_ns, seq_id, label) -> None:
         r = np.asarray(radar, np.float32)
-        if r.shape != self.radar_shape:
-            raise ValueError(f"radar shape {r.shape} != buffer's {self.radar_shape}")
         m = float(np.abs(r).max()) if r.size else 0.0
         m = m if np.isfinite(m) and m > 0 else 1.0
         self.radar[slot] = r / m

@@ -44,8 +44,26 @@ def _handler(args) -> int:
         stopping["now"] = True
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    import time
+    t0, wait_s = time.monotonic(), args.first_pair_timeout
+    no_pairs = {"timed_out": False}
+
+    def received() -> int:
+        return int(lrn.ingest.counts.get("pairs_in", 0))
+
+    def stop() -> bool:
+        if wait_s and not received() and time.monotonic() - t0 > wait_s:
+            no_pairs["timed_out"] = True  # nothing upstream: say where we listened instead of idling forever
+            return True
+        return stopping["now"]
     final = lrn.run(max_steps=args.max_steps, duration_s=args.duration, max_pairs=args.max_pairs,
-                    idle_exit_s=args.exit_when_idle, stop=lambda: stopping["now"])
+                    idle_exit_s=args.exit_when_idle, stop=stop)
+    if not received() and not stopping["now"]:
+        endpoint = args.endpoint or cfg.endpoints.pairs
+        waited = f" in {wait_s:g} s" if no_pairs["timed_out"] else ""
+        print(f"radvis learn online: no pairs received{waited}: is sync running at {endpoint}? (`radvis sync`, "
+              f"endpoints.pairs; nothing trained, no encoder.pt written)", file=sys.stderr)
+        return 1
     keys = ("step", "pairs_in", "dropped", "duplicates_skipped", "buffer_fill", "updates_per_pair", "loss",
             "mi_bound", "knn_acc", "linear_acc")
     print(json.dumps({k: final[k] for k in keys if k in final} | {"out": str(args.out)}))
@@ -67,6 +85,10 @@ def register(sub, common) -> None:
     p.add_argument("--max-steps", type=int, metavar="N", help="stop at this total step count")
     p.add_argument("--max-pairs", type=int, metavar="N", help="stop after this many pairs received in this run")
     p.add_argument("--exit-when-idle", type=float, metavar="S", help="stop when no pair arrived for S seconds")
+    p.add_argument("--first-pair-timeout", type=float, default=60.0, metavar="S",
+                   help="exit 1 with 'no pairs received: is sync running at ENDPOINT?' when no pair arrived in the "
+                        "first S seconds (default 60; 0 = wait forever, what `radvis rig` uses: its sync pairs only "
+                        "after the clock warm-up)")
     p.add_argument("--eval-data", metavar="DIR", help="labelled probe set (sets learner.online_eval_data)")
     p.add_argument("--offline-data", metavar="DIR", help="offline dataset to mix in (sets learner.online_offline_data)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides learner.device")
@@ -74,11 +96,12 @@ def register(sub, common) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from radvis.cli import common_parser
+    from radvis.cli import common_parser, merge_sets
     parser = argparse.ArgumentParser(prog="radvis learn", parents=[common_parser(top=True)])
     sub = parser.add_subparsers(dest="learn_command", metavar="COMMAND", required=True)
     register(sub, common_parser())
     args = parser.parse_args(argv)
+    merge_sets(args)
     try:
         args.cfg = configmod.load(args.config, args.set)
     except configmod.ConfigError as e:

@@ -11,7 +11,14 @@ pair waited in it (`lag_s`) are reported so this is visible long before it happe
 Pair messages (kind `pair`, written by `radvis sync`, docs/sync.md): buffers `radar.ra` float32
 (128, 128, 2) and `camera.image` uint8 (H, W, 3) RGB, or uint8 1-D JPEG bytes when
 meta["camera"]["meta"]["encoding"] == "jpeg"; meta {"radar": radar header, "camera": camera header,
-"skew_ns", "t_pair_ns", ...}; emulated rigs put the scene's "truth" in the frames' own meta.
+"skew_ns", "t_pair_ns", ...}.
+
+Labels (for the live labelled hold-out) come from the scene's ground truth, which emulated devices publish on
+the `truth` topic (radvis/truth.py); the receiver takes it from the same socket as the pairs, and a pair is
+joined with the truth of its radar frame (else its camera frame) by (source, frame_number). On an emulated
+rig a pair whose truth has not arrived yet waits for it (at most `truth_wait_s`, counted as `truth_missing`
+if it never comes); real devices send no truth and nothing waits. Sessions recorded before truth had its own
+topic carry it in the frames' meta["truth"]; that is still read.
 """
 from __future__ import annotations
 
@@ -26,12 +33,15 @@ from typing import Callable
 
 import numpy as np
 
+from radvis.transport import RateLimitedLog
+from radvis.cruw import label_index
+from radvis.truth import TruthJoin
 from radvis.wire import Message
 
 log = logging.getLogger("radvis.learn.online")
+_ratelog = RateLimitedLog(log)  # a dropped pair: at most one line per 5 s per reason (all are counted)
 
 RA_SHAPE = (128, 128, 2)
-CLASSES = ("empty", "pedestrian", "cyclist", "car")  # the paper's 4-class task; "mixed" frames get no label
 _LRU = 64  # sequences remembered for dedup / stream position (a restart of sync opens a new one)
 
 
@@ -47,11 +57,12 @@ class Pair:
     image: np.ndarray  # uint8 (H, W, 3) RGB
     t_ns: int  # pair time (sync's t_pair_ns)
     seq_id: int  # stream identity: the sync publisher's epoch (a restart starts a new sequence)
-    label: int  # index into CLASSES from meta truth, -1 when unknown or mixed
+    label: int  # index into LABELS (the 4-class task) from meta truth, -1 when unknown or mixed
     scene_id: int | None
     source: str
     msg_seq: int
     recv_ns: int  # monotonic time the receiver thread got it
+    truth_keys: tuple = ()  # ((source, frame_number, arrival mono ns) of the radar frame, then of the camera frame)
 
 
 def label_of(truth) -> tuple[int, int | None]:
@@ -60,7 +71,7 @@ def label_of(truth) -> tuple[int, int | None]:
     lab = truth.get("label")
     sid = truth.get("scene_id")
     sid = sid if isinstance(sid, int) and not isinstance(sid, bool) else None
-    return (CLASSES.index(lab) if lab in CLASSES else -1), sid
+    return label_index(lab), sid
 
 
 def decode_image(buf: np.ndarray, encoding: str) -> np.ndarray:
@@ -97,15 +108,23 @@ def decode_pair(msg: Message, recv_ns: int = 0) -> Pair:
         raise PairError("radar_nonfinite", "radar.ra holds NaN or inf")
     image = decode_image(img, _sub(msg.meta, "camera", "meta").get("encoding", "raw"))
     t = msg.meta.get("t_pair_ns")
-    if isinstance(t, bool) or not isinstance(t, int):
+    if t is None:
         t = msg.t_device_ns if msg.t_device_ns is not None else msg.t_mono_ns
-    # emulated rigs: scene ground truth rides in the radar (or camera) frame's meta (docs/sync.md)
+    elif isinstance(t, bool) or not isinstance(t, int) or not -(2**63) <= t < 2**63:
+        raise PairError("t_pair", f"meta.t_pair_ns must be an int64 integer (docs/wire-format.md), got {t!r:.40}")
+    # sessions recorded before truth had its own topic carry it in the frames' meta
     truth = (msg.meta.get("truth") or _sub(msg.meta, "radar", "meta").get("truth")
              or _sub(msg.meta, "camera", "meta").get("truth"))
     label, sid = label_of(truth)
+    keys = []
+    for stream in ("radar", "camera"):
+        h = _sub(msg.meta, stream)
+        fn, t_arr = _sub(h, "meta").get("frame_number"), _sub(h, "t").get("mono_ns")
+        if isinstance(h.get("source"), str) and isinstance(fn, int) and not isinstance(fn, bool):
+            keys.append((h["source"], fn, t_arr if isinstance(t_arr, int) and t_arr > 0 else None))
     return Pair(radar=np.ascontiguousarray(ra.transpose(2, 0, 1)), image=image, t_ns=int(t),
                 seq_id=int(msg.epoch) & (2**62 - 1), label=label, scene_id=sid, source=msg.source,
-                msg_seq=msg.seq, recv_ns=recv_ns)
+                msg_seq=msg.seq, recv_ns=recv_ns, truth_keys=tuple(keys))
 
 
 class RunningClutter:
@@ -145,7 +164,8 @@ class Receiver:
         self.make_subscriber = make_subscriber
         self.sub = None
         self.dropped_full = 0
-        self.received = 0
+        self.received = 0  # pairs (and anything else but truth)
+        self.truth_received = self.truth_dropped_full = 0
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -171,18 +191,32 @@ class Receiver:
                 msg = self.sub.recv(timeout_ms=100)
                 if msg is None:
                     continue
-                self.received += 1
+                truth = msg.kind == "truth"
+                if truth:
+                    self.truth_received += 1
+                else:
+                    self.received += 1
                 try:
                     self.q.put_nowait((time.monotonic_ns(), msg))
                 except queue.Full:
-                    self.dropped_full += 1
+                    if truth:
+                        self.truth_dropped_full += 1
+                    else:
+                        self.dropped_full += 1
         finally:
             self.sub.close()
 
     def sub_stats(self) -> dict:
         s = self.sub.stats if self.sub is not None else None
-        return {"lost": s.lost if s else 0, "rejected": dict(s.rejected) if s else {},
-                "restarts": s.restarts if s else 0}
+        if s is None:
+            return {"lost": 0, "rejected": {}, "restarts": 0}
+        # pairs lost upstream (the truth stream's own gaps are not pairs)
+        truth_lost = sum(v["lost"] for k, v in list(s.per_source.items()) if k[2] == "truth")
+        return {"lost": s.lost - truth_lost, "rejected": dict(s.rejected), "restarts": s.restarts}
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -204,8 +238,12 @@ class Ingest:
 
     def __init__(self, receiver: Receiver | None, embed: Callable, buffer, queue=None, *, dedup_threshold: float = 0.98,
                  keep_interval_s: float = 1.0, heldout=None, max_batch: int = 64, center_pairs: int = 0,
-                 set_center: Callable | None = None, finish: Callable | None = None, clutter_tau_s: float = 0.0):
+                 set_center: Callable | None = None, finish: Callable | None = None, clutter_tau_s: float = 0.0,
+                 truth_wait_s: float = 2.0):
         self.rx, self.embed, self.buffer, self.queue = receiver, embed, buffer, queue
+        # scene ground truth from the truth topic (emulated rigs), joined to pairs by frame
+        self.truth, self.truth_wait_ns = TruthJoin(), int(truth_wait_s * 1e9)
+        self.waiting: list[Pair] = []  # decoded pairs whose truth has not arrived yet
         # Key centring (weight-free teachers): the first `center_pairs` pairs wait (bounded) until the mean
         # key is known, so every key stored in the buffer/queue and every dedup cosine is in one fixed space.
         self.center_pairs, self.set_center, self.finish = center_pairs, set_center, finish
@@ -242,24 +280,36 @@ class Ingest:
                 items.append(self.rx.q.get_nowait())
             except queue.Empty:
                 break
-        if items:
+        if items or self.waiting:
             self.process(items)
         return len(items)
 
     def process(self, items: list[tuple[int, Message]]) -> None:
-        pairs = []
+        fresh = []
         for recv_ns, msg in items:
+            if msg.kind == "truth":
+                self.counts["truth_in"] += 1
+                if not self.truth.add(msg):
+                    self.counts["truth_bad"] += 1
+                continue
             try:
                 p = decode_pair(msg, recv_ns)
             except PairError as e:
                 self.dropped[f"bad_pair_{e.reason}"] += 1
+                _ratelog.warning(e.reason, f"dropped a pair: {e}")
+                continue
+            except Exception as e:  # a pair from the network must never stop the learner
+                self.dropped["bad_pair_malformed"] += 1
+                _ratelog.warning("malformed", f"dropped a pair that could not be decoded: {e!r}")
                 continue
             if self._already_seen(p):
                 self.dropped["already_seen"] += 1
                 continue
+            fresh.append(p)
+        pairs = self._with_truth(self.waiting + fresh)
+        for p in pairs:
             if self.clutter_tau_s > 0:
                 p.radar = self._clutter_of(p).remove(p.radar, p.t_ns)
-            pairs.append(p)
         self.counts["pairs_in"] += len(pairs)
         if not pairs:
             return
@@ -283,7 +333,14 @@ class Ingest:
             if self.heldout is not None and self.heldout.offer(p):
                 self.counts["heldout"] += 1
                 continue
-            if self.buffer.add(p.radar, k, p.t_ns, p.seq_id, p.label) >= 0:
+            try:
+                slot = self.buffer.add(p.radar, k, p.t_ns, p.seq_id, p.label)
+            except ValueError as e:  # checked before the buffer changes: the pair is dropped, counted
+                self.counts["kept"] -= 1  # once, as dropped (every pair is counted exactly once)
+                self.dropped["bad_pair_buffer"] += 1
+                _ratelog.warning("buffer", f"dropped a pair the replay buffer cannot hold: {e}")
+                continue
+            if slot >= 0:
                 self.counts["inserted"] += 1
             kept_keys.append(k)
             kept_t.append(p.t_ns)
@@ -295,6 +352,25 @@ class Ingest:
                                torch.tensor(kept_t, dtype=torch.int64, device=dev),
                                torch.tensor(kept_seq, dtype=torch.int64, device=dev))
         self.lag_s = (time.monotonic_ns() - min(p.recv_ns for p in pairs)) / 1e9
+
+    def _with_truth(self, pairs: list[Pair]) -> list[Pair]:
+        """Label pairs from the truth topic; keep back (in arrival order) the ones still waiting for theirs.
+        Pairs are released in arrival order, so a late truth never reorders the stream."""
+        now = time.monotonic_ns()
+        final = self.rx is not None and self.rx.stopped   # stopping: nothing more will arrive
+        out, self.waiting = [], []
+        for i, p in enumerate(pairs):
+            truth = next((t for t in (self.truth.get(*k) for k in p.truth_keys) if t is not None), None)
+            if truth is not None:
+                p.label, p.scene_id = label_of(truth)
+                self.counts["truth_joined"] += 1
+            elif p.label < 0 and p.scene_id is None and any(k[0] in self.truth.seen for k in p.truth_keys):
+                if not final and now - p.recv_ns < self.truth_wait_ns:   # an emulated rig: truth on its way
+                    self.waiting = pairs[i:]
+                    break
+                self.counts["truth_missing"] += 1
+            out.append(p)
+        return out
 
     def _clutter_of(self, p: Pair) -> RunningClutter:
         k = (p.source, p.seq_id)
@@ -354,9 +430,14 @@ class Ingest:
             for r, n in s["rejected"].items():
                 dropped[f"malformed_{r}"] = n
         dropped = {k: v for k, v in dropped.items() if v}
-        out = dict(self.counts)
+        c = self.counts
+        out = {k: v for k, v in c.items() if not k.startswith("truth_")}
+        # scene ground truth (emulated rigs): truth messages in, pairs labelled from them, pairs whose truth never
+        # came, malformed truth, truth dropped when the receiver queue was full; not part of the pair accounting
+        out["truth"] = {"in": c["truth_in"], "joined": c["truth_joined"], "missing": c["truth_missing"],
+                        "bad": c["truth_bad"], "queue_full": self.rx.truth_dropped_full if self.rx else 0}
         out.update(received=self.rx.received if self.rx else out.get("pairs_in", 0),
-                   dropped=sum(dropped.values()), dropped_by_reason=dropped,
+                   waiting_for_truth=len(self.waiting), dropped=sum(dropped.values()), dropped_by_reason=dropped,
                    reservoir_discarded=self.buffer.counts["discarded"],
                    rx_queue=self.rx.q.qsize() if self.rx else 0, lag_s=round(self.lag_s, 4))
         return out
@@ -379,7 +460,7 @@ def _t(a: np.ndarray):
 
 
 # ---------------------------------------------------------------------------------------------
-# Live labelled hold-out (emulated rigs put the scene's ground truth in meta "truth")
+# Live labelled hold-out (emulated rigs publish the scene's ground truth on the truth topic)
 # ---------------------------------------------------------------------------------------------
 
 class LiveHoldout:

@@ -1,21 +1,20 @@
-"""The online learner's loop: ingest → sample a decorrelated batch from the replay buffer → InfoNCE of
-radar embeddings against their frozen image keys and a queue of past keys fed continuously from the
-stream (temporal exclusion masks near-identical neighbours) → SGD step. Checkpoints, metrics and the
-periodic probe are all in this loop, flat and in one place (nanoGPT style).
+"""`radvis learn online`: the online learner's loop, flat and in one place (nanoGPT style).
 
-Checkpoint (`RUN/ckpt.pt`, written atomically: temp file + fsync + os.replace) holds tensors and
-primitives only, so it loads with `torch.load(weights_only=True)`: model, optimizer, step counters,
-negative queue (keys, times, sequence ids, pointer), teacher key centre, replay-buffer contents, live
-held-out set, stream position (last message seq per publisher epoch), dedup state, every RNG, eval
-history. A learner killed at any moment restarts from the last checkpoint (`radvis learn online --out
-RUN` again) and continues the step count, queue and buffer.
+    ingest        socket -> bounded queue -> decode -> frozen teacher -> dedup -> replay buffer (ingest.py)
+    sample        a decorrelated batch from the replay buffer (buffer.py)
+    step          InfoNCE of radar embeddings against their image keys and a queue of past keys, SGD
+                  (learner/step.py, shared with the offline learner); the stream keys that arrived since
+                  the last step join the queue after it (MoCo's order)
+    every N       metrics (metrics.py), probe (probe.py), checkpoint (checkpoint.py)
+
+A learner killed at any moment restarts from its last checkpoint with `radvis learn online --out RUN`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -24,56 +23,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from learner.loss import effective_negatives, info_nce, mi_bound
+from learner.checkpoint import load_checkpoint, remove_stale_temps
+from learner.device import resolve_device
 from learner.models import build_radar_encoder
+from learner.online import checkpoint, probe
 from learner.online.buffer import ReplayBuffer
-from learner.online.ingest import CLASSES, Ingest, LiveHoldout, Receiver
-from learner.queue import NegativeQueue
+from learner.online.ingest import Ingest, LiveHoldout, Receiver
+from learner.online.metrics import release_freed_memory, rss_mb, status_fields, tb_writer
+from learner.online.mix import OfflineMix
+from learner.queue import NegativeQueue, PendingKeys
+from learner.step import contrastive_step, step_stats
 from learner.teachers import build_teacher, wants_centering
+from radvis.control import announce_ready
 from radvis.log import StatsLine
 
 log = logging.getLogger("radvis.learn.online")
 
-CKPT_FORMAT = "radvis-online-1"
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoint I/O
-# ---------------------------------------------------------------------------------------------
-
-def atomic_save(obj, path: Path) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over the target: a kill at any
-    point leaves either the old or the new checkpoint, never a torn one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def rng_state() -> dict:
-    st = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def set_rng_state(st: dict) -> None:
-    random.setstate(st["python"])
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
+QUEUE_FEEDS = ("stream", "batch")
 
 
 def _param_groups(model: nn.Module, wd: float):
@@ -85,79 +51,28 @@ def _param_groups(model: nn.Module, wd: float):
     return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-# ---------------------------------------------------------------------------------------------
-# Probe: kNN + linear on frozen radar features
-# ---------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def radar_features(model: nn.Module, radar: np.ndarray, device, batch: int = 128) -> np.ndarray:
-    was = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(radar), batch):
-        x = torch.from_numpy(np.ascontiguousarray(radar[i:i + batch])).to(device)
-        f = model.features(x) if hasattr(model, "features") else model(x)
-        out.append(torch.nn.functional.normalize(f.float(), dim=1).cpu())
-    model.train(was)
-    return torch.cat(out).numpy() if out else np.zeros((0, 1), np.float32)
-
-
-def knn_accuracy(ftr, ytr, fte, yte, k: int = 20, t: float = 0.07, n_classes: int = len(CLASSES)) -> float:
-    """Weighted kNN (InstDisc / solo-learn: k=20, T=0.07, cosine) accuracy."""
-    sims = torch.from_numpy(fte) @ torch.from_numpy(ftr).T
-    k = min(k, len(ytr))
-    w, idx = sims.topk(k, dim=1)
-    votes = torch.zeros(len(fte), n_classes)
-    votes.scatter_add_(1, torch.from_numpy(ytr)[idx], (w / t).exp())
-    return float((votes.argmax(1).numpy() == yte).mean())
-
-
-def linear_probe_accuracy(ftr, ytr, fte, yte, seed: int = 0) -> float:
-    from sklearn.linear_model import LogisticRegression
-    clf = LogisticRegression(max_iter=500, C=1.0, random_state=seed)
-    clf.fit(ftr, ytr)
-    return float((clf.predict(fte) == yte).mean())
-
-
-def split_by_scene(scene: np.ndarray, label: np.ndarray, frac: float = 0.5) -> np.ndarray:
-    """Boolean 'probe-train' mask splitting whole scenes (no neighbouring frames on both sides), per
-    class, so both sides see every class that has at least two scenes."""
-    rng = np.random.default_rng(0)
-    train_scenes = set()
-    for c in np.unique(label):
-        uniq = rng.permutation(np.unique(scene[label == c]))
-        k = int(round(len(uniq) * frac)) if len(uniq) > 1 else 1
-        train_scenes.update(uniq[: max(1, min(k, len(uniq) - 1 if len(uniq) > 1 else 1))].tolist())
-    return np.isin(scene, list(train_scenes))
-
-
-# ---------------------------------------------------------------------------------------------
-# The learner
-# ---------------------------------------------------------------------------------------------
-
 class OnlineLearner:
+    """naive: the naive streaming baseline (train on the latest B pairs, FIFO queue of the latest keys, no
+    exclusion window, no dedup). queue_feed: what becomes a negative, always after the step:
+    "stream" (default) the key of every pair admitted from the stream, once, so the queue is the recent
+    stream whatever the replay ratio; "batch" the keys of each trained batch (MoCo over a pair set, as
+    the offline variant of `bench.online --compare` and `bench.online_session` trains)."""
+
     def __init__(self, cfg, out_dir, *, endpoint: str | None = None, from_ckpt: str | None = None,
-                 naive: bool = False, device: str | None = None):
+                 naive: bool = False, device: str | None = None, queue_feed: str = "stream"):
+        if queue_feed not in QUEUE_FEEDS:
+            raise ValueError(f"queue_feed must be one of {QUEUE_FEEDS}, got {queue_feed!r}")
         self.cfg, self.lc = cfg, cfg.learner
         lc = self.lc
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        for stale in self.out.glob(".*.pt.tmp-*"):  # a temp file left by a learner killed mid-write
-            stale.unlink(missing_ok=True)
-        self.endpoint = endpoint
-        self.naive = naive
-        self.device = _resolve_device(device or lc.device)
+        remove_stale_temps(self.out)  # temp files left by a learner killed mid-write
+        self.endpoint, self.naive, self.queue_feed = endpoint, naive, queue_feed
+        self.device = resolve_device(device or lc.device)
         torch.manual_seed(lc.seed)
         random.seed(lc.seed)
         self.np_rng = np.random.default_rng(lc.seed)
 
-        # the naive streaming baseline: train on the latest B pairs, FIFO queue, no exclusion, no dedup
         self.batch_size = lc.batch_size
         self.exclusion_s = 0.0 if naive else lc.online_exclusion_s
         self.min_sep_ns = 0 if naive else int(lc.online_min_separation_s * 1e9)
@@ -174,15 +89,15 @@ class OnlineLearner:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(_param_groups(self.model, lc.weight_decay), lr=lc.lr, momentum=lc.momentum)
         self.queue = NegativeQueue(self.dim, lc.queue_size).to(self.device)
+        self.pending = PendingKeys(self.queue)  # stream keys waiting for the next step to be taken
         self.buffer = ReplayBuffer(capacity, self.dim, policy=policy, seed=lc.seed)
         self.heldout = None
         if lc.online_live_eval_fraction > 0 and not lc.online_eval_data:
             self.heldout = LiveHoldout(lc.online_live_eval_fraction, lc.online_live_eval_size, lc.seed)
         center_pairs = lc.online_center_pairs if wants_centering(lc, self.teacher) else 0
-        self.ingest = Ingest(None, self.teacher.embed, self.buffer, self.queue, dedup_threshold=dedup,
-                             keep_interval_s=lc.online_keep_interval_s, heldout=self.heldout,
-                             center_pairs=center_pairs, set_center=self._set_center,
-                             finish=self.teacher.finish,
+        self.ingest = Ingest(None, self.teacher.embed, self.buffer, self.pending if queue_feed == "stream" else None,
+                             dedup_threshold=dedup, keep_interval_s=lc.online_keep_interval_s, heldout=self.heldout,
+                             center_pairs=center_pairs, set_center=self._set_center, finish=self.teacher.finish,
                              clutter_tau_s=lc.online_clutter_tau_s if lc.clutter_removal else 0.0)
         self.offline = None
         if lc.online_offline_mix > 0 and lc.online_offline_data:
@@ -191,114 +106,36 @@ class OnlineLearner:
         self.samples = 0  # pairs trained on (sum of batch sizes)
         self.eval_history: list[dict] = []
         self.eval_set = None  # (radar, label, probe-train mask): online_eval_data, or set by the caller
-        self.enqueue_batch_keys = False  # True only to emulate offline (MoCo) training in bench.online --compare
         self.resumed_from = None
 
-        ckpt = self.out / "ckpt.pt"
+        ckpt = self.out / checkpoint.CKPT
         if ckpt.exists():
-            self._resume(load_checkpoint(ckpt))
+            checkpoint.load_state(self, load_checkpoint(ckpt))
             self.resumed_from = str(ckpt)
         elif from_ckpt:
-            self._init_from_offline(from_ckpt)
-        (self.out / "config.json").write_text(json.dumps({"learner": vars_of(lc), "naive": naive,
-                                                          "teacher": self.teacher.name, "key_dim": self.dim}, indent=1))
-
-    # ---------------------------------------------------------------- state
+            checkpoint.init_from_offline(self, from_ckpt)
+        (self.out / "config.json").write_text(json.dumps({"learner": dataclasses.asdict(lc), "naive": naive,
+                                                          "queue_feed": queue_feed, "teacher": self.teacher.name,
+                                                          "key_dim": self.dim}, indent=1))
 
     def _set_center(self, mean: np.ndarray) -> None:
         self.teacher.set_center(torch.from_numpy(np.asarray(mean, np.float32)))
         log.info("teacher key centre fitted on %d pairs", self.ingest.center_pairs)
 
-    def state_dict(self) -> dict:
-        return {"format": CKPT_FORMAT, "step": self.step, "samples": self.samples, "naive": self.naive,
-                "radar_encoder": self.lc.radar_encoder, "key_dim": self.dim, "teacher": self.teacher.name,
-                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "queue": self.queue.state_dict(),
-                "teacher_center": {"center": self.teacher.center.cpu(), "centered": bool(self.teacher.centered)},
-                "buffer": self.buffer.state_dict(), "ingest": self.ingest.state_dict(),
-                "heldout": self.heldout.state_dict() if self.heldout is not None else None,
-                "rng": {**rng_state(), "numpy": self.np_rng.bit_generator.state},
-                "eval_history": self.eval_history, "config": vars_of(self.lc), "saved_wall_ns": time.time_ns()}
-
-    def _resume(self, sd: dict) -> None:
-        if sd.get("format") != CKPT_FORMAT:
-            raise ValueError(f"{self.out / 'ckpt.pt'}: not an online-learner checkpoint (format {sd.get('format')!r})")
-        if sd["key_dim"] != self.dim or sd["radar_encoder"] != self.lc.radar_encoder:
-            raise ValueError(f"{self.out / 'ckpt.pt'}: saved with radar encoder {sd['radar_encoder']!r} and key dim "
-                             f"{sd['key_dim']}, this run has {self.lc.radar_encoder!r} and {self.dim}: use another --out")
-        self.model.load_state_dict(sd["model"])
-        self.opt.load_state_dict(sd["optimizer"])
-        self.queue.load_state_dict(sd["queue"])
-        tc = sd["teacher_center"]
-        self.teacher.set_center(tc["center"] if tc["centered"] else None)
-        if tc["centered"]:
-            self.ingest.center_pairs = 0  # keys in the saved buffer/queue are in this centre's space
-        self.buffer.load_state_dict(sd["buffer"])
-        self.ingest.load_state_dict(sd["ingest"])
-        if self.heldout is not None and sd.get("heldout"):
-            self.heldout.load_state_dict(sd["heldout"])
-        set_rng_state(sd["rng"])
-        self.np_rng.bit_generator.state = sd["rng"]["numpy"]
-        self.step, self.samples = int(sd["step"]), int(sd["samples"])
-        self.eval_history = list(sd.get("eval_history", []))
-        log.info("resumed from %s: step %d, queue %d keys, buffer %d pairs", self.out / "ckpt.pt", self.step,
-                 len(self.queue), len(self.buffer))
-
-    def _init_from_offline(self, path: str) -> None:
-        """Start from an offline `radvis learn offline` checkpoint or export: its radar encoder weights (and
-        its teacher centre, so keys live in the same space), fresh optimizer/queue/buffer."""
-        sd = load_checkpoint(Path(path))
-        state = None
-        for key in ("model", "radar_encoder", "encoder", "state_dict"):
-            if isinstance(sd.get(key), dict) and any(torch.is_tensor(v) for v in sd[key].values()):
-                state = sd[key]
-                break
-        if state is None and all(torch.is_tensor(v) for v in sd.values()):
-            state = sd
-        if state is None:
-            raise ValueError(f"{path}: no radar encoder state dict found (keys: {sorted(sd)})")
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        if missing:
-            raise ValueError(f"{path}: radar encoder {self.lc.radar_encoder!r} with key dim {self.dim} does not match "
-                             f"the checkpoint (missing {missing[:4]}...); use the same learner settings as the offline run")
-        for key in ("teacher", "teacher_center"):
-            c = sd.get(key)
-            if isinstance(c, dict):
-                c = c.get("center") if c.get("centered", True) else None
-            if torch.is_tensor(c) and c.numel() == self.dim:
-                self.teacher.set_center(c)
-                self.ingest.center_pairs = 0
-                break
-        log.info("initialised radar encoder from %s", path)
-
     def save(self) -> Path:
-        p = self.out / "ckpt.pt"
-        atomic_save(self.state_dict(), p)
+        p = checkpoint.save(self)
         release_freed_memory()  # the state dict's copies of the buffer were a few hundred MB of temporaries
-        self.last_ckpt_t = time.monotonic()
-        self.last_ckpt_step = self.step
+        self.last_ckpt_t, self.last_ckpt_step = time.monotonic(), self.step
         return p
 
     def export(self) -> Path:
-        """RUN/encoder.pt: radar encoder weights + the learner config and teacher that rebuild it, in the
-        layout of the offline learner's checkpoints, so `radvis eval --run RUN --data DIR --checkpoint
-        encoder.pt` evaluates it (and `--from RUN/encoder.pt` continues from it). With a probe directory
-        configured, RUN/split.json is written for it the way `radvis learn offline` writes its own."""
-        p = self.out / "encoder.pt"
-        atomic_save({"format": "radvis-encoder-1", "source": "online", "model": self.model.state_dict(),
-                     "config": vars_of(self.lc), "step": self.step, "samples": self.samples,
-                     "epoch": 0,  # a stream has no epochs; `radvis eval` reports this field
-                     "feat_dim": int(getattr(self.model, "feat_dim", self.dim)),
-                     "teacher": {"name": self.teacher.name, "dim": self.dim, "center": self.teacher.center.cpu(),
-                                 "centered": bool(self.teacher.centered)}}, p)
-        if self.lc.online_eval_data and not (self.out / "split.json").exists():
-            write_split_json(self.lc.online_eval_data, self.lc, self.out / "split.json")
-        return p
+        return checkpoint.export(self)
 
     # ---------------------------------------------------------------- training
 
     def lr_now(self) -> float:
+        """Linear warm-up over online_warmup_steps, then constant learner.lr: a stream has no end for a
+        cosine schedule to decay towards."""
         w = self.lc.online_warmup_steps
         return self.lc.lr * min(1.0, (self.step + 1) / w) if w else self.lc.lr
 
@@ -311,31 +148,15 @@ class OnlineLearner:
         if m:
             o = self.offline.sample(m, self.np_rng)
             b = {k: torch.cat([b[k], o[k]]) for k in ("radar", "keys", "t_ns", "seq")}
-        radar = b["radar"].to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            radar = radar.contiguous(memory_format=torch.channels_last)
-        k = b["keys"].to(self.device)
         for g in self.opt.param_groups:
             g["lr"] = self.lr_now()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            q = self.model(radar)
-        mask = self.queue.mask(b["t_ns"], b["seq"], self.exclusion_s)
-        loss, logits = info_nce(q.float(), k, self.queue, mask, self.lc.temperature)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        if self.enqueue_batch_keys:  # offline/MoCo order: this batch's keys become negatives for later steps
-            self.queue.enqueue(k, b["t_ns"], b["seq"])
+        enqueue = self.pending.take() if self.queue_feed == "stream" else None  # None: this batch's keys
+        res = contrastive_step(self.model, self.opt, self.queue, b["radar"].to(self.device, non_blocking=True),
+                               b["keys"].to(self.device), b["t_ns"], b["seq"], temperature=self.lc.temperature,
+                               exclusion_s=self.exclusion_s, enqueue=enqueue)
         self.step += 1
         self.samples += len(idx)  # stream pairs only: updates_per_pair is the stream's replay ratio
-        valid = self.queue.valid
-        n_valid = int(valid.sum())
-        excluded = (mask & valid.unsqueeze(0)).sum().item()
-        k_eff = effective_negatives(mask, self.queue.K)
-        lv = float(loss.detach())
-        return {"loss": lv, "mi_bound": mi_bound(lv, k_eff), "k_eff": k_eff, "batch": len(idx) + m,
-                "masked_frac": excluded / max(1, n_valid * len(idx)),
-                "acc1": float((logits.argmax(1) == 0).float().mean())}
+        return {**step_stats(res), "batch": len(idx) + m}
 
     # ---------------------------------------------------------------- evaluation
 
@@ -343,13 +164,12 @@ class OnlineLearner:
         if self.eval_set is not None:
             return self.eval_set
         if self.lc.online_eval_data:
-            if self.eval_set is None:
-                self.eval_set = load_eval_set(self.lc.online_eval_data, self.cfg)
+            self.eval_set = probe.load_eval_set(self.lc.online_eval_data, self.cfg)
             return self.eval_set
         if self.heldout is None or self.heldout.size < 20:
             return None
         radar, label, scene = self.heldout.arrays()
-        return radar, label, split_by_scene(scene, label)
+        return radar, label, probe.split_by_scene(scene, label)
 
     def evaluate(self) -> dict | None:
         data = self._eval_arrays()
@@ -361,10 +181,7 @@ class OnlineLearner:
                      "pairs (live labels need >= 2 held-out scenes of a class)", self.step, len(label),
                      len(np.unique(label[is_train])), int((~is_train).sum()))
             return None
-        f = radar_features(self.model, radar, self.device)
-        ftr, ytr, fte, yte = f[is_train], label[is_train], f[~is_train], label[~is_train]
-        r = {"step": self.step, "samples": self.samples, "n_train": int(len(ytr)), "n_test": int(len(yte)),
-             "knn_acc": knn_accuracy(ftr, ytr, fte, yte), "linear_acc": linear_probe_accuracy(ftr, ytr, fte, yte)}
+        r = {"step": self.step, "samples": self.samples, **probe.probe(self.model, radar, label, is_train, self.device)}
         self.eval_history.append(r)
         return r
 
@@ -377,8 +194,9 @@ class OnlineLearner:
         if make_subscriber is None:
             make_subscriber = self._default_subscriber
         self.ingest.rx = Receiver(make_subscriber, lc.online_rx_queue).start()
-        log.info("ready: subscribed to the pair stream")  # `radvis rig` starts sync after this line
-        writer = _tb_writer(self.out / "tb")
+        log.info("ready: subscribed to the pair stream")
+        announce_ready(self.cfg, "learner")  # `radvis rig` starts the stages upstream of us after this message
+        writer = tb_writer(self.out / "tb")
         mf = open(self.out / "metrics.jsonl", "a")
         status = StatsLine(log, self.cfg.rig.stats_interval_s)
         t0 = time.monotonic()
@@ -431,7 +249,9 @@ class OnlineLearner:
                     self._write(mf, writer, row)
                 if status.due():
                     row = self._metrics_row(train_stats, rates, now - t0)
-                    status.tick(_status_fields(row))
+                    shown = status.tick(status_fields(row))
+                    if shown is not None:
+                        self._publish_stats(shown, row)
                 if out is not None and lc.online_eval_every_steps and self.step % lc.online_eval_every_steps == 0:
                     self._probe(mf, writer, now - t0)
                 if out is not None and ((lc.online_ckpt_every_steps and self.step - self.last_ckpt_step
@@ -440,6 +260,9 @@ class OnlineLearner:
                     self.save()
                     self._write(mf, writer, {"event": "checkpoint", "step": self.step})
         finally:
+            if getattr(self, "_spub", None):
+                self._spub.close()
+                self._spub = None
             self.ingest.rx.stop()
             # whatever was received before the stop is processed, so a stop loses no pair it acknowledged
             while self.ingest.poll():
@@ -454,6 +277,17 @@ class OnlineLearner:
             if writer is not None:
                 writer.close()
         return final
+
+    def _publish_stats(self, shown: dict, row: dict) -> None:
+        """The status line as a `stats` message on the control bus: the rig's table and `radvis view` (the
+        loss and probe-accuracy curves live) read it."""
+        if getattr(self, "_spub", None) is None:
+            from radvis.control import stats_publisher
+            self._spub = stats_publisher(self.cfg) or False
+        if self._spub:
+            from radvis.wire import Message
+            probe = {k: row[k] for k in ("knn_acc", "linear_acc") if k in row}
+            self._spub.send(Message(kind="stats", source="learner", meta={"stage": "learner", **shown, **probe}))
 
     def _probe(self, mf, writer, t: float) -> None:
         r = self.evaluate()
@@ -471,7 +305,8 @@ class OnlineLearner:
             t = self.cfg.transport
             return Subscriber(self.endpoint, ["pair"], hwm=t.rcvhwm, limits=Limits.from_config(t),
                               curve=keys_from_config(self.cfg), name="learn-online")
-        return subscriber_from_config(self.cfg, ["pairs"], ["pair"], name="learn-online")
+        # pairs, and the scene's ground truth of emulated rigs (labels of the live hold-out; none from hardware)
+        return subscriber_from_config(self.cfg, ["pairs", "truth"], ["pair", "truth"], name="learn-online")
 
     def _metrics_row(self, train: dict, rates: dict, elapsed: float) -> dict:
         ing = self.ingest.stats()
@@ -484,7 +319,7 @@ class OnlineLearner:
                "buffer_fill": len(self.buffer), "buffer_capacity": self.buffer.capacity,
                "queue_fill": len(self.queue), "steps_per_s": round(rates["steps_per_s"], 3),
                "updates_per_pair": round(self.samples / admitted, 3), "lag_s": ing["lag_s"],
-               "rx_queue": ing["rx_queue"], "lr": self.lr_now(), "rss_mb": round(rss_mb(), 1)}
+               "rx_queue": ing["rx_queue"], "truth": ing["truth"], "lr": self.lr_now(), "rss_mb": round(rss_mb(), 1)}
         for k in ("loss", "mi_bound", "k_eff", "masked_frac", "acc1", "batch"):
             if k in train:
                 row[k] = round(train[k], 5) if isinstance(train[k], float) else train[k]
@@ -505,95 +340,3 @@ class OnlineLearner:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step" and math.isfinite(v):
                     writer.add_scalar(prefix + k, v, row["step"])
-
-
-def _status_fields(row: dict) -> dict:
-    keys = ("step", "pairs_in", "pairs_in_per_s", "dropped", "duplicates_skipped", "buffer_fill", "steps_per_s",
-            "updates_per_pair", "lag_s", "loss", "mi_bound", "masked_frac", "linear_acc", "rss_mb")
-    return {k: row[k] for k in keys if k in row}
-
-
-def _tb_writer(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency; tolerate its absence rather than losing the run
-        log.warning("tensorboard not importable; metrics go to metrics.jsonl only")
-        return None
-    return SummaryWriter(str(path))
-
-
-def rss_mb() -> float:
-    """Resident set size of this process (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return 0.0
-
-
-def release_freed_memory() -> None:
-    """Give freed heap pages back to the OS (glibc malloc_trim) after the big temporaries of a checkpoint or
-    a probe. Without it RSS climbed ~10-20 MB at each of them in a 10-minute rig run after the buffer was
-    full: memory that was free but never returned, which made a bounded learner look like it leaked."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
-
-
-def vars_of(dc) -> dict:
-    import dataclasses
-    return dataclasses.asdict(dc)
-
-
-class OfflineMix:
-    """Frames of an offline CRUW-layout dataset mixed into each batch (e.g. to keep what offline
-    pretraining learnt while adapting to the rig). Image keys come from the offline learner's frozen-teacher
-    cache (computed once, float16 memmap), finished with this run's key centre."""
-
-    def __init__(self, path: str, teacher, out: Path, lc):
-        from learner import data as ldata
-        from learner.cache import build_key_cache, cache_dir_for
-        self.frames = ldata.CRUWFrames(path, chirp=lc.chirp, clutter_removal=lc.clutter_removal)
-        self.idx = ldata.split_frames(self.frames, lc.split, lc.test_fraction, lc.seed)["train"]
-        self.keys = build_key_cache(self.frames, self.idx, teacher, cache_dir_for(out / "key_cache", teacher))
-        self.teacher = teacher
-        log.info("mixing %d offline frames from %s", len(self.idx), path)
-
-    def sample(self, m: int, rng: np.random.Generator) -> dict:
-        j = rng.integers(0, len(self.idx), size=m)
-        fi = self.idx[j]
-        keys = self.teacher.finish(torch.from_numpy(np.asarray(self.keys[j], np.float32))).cpu()
-        # offline sequences get negative ids so they never collide with a live stream's sequence ids
-        return {"radar": torch.from_numpy(self.frames.radar_batch(fi)), "keys": keys,
-                "t_ns": torch.from_numpy(self.frames.t_ns[fi]), "seq": torch.from_numpy(-1 - self.frames.seq[fi])}
-
-
-def write_split_json(path: str, lc, dest: Path) -> None:
-    """The split `radvis eval` expects beside a checkpoint (same rule and fields as the offline learner)."""
-    from learner import data as ldata
-    frames = ldata.CRUWFrames(path, ("train",), chirp=lc.chirp)
-    split = ldata.split_frames(frames, lc.split, lc.test_fraction, lc.seed, lc.val_fraction)
-    dest.write_text(json.dumps({
-        "data": str(Path(path).resolve()), "n_frames": len(frames), "mode": lc.split, "seed": lc.seed,
-        "test_sequences": sorted({frames.sequences[s].name for s in np.unique(frames.seq[split["test"]])}),
-        **{k: v.tolist() for k, v in split.items()}}))
-
-
-def load_eval_set(path: str, cfg, max_per_side: int = 1500):
-    """Labelled radar maps of a CRUW-layout / `radvis synth` directory for the probe, with the offline
-    learner's sequence-level split and class balancing: (radar float32 (N, 2, 128, 128), label (N,),
-    probe-train mask). Loaded once; at most `max_per_side` frames per side keep it bounded."""
-    from learner import data as ldata
-    lc = cfg.learner
-    frames = ldata.CRUWFrames(path, chirp=lc.chirp, clutter_removal=lc.clutter_removal)
-    sp = ldata.split_frames(frames, lc.split, lc.test_fraction, lc.seed)
-    rng = np.random.default_rng(lc.seed)
-    tr = ldata.balanced(np.concatenate([sp["train"], sp["val"]]), frames.label, lc.seed)
-    te = ldata.balanced(sp["test"], frames.label, lc.seed)
-    tr = np.sort(rng.choice(tr, min(len(tr), max_per_side), replace=False))
-    te = np.sort(rng.choice(te, min(len(te), max_per_side), replace=False))
-    idx = np.concatenate([tr, te])
-    log.info("probe set %s: %d train / %d test frames", path, len(tr), len(te))
-    return frames.radar_batch(idx), frames.label[idx], np.arange(len(idx)) < len(tr)
