@@ -172,7 +172,7 @@ def _num(v: str):
 
 
 def teacher_probe(data: str, specs: list[str], every: int = 2, folds: int = 5, cache_dir: str | None = None,
-                  log=print) -> list[dict]:
+                  log=print, fold_seeds: int = 1) -> list[dict]:
     """How much of the 4-class task each teacher's own keys carry: a linear model (standardised logistic
     regression) on the image keys, sequence-level `folds`-fold cross-validation (no sequence on both sides,
     folds stratified by class), balanced accuracy (mean per-class recall; chance 25 %) per fold. Every
@@ -180,7 +180,11 @@ def teacher_probe(data: str, specs: list[str], every: int = 2, folds: int = 5, c
     `radvis learn offline` (DATA/.radvis_cache), so a later pretraining reuses them.
 
     A spec is a teacher name with optional `key=value` settings of `learner`, joined by `,`:
-    `effnet-lite0,teacher_region=foreground,teacher_size=128`."""
+    `effnet-lite0,teacher_region=foreground,teacher_size=128`.
+
+    `fold_seeds` > 1 repeats the cross-validation with that many fold shuffles (seeds 0..n-1; which sequences
+    share a test fold moves the result by tens of points on small sets); mean ± std are then over all
+    folds x seeds."""
     import time
 
     import numpy as np
@@ -209,11 +213,12 @@ def teacher_probe(data: str, specs: list[str], every: int = 2, folds: int = 5, c
         X = build_key_cache(frames, idx, t, cdir, progress=False).astype(np.float32)
         dt = time.perf_counter() - t0
         accs = []
-        for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(X, y, groups):
-            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0)).fit(X[tr], y[tr])
-            accs.append(balanced_accuracy_score(y[te], clf.predict(X[te])))
+        for fs in range(fold_seeds):
+            for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=fs).split(X, y, groups):
+                clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0)).fit(X[tr], y[tr])
+                accs.append(balanced_accuracy_score(y[te], clf.predict(X[te])))
         row = {"teacher": spec, "name": t.name, "data": str(data), "frames": int(len(idx)),
-               "sequences": int(len(np.unique(groups))), "folds": [round(float(a), 4) for a in accs],
+               "sequences": int(len(np.unique(groups))), "fold_seeds": fold_seeds, "folds": [round(float(a), 4) for a in accs],
                "mean": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)),
                "images_per_s": round(todo / dt, 1) if todo else None}
         rows.append(row)
@@ -235,6 +240,8 @@ def main(argv=None) -> list[dict]:
                     help="instead of timing: linear probe on each teacher's own keys (sequence-level 5-fold) on "
                          "this CRUW-layout dataset (repeatable); teachers from --teachers, ';'-separated specs")
     ap.add_argument("--out", help="for --teacher-probe: write the rows as JSON lines here")
+    ap.add_argument("--fold-seeds", type=int, default=1,
+                    help="for --teacher-probe: repeat the 5-fold split with this many shuffles (mean ± std over all)")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=4)
     args = ap.parse_args(argv)
@@ -243,7 +250,7 @@ def main(argv=None) -> list[dict]:
         torch.set_num_threads(1)
         rows = []
         for d in args.teacher_probe:
-            rows += teacher_probe(d, args.teachers.split(";"))
+            rows += teacher_probe(d, args.teachers.split(";"), fold_seeds=args.fold_seeds)
         if args.out:
             Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
         return rows
