@@ -273,7 +273,7 @@ def main(argv=None) -> list[dict]:
         for t in teachers:
             rows.append(bench_cache(t, tmp / "data", tmp, steps, batch))
     specs = (["effnet-lite0,teacher_region=foreground,teacher_size=128"] if args.quick else
-             ["effnet-lite0", "effnet-lite0,teacher_size=128", "effnet-lite0,teacher_region=foreground",
+             ["effnet-lite0,teacher_region=frame", "effnet-lite0,teacher_region=frame,teacher_size=128", "effnet-lite0,teacher_region=foreground",
               "effnet-lite0,teacher_region=foreground,teacher_size=128"])
     rows += bench_teacher_rate(specs, n=32 if args.quick else 64)
     if torch.cuda.is_available():
