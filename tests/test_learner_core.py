@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from learner.loss import effective_negatives, info_nce, mi_bound
 from learner.models import build_radar_encoder
 from learner.queue import NegativeQueue
-from learner.teachers import (DescriptorTeacher, ResNet18Teacher, TinyTeacher, WeightsNotFoundError, build_teacher,
-                              find_imagenet_weights, mean_pairwise_cosine, wants_centering)
+from learner.teachers import (DescriptorTeacher, ResNet18Teacher, TinyTeacher, WeightsNotFoundError, auto_teacher,
+                              build_teacher, find_imagenet_weights, mean_pairwise_cosine, wants_centering)
 from radvis.config import LearnerConfig
 
 
@@ -176,16 +176,21 @@ def test_missing_imagenet_weights_fail_with_an_actionable_message(tmp_path, monk
     assert "learner.weights" in msg
 
 
-def test_auto_teacher_falls_back_to_a_weight_free_teacher_and_says_so(tmp_path, monkeypatch):
+def test_auto_teacher_without_vgg16_weights_uses_imagenet_effnet_and_says_why(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     t = build_teacher(LearnerConfig(vision_encoder="auto"))
-    assert t.name.split("[")[0] in ("fg-descriptor", "descriptor", "random-cnn") and "vgg16-397923af.pth" in t.announcement
-    assert wants_centering(LearnerConfig(), t)
-    # the lookup does find a file in the torchvision hub cache
+    # default region: the objects against the background (the name carries the region settings)
+    assert t.name.startswith("effnet-lite0[imagenet]/fg") and t.dim == 1280 and t.uses_background
+    assert "vgg16-397923af.pth" in t.announcement and "EfficientNet-Lite0" in t.announcement
+    # the lookup does find a file in the torchvision hub cache, and then auto takes VGG-16 (paper setting)
     ck = tmp_path / "th" / "hub" / "checkpoints"
     ck.mkdir(parents=True)
     (ck / "vgg16-397923af.pth").touch()
     assert find_imagenet_weights("vgg16") == ck / "vgg16-397923af.pth"
+    assert auto_teacher("imagenet")[0] == "vgg16"
+    # auto never falls back to a hand-made descriptor
+    with pytest.raises(WeightsNotFoundError, match="name a teacher"):
+        build_teacher(LearnerConfig(vision_encoder="auto", weights="none"))
 
 
 def test_teacher_weights_from_a_local_file(tmp_path):

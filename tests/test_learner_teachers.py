@@ -11,8 +11,8 @@ import torch
 
 from sim.render_camera import PinholeCamera, frame_rng, render
 from sim.scene import Scene
-from learner.teachers import (AUTO_FALLBACK, Background, DescriptorTeacher, ForegroundDescriptorTeacher,
-                              build_teacher, median_background, takes_background)
+from learner.teachers import (Background, DescriptorTeacher, ForegroundDescriptorTeacher, build_teacher,
+                              median_background, takes_background)
 from radvis.config import LearnerConfig
 
 CAM = PinholeCamera()          # the rig default, 128 x 96
@@ -114,12 +114,12 @@ def test_running_background_is_the_same_median_and_restarts_on_a_new_size():
     assert w.update(small).shape == (10, 12, 3) and len(w.frames) == 1
 
 
-def test_auto_picks_the_foreground_teacher_without_imagenet_weights(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
-    t = build_teacher(LearnerConfig(vision_encoder="auto"))
-    assert AUTO_FALLBACK == "fg-descriptor" and t.name == "fg-descriptor" and takes_background(t.embed)
-    assert "fg-descriptor" in t.announcement
+def test_hand_made_descriptors_by_name_only():
+    t = build_teacher(LearnerConfig(vision_encoder="fg-descriptor"))
+    assert t.name == "fg-descriptor" and takes_background(t.embed)
     assert not takes_background(build_teacher(LearnerConfig(vision_encoder="descriptor")))
+    # teacher_region is for the networks: the descriptors keep their own region
+    assert build_teacher(LearnerConfig(vision_encoder="descriptor", teacher_region="foreground")).name == "descriptor"
 
 
 def test_online_ingest_embeds_with_the_streams_running_background():
