@@ -417,6 +417,9 @@ def test_recorded_live_run_replays_to_the_same_pairs(tmp_path):
     assert a["has_truth"] and a["pairs"] == len(live) and a["pair_error_ms"]["n"] == len(live)
     assert a["pair_error_ms"]["p99"] < 1e3 / 60 and a["skew_error_ms"]["p99"] < TIME_TOL_MS
     assert 15 < a["latency_ms"]["radar"]["p50"] < 125 and a["latency_ms"]["camera"]["max"] < 20
+    # against the best pair the truth allows (the camera frame captured nearest each radar frame)
+    assert a["optimal_fraction"] >= 0.99 and a["excess_ms"]["p99"] < TIME_TOL_MS and a["excess_ms"]["n"] == len(live)
+    assert "captured nearest the radar frame" in rep["line"]
     assert "pairing error against the truth" in rep["line"] and (tmp_path / "timing.png").stat().st_size > 1000
     assert any("timing.png" in ln for ln in rep["markdown"])
     data = read_session(tmp_path / "session")
