@@ -325,8 +325,10 @@ class LearnerConfig:
                               "stream), one crop each, keys averaged; a frame with none gets the key of a blank "
                               "image. frame = the whole image (paper, CRUW, a moving camera).",
                               choices=["frame", "foreground"])
-    teacher_size: int = opt(224, "Input size (pixels, square, a multiple of 32) of the effnet-lite0 teacher: the "
-                            "whole frame or each object crop is resized to it.", min=32)
+    teacher_size: int = opt(128, "Input size (pixels, square, a multiple of 32) of the effnet-lite0 teacher: the "
+                            "whole frame or each object crop is resized to it. 128 lets the online teacher keep up "
+                            "with a rig's 10 pairs/s on 2 CPU cores (~3x cheaper than ImageNet's 224, which a GPU "
+                            "box can afford; docs/learner.md).", min=32)
     queue_size: int = opt(4096, "K: number of past image encodings kept as negatives.", min=1)
     temperature: float = opt(0.07, "InfoNCE temperature tau.", min=1e-4)
     exclusion_s: float = opt(0.0, "Mask negatives within this many seconds of the anchor in the same sequence (0 = paper).", min=0)

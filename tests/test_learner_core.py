@@ -180,7 +180,7 @@ def test_auto_teacher_without_vgg16_weights_uses_imagenet_effnet_and_says_why(tm
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     t = build_teacher(LearnerConfig(vision_encoder="auto"))
     # default region: the objects against the background (the name carries the region settings)
-    assert t.name.startswith("effnet-lite0[imagenet]/fg") and t.dim == 1280 and t.uses_background
+    assert t.name.startswith("effnet-lite0[imagenet]@128/fg") and t.dim == 1280 and t.uses_background
     assert "vgg16-397923af.pth" in t.announcement and "EfficientNet-Lite0" in t.announcement
     # the lookup does find a file in the torchvision hub cache, and then auto takes VGG-16 (paper setting)
     ck = tmp_path / "th" / "hub" / "checkpoints"
