@@ -443,7 +443,7 @@ def bind_endpoint(cfg: "Config", name: str) -> str:
     if len(eps) != 1:
         raise ConfigError(f"{cfg.source}: endpoints.{name}: this stage binds one endpoint, got a list of {len(eps)} "
                           f"({', '.join(eps)}); a list is for subscribers (the GPU box's `learn online`): give each "
-                          f"rig's config its own endpoints.{name} = \"tcp://0.0.0.0:PORT\" (docs/deploy.md)")
+                          f"rig's config its own endpoints.{name} = \"tcp://RIG_ADDRESS:PORT\" (docs/deploy.md)")
     return eps[0]
 
 

@@ -61,7 +61,10 @@ def _sets(tmp: Path) -> list[str]:
             "learner.batch_size=16", "learner.online_min_fill=8", "learner.online_center_pairs=8",
             "learner.online_dedup_threshold=1.0", "learner.online_live_eval_fraction=0.0",
             "learner.online_eval_every_steps=0", "learner.online_max_updates_per_pair=0",
-            "learner.online_rx_queue=8192", "learner.log_every=1", "learner.online_ckpt_every_steps=0"]
+            "learner.online_rx_queue=8192", "learner.log_every=1", "learner.online_ckpt_every_steps=0",
+            # small receive queues: how much backlog a busy machine lets pile up is then bounded by them, so
+            # RSS growth measures leaks, not load (the feeds wait for room: nothing valid is dropped)
+            "transport.rcvhwm=64"]
     return [a for s in sets for a in ("--set", s)]
 
 
@@ -147,7 +150,7 @@ def _wait(pred, timeout_s: float, what: str, procs: dict, tmp: Path):
 class Feed:
     def __init__(self, ctx: zmq.Context, endpoint: str, source: str = "", epoch: int = 0):
         self.sock = ctx.socket(zmq.XPUB)
-        self.sock.sndhwm = 100_000
+        self.sock.sndhwm = 64
         self.sock.setsockopt(zmq.XPUB_NODROP, 1)  # never drop: a full subscriber makes send wait
         self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every subscribe and unsubscribe, per subscriber
         self.sock.bind(endpoint)
