@@ -233,7 +233,9 @@ def test_rogue_publisher_cannot_crash_sync_or_recorder(tmp_path):
     assert st["sub"]["rejected"].pop("oversize") == 1
     assert sum(st["sub"]["rejected"].values()) == n_bad == 6 * len(BAD)
     assert st["sub"]["received"] == 30 * 4
-    assert len(got) >= 25 and st["pairs"] >= 25
+    # pairs flowed live; on a busy machine the last few are still held when the test stops sync, whose stop
+    # pairs what it holds: its own final count is the measure
+    assert got and st["pairs"] >= 25
     r = final_json(tmp_path, "record")
     assert r["rejected"] == n_bad + 1 and r["written"] == 30 * 4, r
 
