@@ -3,7 +3,10 @@ tests that need them skip with a clear reason when it is absent (a user's fresh 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +56,21 @@ def rig_sets(tmp: Path) -> list[str]:
             "--set", f"radar.dca_host='127.{a}.{b}.1'", "--set", f"radar.dca_board='127.{a}.{b}.2'",
             "--set", f"camera.url='http://127.0.0.1:{free_port()}/?action=stream'"]
     return out + ["--set", "sync.clock_warmup_s=0"]
+
+
+def start_radvis(tmp: Path, name: str, args: list[str]) -> subprocess.Popen:
+    """A `radvis` process logging to tmp/NAME.log (a file, not a pipe: a chatty daemon never blocks)."""
+    log = open(tmp / f"{name}.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "radvis", *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+
+
+def stop_radvis(p: subprocess.Popen, timeout: float = 20) -> int:
+    """SIGTERM (a clean stop), then its exit code; SIGKILL to its process group after `timeout`."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        return p.wait()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,30 +22,15 @@ from radvis.control import is_ready
 from radvis.transport import Publisher, Subscriber
 from radvis.wire import Message
 
-from .conftest import REPO, rig_sets
+from .conftest import rig_sets
+from .conftest import start_radvis as start
+from .conftest import stop_radvis as stop
 
 UART_CFG = "drivers/ti/cfgs/radvis_iwr1843.cfg"
 
 
 def endpoints(tmp: Path) -> list[str]:
     return rig_sets(tmp) + ["--set", "rig.stats_interval_s=0.5", "--set", "transport.slow_joiner_s=1.0"]
-
-
-def start(tmp: Path, name: str, args: list[str]) -> subprocess.Popen:
-    """A `radvis` process logging to tmp/NAME.log (files, not pipes: a chatty daemon never blocks)."""
-    log = open(tmp / f"{name}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "radvis", *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
-
-
-def stop(p: subprocess.Popen, timeout: float = 20) -> int:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-    try:
-        return p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        return p.wait()
 
 
 def last_stats(tmp: Path, name: str) -> dict:

@@ -18,10 +18,7 @@ camera 30 Hz, radar frame k captured 6.7 ms after camera frame 3k + 1), so the r
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,7 +30,8 @@ from capture.record import scan, segments, unframe
 from radvis.transport import Subscriber
 from radvis.wire import Limits, Message, encode
 
-from .conftest import REPO
+from .conftest import stop_radvis
+from .conftest import start_radvis as _start
 
 SEED = 15
 N_RADAR = 200  # 20 s of stream at 10 Hz (sent faster than real time), 600 camera frames
@@ -68,20 +66,8 @@ def _sets(tmp: Path) -> list[str]:
     return [a for s in sets for a in ("--set", s)]
 
 
-def _start(tmp: Path, name: str, args: list[str]) -> subprocess.Popen:
-    log = open(tmp / f"{name}.log", "wb")  # a file, not a pipe: a chatty daemon never blocks
-    return subprocess.Popen([sys.executable, "-m", "radvis", *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
-
-
 def _stop(p: subprocess.Popen, timeout: float = 60) -> int:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-    try:
-        return p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        return p.wait()
+    return stop_radvis(p, timeout)
 
 
 def _log(tmp: Path, name: str) -> str:
