@@ -155,7 +155,7 @@ def stage_loader(lc, p: dict, data: Path, cuda: bool) -> float:
     import numpy as np
     from learner.loader import Prefetcher, prefetch_workers
     from learner.multiroot import open_frames
-    frames = open_frames(data, ("train",), chirp=lc.chirp, clutter_removal=lc.clutter_removal)
+    frames = open_frames(data, ("train",), chirp=learner_chirps(lc), clutter_removal=lc.clutter_removal)
     for si in np.unique(frames.seq):   # per-sequence clutter maps are computed once (as in training), not timed
         frames.radar(int(np.flatnonzero(frames.seq == si)[0]))
     perm = np.random.default_rng(0).permutation(len(frames))

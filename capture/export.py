@@ -13,7 +13,9 @@ radar frame number counted from the sequence's first frame, so frame_id / frame_
 gaps (unpaired frames, stride) stay gaps. A sequence ends at a radar restart and after --seq-seconds of
 radar time, so a session gives several sequences and the learner's sequence-level split works. Another
 session exported into the same DIR adds sequences after the ones already there (several sessions, one
-dataset). The rig publishes one range-azimuth map per frame; it is written as chirp 0000 (learner.chirp = 0).
+dataset). The frame's range-azimuth map `ra` is written as its chirp (meta ra_chirp; the Doppler-integrated frame
+map, ra_chirp = -1, as chirp 0000), and with radar.ra_chirps each chirp's map as its own file, so
+`learner.chirps` reads an exported session as it reads the live stream.
 
 Labels: a sequence gets an annotation file only when every one of its frames has ground truth (the `truth`
 topic, or meta["truth"] from older emulators); a frame without truth would otherwise read as "empty".
@@ -78,6 +80,21 @@ def _annotation_lines(fid: int, truth: dict) -> list[str]:
     return lines
 
 
+def _chirp_maps(ra: np.ndarray, rmeta: dict, stack) -> list[tuple[int, np.ndarray]]:
+    """(chirp id, (128, 128, 2) map) to write for one frame: `ra` as its chirp (0 for the Doppler-integrated
+    map), then each chirp of a well-formed radar.ra_chirps stack (a malformed one is left out, with a warning)."""
+    rc = rmeta.get("ra_chirp")
+    out = [(rc if isinstance(rc, int) and not isinstance(rc, bool) and rc >= 0 else 0, ra)]
+    ids = rmeta.get("ra_chirps")
+    if stack is not None and isinstance(ids, list):
+        if (stack.shape == (128, 128, 2 * len(ids)) and all(isinstance(c, int) and c >= 0 for c in ids)):
+            out += [(c, np.ascontiguousarray(stack[..., 2 * k:2 * k + 2])) for k, c in enumerate(ids) if c != out[0][0]]
+        else:
+            log.warning("radar.ra_chirps of shape %s does not match meta ra_chirps %s; only the frame's ra map "
+                        "written", stack.shape, ids)
+    return out
+
+
 def export_session(session: str | Path, out: str | Path, *, start_s: float = 0.0, end_s: float = 0.0, stride: int = 1,
                    seq_seconds: float = 60.0, name: str = "RIG", jpeg_quality: int = 95, progress=None) -> dict:
     """Write the session's pairs as a CRUW dataset; returns (and writes) the export summary."""
@@ -93,6 +110,7 @@ def export_session(session: str | Path, out: str | Path, *, start_s: float = 0.0
     counts = {"pairs_recorded": 0, "pairs_in_window": 0, "exported": 0, "skipped_bad": 0, "truth_messages": 0}
     truth_topic: dict[tuple, dict] = {}  # (radar source, frame number) -> truth meta from the `truth` topic
     seqs: list[_Seq] = []
+    chirp_ids: set[int] = set()
     cur: _Seq | None = None
     first_log = None
     period_ms = cam_size = intrinsics = date = None
@@ -145,7 +163,9 @@ def export_session(session: str | Path, out: str | Path, *, start_s: float = 0.0
             sd = root / "sequences" / "train" / cur.name
             (sd / "RADAR_RA_H").mkdir(parents=True, exist_ok=True)
             (sd / "IMAGES_0").mkdir(exist_ok=True)
-            np.save(sd / "RADAR_RA_H" / f"{fid:06d}_0000.npy", ra)  # the recorded bytes, dtype and shape
+            for c, m in _chirp_maps(ra, rmeta, msg.buffers.get("radar.ra_chirps")):
+                np.save(sd / "RADAR_RA_H" / f"{fid:06d}_{c:04d}.npy", m)  # the recorded bytes, dtype and shape
+                chirp_ids.add(c)
             if cmeta.get("encoding") == "jpeg":
                 jpg = img.tobytes()
             else:
@@ -200,7 +220,7 @@ def export_session(session: str | Path, out: str | Path, *, start_s: float = 0.0
         cfg_path.write_text(json.dumps({
             "dataset": "radvis export", "camera_cfg": {"image_width": cam_size[0], "image_height": cam_size[1],
                                                        "frame_rate": fps, "image_folder": "IMAGES_0", "ext": "jpg"},
-            "radar_cfg": {"ramap_rsize": 128, "ramap_asize": 128, "frame_rate": fps, "chirp_ids": [0],
+            "radar_cfg": {"ramap_rsize": 128, "ramap_asize": 128, "frame_rate": fps, "chirp_ids": sorted(chirp_ids),
                           "data_type": "ROD2021", "chirp_folder": "RADAR_RA_H", "ext": "npy"}}, indent=2))
     if intrinsics:
         cal = root / "calib" / date

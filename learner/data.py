@@ -48,6 +48,19 @@ class Sequence:
         return cruw.radar_path(self.dir, fid, chirp)
 
 
+def chirp_tuple(chirp) -> tuple[int, ...]:
+    """The chirps a frame's radar input stacks: an int (one chirp) or a sequence of them, as a tuple."""
+    t = (int(chirp),) if isinstance(chirp, (int, np.integer)) else tuple(int(c) for c in chirp)
+    if not t or len(set(t)) != len(t) or min(t) < 0:
+        raise ValueError(f"chirps must be distinct chirp (loop) indices >= 0, got {chirp!r}")
+    return t
+
+
+def learner_chirps(lc) -> tuple[int, ...]:
+    """The chirps the learner config asks for: `learner.chirps` when set, else the one `learner.chirp`."""
+    return chirp_tuple(lc.chirps or lc.chirp)
+
+
 def discover(root: str | Path, splits=("train",)) -> list[Sequence]:
     """All sequences of `splits` under a CRUW root, sorted by (split, name). Annotations are read strictly:
     a malformed line raises DataError naming file and line."""
@@ -81,11 +94,11 @@ class CRUWFrames:
     """Flat, indexable view over every frame of some sequences: arrays `seq` (sequence index), `frame`,
     `t_ns`, `label`, plus `radar(i)` and `image(i)` readers."""
 
-    def __init__(self, root: str | Path, splits=("train",), chirp: int = 0, sequences: list[Sequence] | None = None,
+    def __init__(self, root: str | Path, splits=("train",), chirp: int | tuple = 0, sequences: list[Sequence] | None = None,
                  clutter_removal: bool = False):
         self.root = Path(root)
         self.sequences = sequences if sequences is not None else discover(root, splits)
-        self.chirp = chirp
+        self.chirps = chirp_tuple(chirp)
         self.clutter_removal = clutter_removal
         self._static: dict[int, np.ndarray] = {}
         self._background: dict[tuple[int, int], np.ndarray] = {}
@@ -102,20 +115,26 @@ class CRUWFrames:
     def key(self, i: int) -> str:
         return f"{self.sequences[self.seq[i]].split}/{self.sequences[self.seq[i]].name}/{int(self.frame[i])}"
 
+    @property
+    def channels(self) -> int:
+        """Input channels per frame: real and imaginary part of each chirp."""
+        return 2 * len(self.chirps)
+
     def static_clutter(self, si: int) -> np.ndarray:
-        """Mean complex RA map of sequence `si` (2,128,128): what a fixed radar sees of the static scene.
+        """Mean complex RA map of sequence `si` (2C,128,128): what a fixed radar sees of the static scene.
         Subtracting it (a standard radar clutter filter) removes walls, poles and parked objects, which
         otherwise make every sequence's features a fingerprint of its location."""
         if si not in self._static:
             idx = np.flatnonzero(self.seq == si)
-            acc = np.zeros((2, 128, 128), np.float64)
+            acc = np.zeros((self.channels, 128, 128), np.float64)
             for i in idx:
                 acc += self._raw_radar(int(i))
             self._static[si] = (acc / max(1, len(idx))).astype(np.float32)
         return self._static[si]
 
     def radar(self, i: int) -> np.ndarray:
-        """(2, 128, 128) float32 (channels first for the encoders); static clutter removed if enabled."""
+        """(2C, 128, 128) float32 (channels first for the encoders: re, im of each chirp in turn); static clutter
+        removed if enabled."""
         x = self._raw_radar(i)
         if self.clutter_removal:
             x = x - self.static_clutter(int(self.seq[i]))
@@ -123,15 +142,18 @@ class CRUWFrames:
 
     def _raw_radar(self, i: int) -> np.ndarray:
         s = self.sequences[self.seq[i]]
-        p = s.radar_path(self.frame[i], self.chirp)
-        try:
-            a = np.load(p, allow_pickle=False)
-        except FileNotFoundError:
-            raise DataError(f"{p}: radar file missing (frame {int(self.frame[i])} of {s.name}, chirp "
-                            f"{self.chirp}; ROD2021 ships chirps {cruw.CHIRP_IDS})") from None
-        if a.shape != cruw.RA_SHAPE:
-            raise DataError(f"{p}: expected shape {cruw.RA_SHAPE} [range, azimuth, real/imag], got {a.shape}")
-        return np.ascontiguousarray(a.astype(np.float32).transpose(2, 0, 1))
+        maps = []
+        for c in self.chirps:
+            p = s.radar_path(self.frame[i], c)
+            try:
+                a = np.load(p, allow_pickle=False)
+            except FileNotFoundError:
+                raise DataError(f"{p}: radar file missing (frame {int(self.frame[i])} of {s.name}, chirp {c}; "
+                                f"ROD2021 ships chirps {cruw.CHIRP_IDS}; this set's: {cruw.read_chirp_ids(self.root)})") from None
+            if a.shape != cruw.RA_SHAPE:
+                raise DataError(f"{p}: expected shape {cruw.RA_SHAPE} [range, azimuth, real/imag], got {a.shape}")
+            maps.append(a.astype(np.float32).transpose(2, 0, 1))
+        return np.ascontiguousarray(maps[0] if len(maps) == 1 else np.concatenate(maps))
 
     def radar_batch(self, idx) -> np.ndarray:
         return np.stack([self.radar(int(i)) for i in idx])

@@ -26,7 +26,7 @@ from torch import nn
 from radvis.log import progress as tqdm  # a bar on a terminal, plain lines in logs
 
 from learner.checkpoint import load_checkpoint
-from learner.data import DataError, balanced, label_subset, split_frames
+from learner.data import DataError, balanced, label_subset, learner_chirps, split_frames
 from learner.multiroot import describe, open_frames
 from learner.models import build_radar_encoder
 from radvis.cruw import LABELS
@@ -171,7 +171,7 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str | None
                                 f"it probes a labelled set (--eval-data / learner.online_eval_data)")
     out = Path(out) if out else run / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    frames = open_frames(data, ("train",), chirp=cfg_l.chirp, clutter_removal=cfg_l.clutter_removal)
+    frames = open_frames(data, ("train",), chirp=learner_chirps(cfg_l), clutter_removal=cfg_l.clutter_removal)
     if not (frames.label >= 0).any():
         raise DataError(f"{', '.join(map(str, [data] if isinstance(data, (str, Path)) else data))}: no labels "
                         f"(no annotations/train/*.txt, or only mixed frames). `radvis eval` needs labels: pretraining "
@@ -207,7 +207,7 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str | None
 
     def fresh(seed):
         torch.manual_seed(seed)
-        return build_radar_encoder(arch, dim, vgg_layer=cfg_l.vgg_layer)
+        return build_radar_encoder(arch, dim, vgg_layer=cfg_l.vgg_layer, chirps=len(learner_chirps(cfg_l)))
 
     ssl = fresh(0)
     ssl.load_state_dict(state["model"])
@@ -319,7 +319,8 @@ def _queue_sweep(cfg_l, run, data, ks, pool, test, frames, log) -> list[dict]:
         s = train(dataclasses.replace(cfg_l, queue_size=int(K)), data, d, progress=False, log=lambda *a: None)
         st = load_checkpoint(d / "best.pt")
         torch.manual_seed(0)
-        m = build_radar_encoder(cfg_l.radar_encoder, int(st["teacher"]["dim"]), vgg_layer=cfg_l.vgg_layer)
+        m = build_radar_encoder(cfg_l.radar_encoder, int(st["teacher"]["dim"]), vgg_layer=cfg_l.vgg_layer,
+                                chirps=len(learner_chirps(cfg_l)))
         m.load_state_dict(st["model"])
         f = extract(m, torch.from_numpy(frames.radar_batch(np.concatenate([pool, test]))))
         acc, _ = linear_probe(f[:len(pool)], frames.label[pool], f[len(pool):], frames.label[test])

@@ -34,7 +34,7 @@ from radvis.log import progress as tqdm  # a bar on a terminal, plain lines in l
 
 from learner.cache import build_key_cache, cache_dir_for, embed_frames, teacher_inputs
 from learner.checkpoint import atomic_save, load_checkpoint, remove_stale_temps
-from learner.data import split_frames, write_split
+from learner.data import learner_chirps, split_frames, write_split
 from learner.device import resolve_device
 from learner.loader import Prefetcher, prefetch_workers
 from learner.loss import mi_bound
@@ -211,7 +211,7 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
     teacher = build_teacher(cfg_l).to(device)          # fails here, before any data or training, if weights are missing
     if rank == 0:
         log(f"radvis learn: {teacher.announcement}")
-    frames = open_frames(data_dir, ("train",), chirp=cfg_l.chirp, clutter_removal=cfg_l.clutter_removal)
+    frames = open_frames(data_dir, ("train",), chirp=learner_chirps(cfg_l), clutter_removal=cfg_l.clutter_removal)
     roots = describe(data_dir)  # one root, or several (`--data A B`: many sessions and CRUW in one run)
     split = split_frames(frames, cfg_l.split, cfg_l.test_fraction, cfg_l.seed, cfg_l.val_fraction)
     pre_idx, val_idx = split["train"], split["val"]
@@ -238,7 +238,7 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
             f"{len(split['test'])} test frames; world size {world}")
 
     model = build_radar_encoder(cfg_l.radar_encoder, teacher.dim, weights=_radar_weights(cfg_l),
-                                vgg_layer=cfg_l.vgg_layer).to(device)
+                                vgg_layer=cfg_l.vgg_layer, chirps=len(learner_chirps(cfg_l))).to(device)
     if device == "cuda":
         model = model.to(memory_format=torch.channels_last)
     queue = NegativeQueue(teacher.dim, cfg_l.queue_size).to(device)

@@ -105,6 +105,9 @@ class RigConfig:
                                  "(0 = no evaluation).", min=0)
     heldout_frames: int = opt(12, "Frames per held-out sequence (many short sequences: the split is by "
                               "sequence, and few sequences per class let a probe learn places, not objects).", min=1)
+    heldout_frame_step: int = opt(1, "Keep every Nth frame of each held-out sequence (`radvis synth --frame-step`): "
+                                  "the same frame count then spans N times longer, so each sequence's mean RA map "
+                                  "(learner.clutter_removal) is the static scene rather than its slow movers.", min=1)
     eval_supervised_epochs: int = opt(5, "Epochs of the supervised baseline in the rig's final evaluation "
                                       "(learner.supervised_epochs for `radvis eval`).", min=1)
     eval_fractions: list = opt([1, 5, 25, 100], "Label fractions (%) of the rig's final evaluation.")
@@ -166,6 +169,10 @@ class RadarConfig:
     dca_data_port: int = opt(4098, "Host UDP port the board sends raw ADC to (from its port 1024).", min=1, max=65535)
     ra_chirp: int = opt(0, "dca1000 mode: -1 = frame range-azimuth map (Doppler-integrated); i >= 0 = the CRUW-style "
                         "map of chirp (loop) i alone, as in the CRUW dataset and `radvis synth`.", min=-1)
+    ra_chirps: list = opt([], "dca1000 mode: chirps (loop indices) whose CRUW-style maps also travel with every frame, "
+                          "stacked as the `ra_chirps` array (128, 128, 2C): real and imaginary part of each chirp in "
+                          "turn. What a multi-chirp learner reads (learner.chirps): the phase changes between chirps "
+                          "are the targets' motion. [] = none.", min=0)
     iq_order: str = opt("auto", "I/Q order of raw ADC: Q-first for SDK demo LVDS streaming, I-first for mmWave Studio.",
                         choices=["auto", "iq", "qi"])
     faults: dict = opt({}, "Fault injection of the emulated board (emulate-radar): on the UART data port per frame, "
@@ -359,6 +366,10 @@ class LearnerConfig:
     val_fraction: float = opt(0.1, "Tail of each training sequence held out of pretraining for the label-free "
                               "radar->image retrieval signal that picks the best epoch.", min=0, max=0.5)
     chirp: int = opt(0, "Which released CRUW chirp file to read per frame (0, 64, 128 or 192).", min=0)
+    chirps: list = opt([], "Several chirps per frame as the radar input (tiny and effnet-lite0 encoders take the "
+                       "magnitude of their DFT over the chirps: the echo and what moved). Offline the CRUW chirp file "
+                       "ids (ROD2021: [0, 64, 128, 192]); online the radar's radar.ra_chirps, in the same order. "
+                       "[] = the one chirp `chirp`.", min=0)
     clutter_removal: bool = opt(True, "Subtract the static clutter (mean complex RA map) from every radar frame "
                                 "before the encoder: offline each sequence's mean, online a running mean over "
                                 "online_clutter_tau_s (evaluation uses the offline form on its held-out set).")
@@ -498,7 +509,11 @@ def _check(src: str, key: str, f: dataclasses.Field, tp, value: Any) -> Any:
     pattern = f.metadata.get("pattern")
     if pattern is not None and re.fullmatch(pattern, value) is None:
         fail(f"a name matching {pattern} (docs/wire-format.md)")
-    if lo is not None and value < lo:
+    if tp is list and lo is not None:   # a list with a minimum: distinct integers, each >= min
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= lo for v in value) \
+                or len(set(value)) != len(value):
+            fail(f"a list of distinct integers >= {lo}")
+    elif lo is not None and value < lo:
         fail(f"{_type_name(tp)} >= {lo}")
     if hi is not None and value > hi:
         fail(f"{_type_name(tp)} <= {hi}")

@@ -89,6 +89,18 @@ def read_fps(root: str | Path, default: float = FPS) -> float:
     return default
 
 
+def read_chirp_ids(root: str | Path) -> list[int] | None:
+    """radar_cfg.chirp_ids of the sensor config JSON at the root (or one folder down): which chirp files a
+    set ships per frame (ROD2021: 0, 64, 128, 192). None when no config names them."""
+    root = Path(root)
+    for p in sorted(root.glob("*.json")) + sorted(root.glob("*/sensor_config*.json")):
+        try:
+            return [int(c) for c in json.loads(p.read_text())["radar_cfg"]["chirp_ids"]]
+        except (KeyError, ValueError, TypeError, OSError):
+            continue
+    return None
+
+
 # ---- annotations ----------------------------------------------------------------------------
 
 class AnnotationError(ValueError):

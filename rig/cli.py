@@ -46,8 +46,11 @@ def make_heldout(cfg, out: Path, common: list[str]) -> Path | None:
     r = cfg.rig
     print(f"rig: writing the held-out evaluation set ({r.heldout_sequences} sequences x {r.heldout_frames} frames) "
           f"to {out}", flush=True)
+    # the radar input the learner reads online (learner.chirps of radar.ra_chirps) must be in the set too
+    chirps = sorted({cfg.learner.chirp, *cfg.learner.chirps})
     p = _radvis(common, "synth", "--out", str(out), "--sequences", str(r.heldout_sequences),
-                "--frames", str(r.heldout_frames), "--seed", str(cfg.scene.seed + 1_000_003),
+                "--frames", str(r.heldout_frames), "--frame-step", str(r.heldout_frame_step),
+                "--chirps", ",".join(map(str, chirps)), "--seed", str(cfg.scene.seed + 1_000_003),
                 "--image-size", f"{cfg.camera.width}x{cfg.camera.height}", "--quiet", "--no-preview")
     if p.returncode != 0:
         print(f"rig: radvis synth failed (rc {p.returncode}); the learner runs without a held-out set", flush=True)
@@ -257,6 +260,11 @@ def _rig(args) -> int:
     for s in getattr(args, "set", None) or []:
         common += ["--set", s]
     extra, heldout = {}, None
+    missing_chirps = sorted(set(cfg.learner.chirps) - set(cfg.radar.ra_chirps))
+    if "learner" in stages and "radar" in stages and missing_chirps:
+        print(f"radvis rig: {cfg.source}: learner.chirps = {cfg.learner.chirps} reads chirps {missing_chirps} that the "
+              f"radar does not send: expected radar.ra_chirps to hold them (now {cfg.radar.ra_chirps})", file=sys.stderr)
+        return 2
     session = Path(cfg.record.out or run_dir / "session")
     if "learner" in stages:
         # --first-pair-timeout 0: the rig's sync pairs only after its clock warm-up, and the rig stops the learner

@@ -17,6 +17,12 @@ def _synth(args) -> int:
     except ValueError as e:
         print(f"radvis synth: {e}", file=sys.stderr)
         return 2
+    try:
+        chirps = [int(c) for c in args.chirps.split(",")] if args.chirps else list(synth.CHIRP_IDS)
+    except ValueError:
+        print(f"radvis synth: --chirps: expected comma-separated loop indices (e.g. 0,64,128,192), got {args.chirps!r}",
+              file=sys.stderr)
+        return 2
     if args.sequences < 1 or args.frames < 1:
         print(f"radvis synth: --sequences and --frames must be >= 1, got {args.sequences} and {args.frames}",
               file=sys.stderr)
@@ -27,8 +33,8 @@ def _synth(args) -> int:
                               workers=args.workers, cfg_path=resolve_path(args.radar_cfg or args.cfg.radar.cfg,
                                                                       args.cfg.source),
                               noise=args.cfg.scene.noise, world=world.name,
-                              progress=not args.quiet)
-    except CfgError as e:
+                              progress=not args.quiet, chirps=chirps, frame_step=args.frame_step)
+    except (CfgError, ValueError) as e:
         print(f"radvis synth: radar cfg: {e}", file=sys.stderr)
         return 2
     labels = ", ".join(f"{k} {v}" for k, v in sorted(summary["frame_labels"].items()))
@@ -86,6 +92,10 @@ def register(sub, common) -> None:
                                                "light, object build and style, sensor mounting (default: scene.world "
                                                "of the config)")
     p.add_argument("--workers", type=int, default=1, help="processes rendering sequences in parallel (default 1)")
+    p.add_argument("--chirps", default="", help="comma-separated loops whose RA maps are written per frame (default "
+                   "0,64,128,192 as ROD2021; a rig's held-out set uses its radar.ra_chirps)")
+    p.add_argument("--frame-step", type=int, default=1, help="keep every Nth frame of the 30 fps sequence (default 1); "
+                   "file names keep the true frame index")
     p.add_argument("--radar-cfg", default="", help="TI .cfg of the chirp (default: radar.cfg of the config)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-preview", action="store_true", help="do not write DIR/preview.png")

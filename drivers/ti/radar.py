@@ -239,6 +239,9 @@ def check_config(r, config_source: str | None = None) -> RadarCfg:
                               f"name: `ls -l /dev/serial/by-id/`; the emulated board serves socket:// URLs; "
                               f"docs/hardware.md)")
     if r.mode == "uart":
+        if r.ra_chirps:
+            raise ConfigError(f"radar.ra_chirps{where} = {r.ra_chirps}: per-chirp maps need the raw ADC, which only "
+                              f"radar.mode = \"dca1000\" has; set radar.ra_chirps = [] in uart mode")
         if r.cli_port == r.data_port:
             raise ConfigError(f"radar.cli_port and radar.data_port{where} are both {r.cli_port!r}: the board has "
                               f"two ports (CLI at 115200, data at 921600; docs/hardware.md)")
@@ -288,11 +291,14 @@ class DcaRadar:
     Frame k of the byte stream (0-based) is the device's frame k+1, so numbers match UART mode."""
 
     def __init__(self, rcfg: RadarCfg, capture, cli_url: str, *, cli_baud: int = 115200,
-                 stall_timeout_s: float | None = None, ra_chirp: int = -1):
+                 stall_timeout_s: float | None = None, ra_chirp: int = -1, ra_chirps=()):
         self.rcfg, self.capture, self.cli_url, self.cli_baud = rcfg, capture, cli_url, cli_baud
-        if ra_chirp >= rcfg.profile.num_loops:
-            raise RadarError(f"radar.ra_chirp = {ra_chirp} but {rcfg.source} has {rcfg.profile.num_loops} loops per frame")
+        for key, c in [("ra_chirp", ra_chirp)] + [("ra_chirps", c) for c in ra_chirps]:
+            if c >= rcfg.profile.num_loops:
+                raise RadarError(f"radar.{key} names chirp {c} but {rcfg.source} has {rcfg.profile.num_loops} loops "
+                                 f"per frame")
         self.ra_chirp = None if ra_chirp < 0 else ra_chirp
+        self.ra_chirps = tuple(int(c) for c in ra_chirps)
         period = rcfg.profile.frame_period_ms / 1000.0
         self.stall_timeout_s = stall_timeout_s if stall_timeout_s is not None else max(2.0, 20 * period)
         self.cli = None
@@ -347,12 +353,24 @@ class DcaRadar:
             for raw, adc in got:
                 fn = raw.frame_number + 1
                 arrays = {"ra": np.ascontiguousarray(dsp.ra_map(adc, prof, chirp=self.ra_chirp), np.float32)}
+                if self.ra_chirps:
+                    arrays["ra_chirps"] = self.chirp_maps(adc, arrays["ra"])
                 meta = {"frame_number": fn, "cfg_digest": self.rcfg.digest, "frame_period_ms": prof.frame_period_ms,
                         "mode": "dca1000", "units": {"ra": tlvmod.UNITS["ra"]}, "complete": bool(raw.complete),
                         "ra_chirp": -1 if self.ra_chirp is None else self.ra_chirp,
                         "lost_bytes": int(raw.lost_bytes), "packets": int(raw.packets)}
+                if self.ra_chirps:
+                    meta["ra_chirps"] = list(self.ra_chirps)
+                    meta["units"]["ra_chirps"] = tlvmod.UNITS["ra_chirps"]
                 yield RadarFrame(fn, int(round(fn * prof.frame_period_ms * 1e6)), raw.t_last_ns or time.monotonic_ns(),
                                  time.time_ns(), arrays, meta)
+
+
+    def chirp_maps(self, adc, ra) -> np.ndarray:
+        """(128, 128, 2C) float32: the CRUW-style map of each of `ra_chirps`, stacked on the last axis (the
+        frame's `ra` is reused where it is one of them)."""
+        maps = [ra if c == self.ra_chirp else dsp.ra_map(adc, self.rcfg.profile, chirp=c) for c in self.ra_chirps]
+        return np.ascontiguousarray(np.concatenate(maps, axis=2), np.float32)
 
 
 def _open_dca(r, rcfg: RadarCfg):
@@ -369,7 +387,7 @@ def _open_dca(r, rcfg: RadarCfg):
         raise RadarError(f"DCA1000: {e}") from None
     try:
         src = DcaRadar(rcfg, cap, r.cli_port, cli_baud=r.cli_baud, stall_timeout_s=r.data_timeout_s or None,
-                       ra_chirp=r.ra_chirp)
+                       ra_chirp=r.ra_chirp, ra_chirps=r.ra_chirps)
     except RadarError:
         cap.close()
         raise

@@ -25,6 +25,7 @@ UNITS = {
     "range_doppler": "log2 magnitude (Q9 u16 / 512), [range bin, Doppler bin] as sent (not fftshifted)",
     "side_info": "float32 (N,2) snr, noise in dB",
     "ra": "float32 (128,128,2) real, imag of the range-azimuth spectrum on the ROD2021 grid",
+    "ra_chirps": "float32 (128,128,2C) the ra map of each chirp in meta ra_chirps: real, imag of chirp 0, then 1, ...",
 }
 
 STATS_FIELDS = ("inter_frame_processing_time_us", "transmit_output_time_us", "inter_frame_processing_margin_us",

@@ -54,7 +54,7 @@ class PairError(ValueError):
 
 @dataclass
 class Pair:
-    radar: np.ndarray  # float32 (2, 128, 128): channels first, as the encoders take it
+    radar: np.ndarray  # float32 (2C, 128, 128): channels first, as the encoders take it (C chirps, usually 1)
     image: np.ndarray  # uint8 (H, W, 3) RGB
     t_ns: int  # pair time (sync's t_pair_ns)
     seq_id: int  # stream identity: (source, epoch) of the sync publisher (a restart starts a new sequence); see seq_key
@@ -105,8 +105,25 @@ def _sub(d: dict, *keys) -> dict:
     return d if isinstance(d, dict) else {}
 
 
-def decode_pair(msg: Message, recv_ns: int = 0) -> Pair:
-    """Validate a `pair` message; PairError(reason) for anything the learner cannot use."""
+def _chirp_stack(msg: Message, chirps: tuple) -> np.ndarray:
+    """(128, 128, 2C) float32 of `chirps` from the pair's radar.ra_chirps (the radar's radar.ra_chirps)."""
+    have = _sub(msg.meta, "radar", "meta").get("ra_chirps")
+    rc = msg.buffers.get("radar.ra_chirps")
+    if rc is None or not isinstance(have, list):
+        raise PairError("radar_chirps", f"learner.chirps = {list(chirps)} needs the radar's per-chirp maps "
+                                        f"(radar.ra_chirps in the rig's config, dca1000 mode); this pair has none")
+    if any(c not in have for c in chirps):
+        raise PairError("radar_chirps", f"learner.chirps = {list(chirps)} but the radar sends chirps {have}")
+    if rc.dtype != np.float32 or rc.shape != (128, 128, 2 * len(have)):
+        raise PairError("radar", f"radar.ra_chirps must be float32 (128, 128, {2 * len(have)}) for chirps {have}, "
+                                 f"got {rc.dtype} {rc.shape}")
+    idx = [k for c in chirps for k in (2 * have.index(c), 2 * have.index(c) + 1)]
+    return rc if idx == list(range(rc.shape[2])) else rc[..., idx]
+
+
+def decode_pair(msg: Message, recv_ns: int = 0, chirps: tuple = ()) -> Pair:
+    """Validate a `pair` message; PairError(reason) for anything the learner cannot use. `chirps`: the
+    learner's learner.chirps; the radar input is then those chirps' maps, else the frame's one `ra`."""
     if msg.kind != "pair":
         raise PairError("kind", f"expected kind 'pair', got {msg.kind!r}")
     ra, img = msg.buffers.get("radar.ra"), msg.buffers.get("camera.image")
@@ -114,6 +131,8 @@ def decode_pair(msg: Message, recv_ns: int = 0) -> Pair:
         raise PairError("missing_buffer", f"need radar.ra and camera.image, got {sorted(msg.buffers)}")
     if ra.dtype != np.float32 or ra.shape != RA_SHAPE:
         raise PairError("radar", f"radar.ra must be float32 {RA_SHAPE}, got {ra.dtype} {ra.shape}")
+    if chirps:
+        ra = _chirp_stack(msg, tuple(chirps))
     if not np.isfinite(ra).all():
         raise PairError("radar_nonfinite", "radar.ra holds NaN or inf")
     image = decode_image(img, _sub(msg.meta, "camera", "meta").get("encoding", "raw"))
@@ -255,7 +274,8 @@ class Ingest:
     def __init__(self, receiver: Receiver | None, embed: Callable, buffer, queue=None, *, dedup_threshold: float = 0.98,
                  keep_interval_s: float = 1.0, heldout=None, max_batch: int = 64, center_pairs: int = 0,
                  set_center: Callable | None = None, finish: Callable | None = None, clutter_tau_s: float = 0.0,
-                 truth_wait_s: float = 2.0):
+                 truth_wait_s: float = 2.0, chirps: tuple = ()):
+        self.chirps = tuple(chirps)  # learner.chirps: several chirps per frame from radar.ra_chirps
         self.rx, self.embed, self.buffer, self.queue = receiver, embed, buffer, queue
         # scene ground truth from the truth topic (emulated rigs), joined to pairs by frame
         self.truth, self.truth_wait_ns = TruthJoin(), int(truth_wait_s * 1e9)
@@ -311,7 +331,7 @@ class Ingest:
                     self.counts["truth_bad"] += 1
                 continue
             try:
-                p = decode_pair(msg, recv_ns)
+                p = decode_pair(msg, recv_ns, self.chirps)
             except PairError as e:
                 self.dropped[f"bad_pair_{e.reason}"] += 1
                 _ratelog.warning(e.reason, f"dropped a pair: {e}")
@@ -501,9 +521,9 @@ class LiveHoldout:
     collected here, with their labels, for the periodic kNN / linear probe. Bounded: one reservoir of
     `capacity` entries. Splitting by scene, not frame, keeps near-identical neighbours out of both sides."""
 
-    def __init__(self, fraction: float = 0.2, capacity: int = 2000, seed: int = 0):
+    def __init__(self, fraction: float = 0.2, capacity: int = 2000, seed: int = 0, channels: int = 2):
         self.fraction, self.capacity = fraction, capacity
-        self.radar = np.zeros((capacity, 2, 128, 128), np.float16)
+        self.radar = np.zeros((capacity, channels, 128, 128), np.float16)
         self.scale = np.zeros(capacity, np.float32)
         self.label = np.zeros(capacity, np.int64)
         self.scene = np.zeros(capacity, np.int64)

@@ -19,7 +19,7 @@ class OfflineMix:
     def __init__(self, path: str, teacher, out: Path, lc):
         from learner import data as ldata
         from learner.cache import build_key_cache, cache_dir_for
-        self.frames = ldata.CRUWFrames(path, chirp=lc.chirp, clutter_removal=lc.clutter_removal)
+        self.frames = ldata.CRUWFrames(path, chirp=ldata.learner_chirps(lc), clutter_removal=lc.clutter_removal)
         self.idx = ldata.split_frames(self.frames, lc.split, lc.test_fraction, lc.seed)["train"]
         self.keys = build_key_cache(self.frames, self.idx, teacher, cache_dir_for(out / "key_cache", teacher))
         self.teacher = teacher

@@ -73,7 +73,7 @@ def probe(model: nn.Module, radar: np.ndarray, label: np.ndarray, is_train: np.n
 def data_split(path: str, lc):
     """(frames, split) of a CRUW-layout directory exactly as `radvis learn offline` splits it."""
     from learner import data as ldata
-    frames = ldata.CRUWFrames(path, ("train",), chirp=lc.chirp, clutter_removal=lc.clutter_removal)
+    frames = ldata.CRUWFrames(path, ("train",), chirp=ldata.learner_chirps(lc), clutter_removal=lc.clutter_removal)
     return frames, ldata.split_frames(frames, lc.split, lc.test_fraction, lc.seed, lc.val_fraction)
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from learner.checkpoint import load_checkpoint, remove_stale_temps
+from learner.data import learner_chirps
 from learner.device import resolve_device
 from learner.models import build_radar_encoder
 from learner.online import checkpoint, probe
@@ -84,21 +85,23 @@ class OnlineLearner:
         self.teacher = build_teacher(lc).to(self.device)
         log.info("teacher %s (key dim %d), radar encoder %s", self.teacher.name, self.teacher.dim, lc.radar_encoder)
         self.dim = self.teacher.dim
-        self.model = build_radar_encoder(lc.radar_encoder, self.dim).to(self.device)
+        self.chirps = learner_chirps(lc) if lc.chirps else ()   # () = the frame's one map (radar.ra)
+        channels = 2 * max(1, len(self.chirps))
+        self.model = build_radar_encoder(lc.radar_encoder, self.dim, chirps=channels // 2).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(_param_groups(self.model, lc.weight_decay), lr=lc.lr, momentum=lc.momentum)
         self.queue = NegativeQueue(self.dim, lc.queue_size).to(self.device)
         self.pending = PendingKeys(self.queue)  # stream keys waiting for the next step to be taken
-        self.buffer = ReplayBuffer(capacity, self.dim, policy=policy, seed=lc.seed)
+        self.buffer = ReplayBuffer(capacity, self.dim, (channels, 128, 128), policy=policy, seed=lc.seed)
         self.heldout = None
         if lc.online_live_eval_fraction > 0 and not lc.online_eval_data:
-            self.heldout = LiveHoldout(lc.online_live_eval_fraction, lc.online_live_eval_size, lc.seed)
+            self.heldout = LiveHoldout(lc.online_live_eval_fraction, lc.online_live_eval_size, lc.seed, channels)
         center_pairs = lc.online_center_pairs if wants_centering(lc, self.teacher) else 0
         self.ingest = Ingest(None, self.teacher.embed, self.buffer, self.pending if queue_feed == "stream" else None,
                              dedup_threshold=dedup, keep_interval_s=lc.online_keep_interval_s, heldout=self.heldout,
                              center_pairs=center_pairs, set_center=self._set_center, finish=self.teacher.finish,
-                             clutter_tau_s=lc.online_clutter_tau_s if lc.clutter_removal else 0.0)
+                             clutter_tau_s=lc.online_clutter_tau_s if lc.clutter_removal else 0.0, chirps=self.chirps)
         self.offline = None
         if lc.online_offline_mix > 0 and lc.online_offline_data:
             self.offline = OfflineMix(lc.online_offline_data, self.teacher, self.out, lc)

@@ -1,0 +1,167 @@
+"""Several chirps per frame, end to end: the radar driver's per-chirp maps (radar.ra_chirps), a held-out
+`radvis synth --chirps --frame-step` set, the learner's stacked input (learner.chirps) offline and online,
+and the export of a recorded session that carries them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from capture.export import export_session
+from drivers.ti import dsp
+from drivers.ti.cfg import parse_cfg
+from drivers.ti.radar import DcaRadar, RadarError, check_config
+from learner.data import CRUWFrames, DataError
+from learner.models import build_radar_encoder
+from learner.online.ingest import Ingest, PairError, decode_pair
+from learner.online.buffer import ReplayBuffer
+from radvis import config
+from radvis.cli import main as radvis_main
+from radvis.config import ConfigError
+from radvis.wire import Message
+from sim import render_radar
+from tests.test_export import FakeSession
+from tests.test_foxglove import camera_msg, pair_msg, ra_with_target
+
+REPO = Path(__file__).resolve().parent.parent
+DCA_CFG = REPO / "drivers" / "ti" / "cfgs" / "radvis_iwr1843_dca.cfg"
+
+
+@pytest.fixture(scope="module")
+def held(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("held")
+    assert radvis_main(["synth", "--out", str(out), "--sequences", "4", "--frames", "3", "--frame-step", "5",
+                        "--chirps", "0,16", "--seed", "2", "--image-size", "64x48", "--quiet", "--no-preview"]) == 0
+    return out
+
+
+def test_synth_chirps_and_frame_step(held):
+    seqs = sorted((held / "sequences" / "train").iterdir())
+    assert len(seqs) == 4
+    for s in seqs:
+        # the true 30 fps frame index names the files: 0, 5, 10
+        assert sorted(int(p.stem) for p in (s / "IMAGES_0").glob("*.jpg")) == [0, 5, 10]
+        assert sorted(p.name for p in (s / "RADAR_RA_H").iterdir()) == [
+            f"{f:06d}_{c:04d}.npy" for f in (0, 5, 10) for c in (0, 16)]
+    cfg = json.loads((held / "sensor_config_rod2021.json").read_text())
+    assert cfg["radar_cfg"]["chirp_ids"] == [0, 16]
+    summary = json.loads((held / "synth_summary.json").read_text())
+    assert summary["chirps"] == [0, 16] and summary["frame_step"] == 5
+    frames = CRUWFrames(held, chirp=(0, 16))
+    # frame times follow the file names: 5 frames of 30 fps apart
+    assert np.abs(np.diff(frames.t_ns[:3]) - 5e9 / 30).max() <= 1
+    x = frames.radar(1)
+    assert x.shape == (4, 128, 128) and x.dtype == np.float32
+    seq = frames.sequences[int(frames.seq[1])]
+    for k, c in enumerate((0, 16)):   # re, im of chirp 0, then of chirp 16, from their own files
+        a = np.load(seq.radar_path(int(frames.frame[1]), c))
+        assert np.array_equal(x[2 * k:2 * k + 2], a.transpose(2, 0, 1))
+    with pytest.raises(DataError, match="chirp 64.*this set's: \\[0, 16\\]"):
+        CRUWFrames(held, chirp=(0, 64)).radar(0)
+
+
+def test_synth_rejects_bad_chirps(tmp_path, capsys):
+    assert radvis_main(["synth", "--out", str(tmp_path / "a"), "--chirps", "0,x", "--quiet"]) == 2
+    assert "--chirps" in capsys.readouterr().err
+    assert radvis_main(["synth", "--out", str(tmp_path / "b"), "--chirps", "0,300", "--sequences", "1",
+                        "--frames", "1", "--quiet", "--no-preview"]) == 2
+    assert "0..254" in capsys.readouterr().err
+
+
+def _moving_adc(profile, loops):
+    """A scene with two point targets moving radially (so the chirps' phases differ) and one standing still."""
+    return render_radar.synth_adc(profile, [dict(range_m=8.0, azimuth_rad=0.2, velocity_mps=3.0),
+                                            dict(range_m=12.0, azimuth_rad=-0.3, velocity_mps=-1.3),
+                                            dict(range_m=5.0, azimuth_rad=0.0, amplitude=3000.0)],
+                                  loops=loops, rng=np.random.default_rng(0), noise_counts=2.0)
+
+
+def test_driver_stacks_the_configured_chirps():
+    rcfg = parse_cfg(DCA_CFG)
+    adc = _moving_adc(rcfg.profile, None)          # every loop of the rig's frame, as the DCA1000 delivers it
+    r = DcaRadar(rcfg, capture=None, cli_url="", ra_chirp=0, ra_chirps=(16, 0, 48))
+    ra = dsp.ra_map(adc, rcfg.profile, chirp=0)
+    st = r.chirp_maps(adc, ra)
+    assert st.shape == (128, 128, 6) and st.dtype == np.float32
+    for k, c in enumerate((16, 0, 48)):
+        assert np.array_equal(st[..., 2 * k:2 * k + 2], dsp.ra_map(adc, rcfg.profile, chirp=c))
+    with pytest.raises(RadarError, match="radar.ra_chirps names chirp 64 but .* 64 loops"):
+        DcaRadar(rcfg, capture=None, cli_url="", ra_chirps=(0, 64))
+
+
+def test_uart_mode_refuses_ra_chirps(tmp_path):
+    cfg = config.load(overrides=['radar.mode="uart"', 'radar.cfg="drivers/ti/cfgs/radvis_iwr1843.cfg"',
+                                 "radar.ra_chirps=[0, 16]"])
+    with pytest.raises(ConfigError, match="radar.ra_chirps.*dca1000"):
+        check_config(cfg.radar, config_source=cfg.source)
+    with pytest.raises(ConfigError, match="distinct integers >= 0"):
+        config.load(overrides=["learner.chirps=[0, 0]"])
+
+
+def _chirp_pair(fn: int, ids=(0, 16), shape=None) -> Message:
+    r = Message(kind="radar", source="radar0", buffers={"ra": ra_with_target(fn, 20, 30)},
+                meta={"frame_number": fn, "frame_period_ms": 100.0, "mode": "dca1000", "ra_chirp": 0})
+    if ids is not None:
+        rng = np.random.default_rng(fn)
+        st = rng.normal(size=shape or (128, 128, 2 * len(ids))).astype(np.float32)
+        st[..., 0:2] = r.buffers["ra"]
+        r.buffers["ra_chirps"], r.meta["ra_chirps"] = st, list(ids)
+    c = camera_msg(fn)
+    r.t_mono_ns = c.t_mono_ns = 1_000_000_000 + fn * 100_000_000
+    return pair_msg(r, c)
+
+
+def test_ingest_reads_the_chirps_it_asks_for_and_drops_what_lacks_them():
+    m = _chirp_pair(3, ids=(0, 16, 32))
+    st = m.buffers["radar.ra_chirps"]
+    p = decode_pair(m, chirps=(32, 0))
+    assert p.radar.shape == (4, 128, 128)
+    assert np.array_equal(p.radar[0:2], st[..., 4:6].transpose(2, 0, 1))   # chirp 32 first, as asked
+    assert np.array_equal(p.radar[2:4], st[..., 0:2].transpose(2, 0, 1))
+    assert decode_pair(m).radar.shape == (2, 128, 128)                      # without learner.chirps: the one ra
+    for bad, reason in ((_chirp_pair(4, ids=None), "radar_chirps"), (_chirp_pair(5, ids=(0, 32)), "radar_chirps"),
+                        (_chirp_pair(6, shape=(128, 128, 3)), "radar")):
+        with pytest.raises(PairError) as e:
+            decode_pair(bad, chirps=(0, 16))
+        assert e.value.reason == reason
+
+    # in the ingest: the pair without the chirps is dropped and counted, the next one goes into the buffer
+    def embed(images):
+        x = np.ones((len(images), 4), np.float32)
+        return x / 2.0
+    buf = ReplayBuffer(16, 4, (4, 128, 128))
+    ing = Ingest(None, embed, buf, dedup_threshold=1.0, keep_interval_s=0.0, chirps=(0, 16), truth_wait_s=0.0)
+    ing.process([(0, _chirp_pair(7, ids=None)), (0, _chirp_pair(8))])
+    assert ing.dropped == {"bad_pair_radar_chirps": 1}
+    assert ing.counts["inserted"] == 1 and len(buf) == 1
+
+
+def test_tiny_encoder_sees_motion_between_chirps():
+    """Two chirps of a moving target differ in phase; the encoder's |DFT over chirps| input has energy in its
+    second channel only when they differ (a static scene gives zero there)."""
+    profile = parse_cfg(DCA_CFG).profile
+    adc = _moving_adc(profile, [0, 16])
+    x = np.concatenate([dsp.ra_map(adc, profile, chirp=i) for i in range(2)], axis=2).transpose(2, 0, 1)
+    static = np.concatenate([x[0:2], x[0:2]])
+    enc = build_radar_encoder("tiny", 8, chirps=2)
+    mag = enc.backbone[0](torch.from_numpy(np.stack([x, static])))
+    assert mag.shape == (2, 2, 128, 128)
+    assert float(mag[0, 1].max()) > 0.3 * float(mag[0, 0].max()) and float(mag[1, 1].abs().max()) < 1e-5
+
+
+def test_export_writes_each_chirp_and_the_learner_reads_them_back(tmp_path):
+    s = FakeSession(tmp_path / "session")
+    sent = []
+    for fn in range(1, 7):
+        sent.append(s.send("pairs", _chirp_pair(fn), 5))
+    s.close()
+    out = tmp_path / "ds"
+    summary = export_session(tmp_path / "session", out, name="RIG")
+    assert summary["exported"] == 6
+    assert json.loads((out / "sensor_config_rod2021.json").read_text())["radar_cfg"]["chirp_ids"] == [0, 16]
+    frames = CRUWFrames(out, chirp=(0, 16))
+    for i, m in enumerate(sent):
+        assert np.array_equal(frames.radar(i), m.buffers["radar.ra_chirps"].transpose(2, 0, 1))
