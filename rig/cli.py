@@ -49,7 +49,7 @@ def make_heldout(cfg, out: Path, common: list[str]) -> Path | None:
     # the radar input the learner reads online (learner.chirps of radar.ra_chirps) must be in the set too
     chirps = sorted({cfg.learner.chirp, *cfg.learner.chirps})
     p = _radvis(common, "synth", "--out", str(out), "--sequences", str(r.heldout_sequences),
-                "--frames", str(r.heldout_frames), "--frame-step", str(r.heldout_frame_step),
+                "--frames", str(r.heldout_frames), "--frame-step", str(r.heldout_frame_step), "--radar-frame", "cfg",
                 "--chirps", ",".join(map(str, chirps)), "--seed", str(cfg.scene.seed + 1_000_003),
                 "--image-size", f"{cfg.camera.width}x{cfg.camera.height}", "--quiet", "--no-preview")
     if p.returncode != 0:

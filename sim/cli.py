@@ -33,7 +33,8 @@ def _synth(args) -> int:
                               workers=args.workers, cfg_path=resolve_path(args.radar_cfg or args.cfg.radar.cfg,
                                                                       args.cfg.source),
                               noise=args.cfg.scene.noise, world=world.name,
-                              progress=not args.quiet, chirps=chirps, frame_step=args.frame_step)
+                              progress=not args.quiet, chirps=chirps, frame_step=args.frame_step,
+                              radar_frame_of=args.radar_frame)
     except (CfgError, ValueError) as e:
         print(f"radvis synth: radar cfg: {e}", file=sys.stderr)
         return 2
@@ -94,6 +95,9 @@ def register(sub, common) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes rendering sequences in parallel (default 1)")
     p.add_argument("--chirps", default="", help="comma-separated loops whose RA maps are written per frame (default "
                    "0,64,128,192 as ROD2021; a rig's held-out set uses its radar.ra_chirps)")
+    p.add_argument("--radar-frame", choices=["rod2021", "cfg"], default="rod2021",
+                   help="rod2021 (default): the cfg's chirp in ROD2021's 255-loop frame, raw chirps; cfg: what a rig "
+                        "with that cfg streams (its loops and its clutterRemoval setting)")
     p.add_argument("--frame-step", type=int, default=1, help="keep every Nth frame of the 30 fps sequence (default 1); "
                    "file names keep the true frame index")
     p.add_argument("--radar-cfg", default="", help="TI .cfg of the chirp (default: radar.cfg of the config)")

@@ -11,7 +11,9 @@ Radar frames: the scene's scatterers rendered as raw ADC (render_radar) with a C
 default cfg with 255 loops per frame at 30 fps, like ROD2021's 255 chirps) and turned into RA maps by the
 radar DSP (`drivers.ti.dsp.ra_map(adc, profile, chirp=i)`): only the 4 kept loops are rendered.
 `chirps` picks other loops (e.g. the rig's radar.ra_chirps, so a held-out set matches what the rig streams);
-`frame_step` keeps every Nth frame of the 30 fps sequence (file names keep the true frame index), so a short
+`radar_frame = "cfg"` renders what a rig with that cfg streams instead: the cfg's own frame (its loops) and its
+`clutterRemoval` setting (every loop rendered, the frame's mean chirp subtracted, as the SDK and the rig's
+dca1000 driver do), so a rig's held-out set looks like its live radar. `frame_step` keeps every Nth frame of the 30 fps sequence (file names keep the true frame index), so a short
 sequence still spans seconds and its mean RA map is the static scene, not the slow movers.
 Sequences are named `<date>_<CODE><NNNN>` with CRUW's codes: PMS pedestrian, BMS cyclist, CMS car,
 MLMS mixed, plus EMS for empty scenes (CRUW has no empty sequences, only empty frames).
@@ -46,11 +48,25 @@ SCHEDULE = OBJECT_CLASSES + ("empty", cruw.MIXED)
 DEFAULT_CFG = Path(__file__).resolve().parents[1] / "drivers" / "ti" / "cfgs" / "radvis_iwr1843.cfg"
 
 
+RADAR_FRAMES = ("rod2021", "cfg")
+
+
 def cruw_profile(cfg_path: str | Path = DEFAULT_CFG):
     """The rig's chirp with ROD2021's frame: 255 loops (chirps per virtual array) per frame at 30 fps."""
     p = parse_cfg(Path(cfg_path)).profile
     return dataclasses.replace(p, num_loops=N_CHIRPS, chirps_per_frame=N_CHIRPS * p.num_tx,
                                frame_period_ms=1000.0 / FPS)
+
+
+def radar_frame(cfg_path: str | Path, frame: str = "rod2021"):
+    """(chirp profile, static clutter removal) of the radar frames a set holds: ROD2021's 255-loop frame with
+    raw chirps, or ("cfg") the cfg's own frame and clutterRemoval setting."""
+    if frame == "rod2021":
+        return cruw_profile(cfg_path), False
+    if frame == "cfg":
+        rc = parse_cfg(Path(cfg_path))
+        return rc.profile, rc.static_clutter_removal
+    raise ValueError(f"radar frame must be one of {', '.join(RADAR_FRAMES)}, got {frame!r}")
 
 
 def plan(n_sequences: int, seed: int) -> list[tuple[str, str, int]]:
@@ -70,9 +86,10 @@ def annotation_lines(frame_id: int, state) -> list[str]:
 
 def write_sequence(root: Path, name: str, kind: str, scene_seed: int, frames: int, image_size: tuple[int, int],
                    cfg_path: str | Path = DEFAULT_CFG, noise: float = 1.0, world: str = "default",
-                   jpeg_quality: int = 90, progress=None, chirps: tuple = CHIRP_IDS, frame_step: int = 1) -> dict:
+                   jpeg_quality: int = 90, progress=None, chirps: tuple = CHIRP_IDS, frame_step: int = 1,
+                   frame: str = "rod2021") -> dict:
     """Render one sequence; returns its summary (frames per 4-class label)."""
-    profile = cruw_profile(cfg_path)
+    profile, clutter = radar_frame(cfg_path, frame)
     cam = render_camera.PinholeCamera(*image_size)
     scene = Scene(scene_seed, scene_s=frames * frame_step / FPS + 1.0, classes=(kind,), noise=noise, world=world)
     seq = cruw.sequence_dir(root, "train", name)
@@ -83,7 +100,8 @@ def write_sequence(root: Path, name: str, kind: str, scene_seed: int, frames: in
     lines, labels = [], {}
     with threadpool_limits(1):   # small matmuls: a BLAS thread pool only spins against other processes
         for f in range(0, frames * frame_step, frame_step):
-            _write_frame(seq, scene, kind, scene_seed, f, profile, cam, noise, jpeg_quality, lines, labels, chirps)
+            _write_frame(seq, scene, kind, scene_seed, f, profile, cam, noise, jpeg_quality, lines, labels, chirps,
+                         clutter)
             if progress is not None:
                 progress.update(1)
     anno.write_text("".join(ln + "\n" for ln in lines))
@@ -92,12 +110,14 @@ def write_sequence(root: Path, name: str, kind: str, scene_seed: int, frames: in
 
 
 def _write_frame(seq: Path, scene: Scene, kind: str, scene_seed: int, f: int, profile, cam, noise: float,
-                 jpeg_quality: int, lines: list, labels: dict, chirps: tuple = CHIRP_IDS) -> None:
+                 jpeg_quality: int, lines: list, labels: dict, chirps: tuple = CHIRP_IDS,
+                 clutter_removal: bool = False) -> None:
     state = scene.state(f / FPS, kind=kind)
+    # clutter removal needs the frame's mean chirp, so every loop; otherwise only the kept ones (60x cheaper)
     adc = render_radar.render_adc(state, profile, rng=render_radar.frame_rng(scene_seed, f), noise=noise,
-                                  loops=list(chirps))
+                                  loops=None if clutter_removal else list(chirps))
     for i, c in enumerate(chirps):
-        ra = dsp.ra_map(adc, profile, chirp=i)
+        ra = dsp.ra_map(adc, profile, chirp=c if clutter_removal else i, clutter_removal=clutter_removal)
         np.save(cruw.radar_path(seq, f, c), ra.astype("<f4"))
     img = render_camera.render(state, cam, rng=render_camera.frame_rng(scene_seed, f), noise=noise)
     ok = cv2.imwrite(str(cruw.image_path(seq, f)), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
@@ -113,6 +133,7 @@ def _worker(job):
 
 
 def sensor_config(image_size: tuple[int, int], profile, names: list[str], chirps: tuple = CHIRP_IDS) -> dict:
+    """(The devkit's keys only; whether the frame's mean chirp was removed is in synth_summary.json.)"""
     """cruw-devkit's sensor_config_rod2021.json shape, with this dataset's values."""
     return {
         "dataset": "ROD2021",
@@ -120,7 +141,7 @@ def sensor_config(image_size: tuple[int, int], profile, names: list[str], chirps
                        "image_folder": "IMAGES_0", "ext": "jpg"},
         "radar_cfg": {
             "ramap_rsize": 128, "ramap_asize": 128, "frame_rate": FPS, "crop_num": dsp.CRUW_CROP,
-            "n_chirps": N_CHIRPS, "chirp_ids": list(chirps),
+            "n_chirps": int(profile.num_loops), "chirp_ids": list(chirps),
             "sample_freq": profile.sample_rate_ksps * 1e3, "sweep_slope": profile.slope_mhz_us * 1e12,
             "data_type": "ROD2021", "chirp_folder": "RADAR_RA_H", "ext": "npy",
             "ramap_rsize_label": 122, "ramap_asize_label": 121, "ra_min_label": -60, "ra_max_label": 60,
@@ -146,20 +167,23 @@ def cam_yaml(cam: render_camera.PinholeCamera) -> str:
 def synth(out: str | Path, *, sequences: int = 10, frames: int = 300, seed: int = 0,
           image_size: tuple[int, int] | None = None, workers: int = 1, cfg_path: str | Path = DEFAULT_CFG,
           noise: float = 1.0, world: str = "default", progress: bool = True, chirps=CHIRP_IDS,
-          frame_step: int = 1) -> dict:
+          frame_step: int = 1, radar_frame_of: str = "rod2021") -> dict:
     """Write the dataset; returns the summary also written to <out>/synth_summary.json. `world` (sim/worlds.py)
     sets the look and the sensor mounting, and the image size when `image_size` is None."""
     w = get_world(world)
     image_size = tuple(image_size or w.image_size)
     chirps = tuple(int(c) for c in chirps)
-    if not chirps or len(set(chirps)) != len(chirps) or not all(0 <= c < N_CHIRPS for c in chirps):
-        raise ValueError(f"chirps must be distinct loop indices in 0..{N_CHIRPS - 1}, got {list(chirps)}")
+    profile, clutter = radar_frame(cfg_path, radar_frame_of)
+    if not chirps or len(set(chirps)) != len(chirps) or not all(0 <= c < profile.num_loops for c in chirps):
+        raise ValueError(f"chirps must be distinct loop indices in 0..{profile.num_loops - 1} (the {radar_frame_of} "
+                         f"frame), got {list(chirps)}")
     if frame_step < 1:
         raise ValueError(f"frame_step must be >= 1, got {frame_step}")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    jobs = [(root, name, kind, s, frames, tuple(image_size), str(cfg_path), noise, w.name, 90, None, chirps, frame_step)
+    jobs = [(root, name, kind, s, frames, tuple(image_size), str(cfg_path), noise, w.name, 90, None, chirps, frame_step,
+             radar_frame_of)
             for name, kind, s in plan(sequences, seed)]
     bar = tqdm(total=len(jobs) * frames, unit="frame", desc="synth", disable=not progress)
     results = []
@@ -174,7 +198,6 @@ def synth(out: str | Path, *, sequences: int = 10, frames: int = 300, seed: int 
             results.append(write_sequence(*job[:10], bar, *job[11:]))
     bar.close()
     results.sort(key=lambda r: r["name"])
-    profile = cruw_profile(cfg_path)
     cam = render_camera.PinholeCamera(*image_size)
     (root / "sensor_config_rod2021.json").write_text(json.dumps(sensor_config(tuple(image_size), profile,
                                                                               [r["name"] for r in results], chirps),
@@ -193,6 +216,7 @@ def synth(out: str | Path, *, sequences: int = 10, frames: int = 300, seed: int 
     summary = {"generator": "radvis synth", "seed": seed, "world": w.name, "mount_m": w.mount_m,
                "pitch_deg": w.pitch_deg, "sequences": results, "frames": len(jobs) * frames,
                "frame_labels": labels, "image_size": list(image_size), "fps": FPS, "cfg": str(cfg_path), "chirps": list(chirps), "frame_step": frame_step,
+               "radar_frame": radar_frame_of, "static_clutter_removal": clutter,
                "intrinsics": cam.intrinsics(), "elapsed_s": round(elapsed, 2),
                "frames_per_s": round(len(jobs) * frames / max(elapsed, 1e-9), 2)}
     (root / "synth_summary.json").write_text(json.dumps(summary, indent=2))

@@ -83,11 +83,18 @@ def test_driver_stacks_the_configured_chirps():
     rcfg = parse_cfg(DCA_CFG)
     adc = _moving_adc(rcfg.profile, None)          # every loop of the rig's frame, as the DCA1000 delivers it
     r = DcaRadar(rcfg, capture=None, cli_url="", ra_chirp=0, ra_chirps=(16, 0, 48))
-    ra = dsp.ra_map(adc, rcfg.profile, chirp=0)
+    ra = dsp.ra_map(adc, rcfg.profile, chirp=0, clutter_removal=True)   # the frame's ra, as the driver makes it
     st = r.chirp_maps(adc, ra)
     assert st.shape == (128, 128, 6) and st.dtype == np.float32
+    assert r.clutter_removal   # the shipped cfg: clutterRemoval -1 1, the frame's mean chirp subtracted
     for k, c in enumerate((16, 0, 48)):
-        assert np.array_equal(st[..., 2 * k:2 * k + 2], dsp.ra_map(adc, rcfg.profile, chirp=c))
+        assert np.array_equal(st[..., 2 * k:2 * k + 2], dsp.ra_map(adc, rcfg.profile, chirp=c, clutter_removal=True))
+    # the target standing still at 5 m drops out; the movers stay
+    mag = np.hypot(st[..., 2], st[..., 3])
+    still, mover = [int(np.abs(dsp.range_grid() - d).argmin()) for d in (5.0, 8.0)]
+    raw = np.hypot(*dsp.ra_map(adc, rcfg.profile, chirp=0).transpose(2, 0, 1))
+    assert mag[still - 1:still + 2].max() < 0.05 * raw[still - 1:still + 2].max()
+    assert mag[mover - 1:mover + 2].max() > 0.5 * raw[mover - 1:mover + 2].max()
     with pytest.raises(RadarError, match="radar.ra_chirps names chirp 64 but .* 64 loops"):
         DcaRadar(rcfg, capture=None, cli_url="", ra_chirps=(0, 64))
 
@@ -165,3 +172,38 @@ def test_export_writes_each_chirp_and_the_learner_reads_them_back(tmp_path):
     frames = CRUWFrames(out, chirp=(0, 16))
     for i, m in enumerate(sent):
         assert np.array_equal(frames.radar(i), m.buffers["radar.ra_chirps"].transpose(2, 0, 1))
+
+
+def test_synth_radar_frame_cfg_is_what_the_rig_streams(tmp_path):
+    """--radar-frame cfg: the shipped dca cfg's 64-loop frame with its clutterRemoval, so the static scene of an
+    empty sequence (walls, poles) drops out, where ROD2021's raw chirps keep it."""
+    sets = {}
+    for frame in ("rod2021", "cfg"):
+        out = tmp_path / frame
+        assert radvis_main(["synth", "--out", str(out), "--sequences", "4", "--frames", "2", "--seed", "4",
+                            "--chirps", "0", "--radar-frame", frame, "--radar-cfg", str(DCA_CFG),
+                            "--image-size", "64x48", "--quiet", "--no-preview"]) == 0
+        s = json.loads((out / "synth_summary.json").read_text())
+        assert s["radar_frame"] == frame and s["static_clutter_removal"] == (frame == "cfg")
+        sets[frame] = CRUWFrames(out)
+    for frames in sets.values():
+        assert sorted(s.name[-7:-4] for s in frames.sequences) == ["BMS", "CMS", "EMS", "PMS"]
+
+    # the static scene's energy drops out (what stays: the movers, swaying bushes and noise)
+    energy = {k: float((f.radar_batch(np.arange(len(f))) ** 2).sum()) for k, f in sets.items()}
+    assert energy["cfg"] < 0.5 * energy["rod2021"], energy
+    # and a frame is exactly what the rig's dca1000 driver makes of the same ADC: every loop, mean chirp removed
+    from sim import render_radar, synth
+    from sim.scene import Scene
+    rcfg = parse_cfg(DCA_CFG)
+    seq = json.loads((tmp_path / "cfg" / "synth_summary.json").read_text())["sequences"][0]
+    st = Scene(seq["seed"], scene_s=2 / synth.FPS + 1.0, classes=(seq["kind"],)).state(1 / synth.FPS, kind=seq["kind"])
+    adc = render_radar.render_adc(st, rcfg.profile, rng=render_radar.frame_rng(seq["seed"], 1))
+    drv = DcaRadar(rcfg, capture=None, cli_url="")
+    want = dsp.ra_map(adc, rcfg.profile, chirp=0, clutter_removal=drv.clutter_removal)
+    got = np.load(tmp_path / "cfg" / "sequences" / "train" / seq["name"] / "RADAR_RA_H" / "000001_0000.npy")
+    assert np.array_equal(got, want.astype("<f4"))
+    with pytest.raises(ValueError, match="0..63 .*cfg frame"):
+        from sim import synth
+        synth.synth(tmp_path / "bad", sequences=1, frames=1, chirps=(0, 64), cfg_path=DCA_CFG, radar_frame_of="cfg",
+                    progress=False)

@@ -160,6 +160,13 @@ class RadarCfg:
         return [ln.text for ln in self.lines]
 
     @property
+    def static_clutter_removal(self) -> bool:
+        """`clutterRemoval <subFrameIdx> 1`: the SDK subtracts each range bin's mean over the frame's chirps
+        (per antenna) before angle processing, so what stands still drops out of the maps."""
+        cl = [ln.args for ln in self.lines if ln.command == "clutterRemoval"]
+        return bool(cl) and len(cl[-1]) >= 2 and cl[-1][1] == "1"
+
+    @property
     def digest(self) -> str:
         return hashlib.sha256("\n".join(self.commands).encode()).hexdigest()[:16]
 

@@ -299,6 +299,8 @@ class DcaRadar:
                                  f"per frame")
         self.ra_chirp = None if ra_chirp < 0 else ra_chirp
         self.ra_chirps = tuple(int(c) for c in ra_chirps)
+        # the cfg's clutterRemoval: as the SDK does on the device, the frame's mean chirp is subtracted
+        self.clutter_removal = rcfg.static_clutter_removal
         period = rcfg.profile.frame_period_ms / 1000.0
         self.stall_timeout_s = stall_timeout_s if stall_timeout_s is not None else max(2.0, 20 * period)
         self.cli = None
@@ -352,12 +354,14 @@ class DcaRadar:
             last = now
             for raw, adc in got:
                 fn = raw.frame_number + 1
-                arrays = {"ra": np.ascontiguousarray(dsp.ra_map(adc, prof, chirp=self.ra_chirp), np.float32)}
+                arrays = {"ra": np.ascontiguousarray(dsp.ra_map(adc, prof, chirp=self.ra_chirp,
+                                                                 clutter_removal=self.clutter_removal), np.float32)}
                 if self.ra_chirps:
                     arrays["ra_chirps"] = self.chirp_maps(adc, arrays["ra"])
                 meta = {"frame_number": fn, "cfg_digest": self.rcfg.digest, "frame_period_ms": prof.frame_period_ms,
                         "mode": "dca1000", "units": {"ra": tlvmod.UNITS["ra"]}, "complete": bool(raw.complete),
                         "ra_chirp": -1 if self.ra_chirp is None else self.ra_chirp,
+                        "static_clutter_removal": self.clutter_removal,
                         "lost_bytes": int(raw.lost_bytes), "packets": int(raw.packets)}
                 if self.ra_chirps:
                     meta["ra_chirps"] = list(self.ra_chirps)
@@ -369,7 +373,8 @@ class DcaRadar:
     def chirp_maps(self, adc, ra) -> np.ndarray:
         """(128, 128, 2C) float32: the CRUW-style map of each of `ra_chirps`, stacked on the last axis (the
         frame's `ra` is reused where it is one of them)."""
-        maps = [ra if c == self.ra_chirp else dsp.ra_map(adc, self.rcfg.profile, chirp=c) for c in self.ra_chirps]
+        maps = [ra if c == self.ra_chirp else dsp.ra_map(adc, self.rcfg.profile, chirp=c,
+                                                         clutter_removal=self.clutter_removal) for c in self.ra_chirps]
         return np.ascontiguousarray(np.concatenate(maps, axis=2), np.float32)
 
 
