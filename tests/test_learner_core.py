@@ -179,8 +179,8 @@ def test_missing_imagenet_weights_fail_with_an_actionable_message(tmp_path, monk
 def test_auto_teacher_without_vgg16_weights_uses_imagenet_effnet_and_says_why(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     t = build_teacher(LearnerConfig(vision_encoder="auto"))
-    # default region: the objects against the background (the name carries the region settings)
-    assert t.name.startswith("effnet-lite0[imagenet]@128/fg") and t.dim == 1280 and t.uses_background
+    # the default keys: object crops at 128 px (docs/learner.md, chosen by the teacher probe)
+    assert t.name.startswith("effnet-lite0[imagenet]@128/fg3") and t.dim == 1280 and t.uses_background
     assert "vgg16-397923af.pth" in t.announcement and "EfficientNet-Lite0" in t.announcement
     # the lookup does find a file in the torchvision hub cache, and then auto takes VGG-16 (paper setting)
     ck = tmp_path / "th" / "hub" / "checkpoints"

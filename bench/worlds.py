@@ -1,0 +1,67 @@
+"""Offline acceptance on `radvis synth` worlds (#14): for each world, render a set, pretrain with the default
+config (`radvis learn offline`), then `radvis eval` on the run's held-out test sequences: linear probe of
+the SSL features vs random-init features vs a supervised-from-scratch encoder, per label fraction, mean
+± std over label seeds. Worlds used to choose parameters must not be the ones reported as acceptance.
+
+    .venv/bin/python -m bench.worlds --worlds dusk snow --out /tmp/worlds [--sequences 150 --frames 40]
+        [--epochs 12] [--fractions 1,5,25,100] [--seeds 3] [--set learner.KEY=VALUE ...]
+
+Per world: OUT/data-WORLD (the set and its key cache), OUT/run-WORLD (run, eval.json, times). Prints one
+table per world. The teacher probe of the same sets: `python -m bench.learner --teacher-probe DIR`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _radvis(args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "radvis", *args], cwd=ROOT, env=env, check=True, **kw)
+
+
+def run_world(world: str, out: Path, sequences: int, frames: int, epochs: int, fractions: str, seeds: int,
+              sets: list[str], seed: int = 7) -> dict:
+    data, run = out / f"data-{world}", out / f"run-{world}"
+    over = [a for s in ["learner.threads=1", "learner.supervised_epochs=5", *sets] for a in ("--set", s)]
+    t0 = time.time()
+    if not (data / "annotations").is_dir():
+        _radvis(["synth", "--out", str(data), "--world", world, "--sequences", str(sequences), "--frames",
+                 str(frames), "--seed", str(seed), "--quiet", "--no-preview"])
+    t1 = time.time()
+    _radvis(over + ["learn", "offline", "--data", str(data), "--out", str(run), "--epochs", str(epochs), "--quiet"])
+    t2 = time.time()
+    p = _radvis(over + ["eval", "--run", str(run), "--data", str(data), "--json", "--fractions", fractions,
+                        "--seeds", str(seeds), "--no-finetune"], stdout=subprocess.PIPE, text=True)
+    res = json.loads(p.stdout)
+    res["times_s"] = {"synth": round(t1 - t0), "pretrain": round(t2 - t1), "eval": round(time.time() - t2)}
+    (run / "eval.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worlds", nargs="+", default=["dusk", "snow"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--sequences", type=int, default=150)
+    ap.add_argument("--frames", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--fractions", default="1,5,25,100")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--set", action="append", default=[], help="extra config override, SECTION.KEY=VALUE")
+    a = ap.parse_args(argv)
+    for w in a.worlds:
+        res = run_world(w, Path(a.out), a.sequences, a.frames, a.epochs, a.fractions, a.seeds, a.set)
+        print(f"world {w}: {json.dumps(res.get('times_s'))}")
+        print(json.dumps({k: v for k, v in res.items() if k != "times_s"})[:4000])
+
+
+if __name__ == "__main__":
+    main()
