@@ -59,8 +59,19 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     for w in a.worlds:
         res = run_world(w, Path(a.out), a.sequences, a.frames, a.epochs, a.fractions, a.seeds, a.set)
-        print(f"world {w}: {json.dumps(res.get('times_s'))}")
-        print(json.dumps({k: v for k, v in res.items() if k != "times_s"})[:4000])
+        print(f"world {w} ({res['teacher']}, radar {res['radar_encoder']}; {res['n_test']} test frames; "
+              f"times {res['times_s']})")
+        print(table(res))
+
+
+def table(res: dict) -> str:
+    """Markdown rows: labels | SSL | random-init | supervised | SSL - supervised (mean ± std, %)."""
+    f = lambda m: f"{100 * m[0]:.1f} ± {100 * m[1]:.1f}"  # noqa: E731
+    out = ["| labels (n) | SSL | random-init | supervised | SSL − supervised |", "|---|---|---|---|---|"]
+    for r in res["table"]:
+        out.append(f"| {r['fraction']:g} % ({r['n_labels']}) | {f(r['ssl'])} | {f(r['random_init'])} | "
+                   f"{f(r['supervised'])} | {100 * (r['ssl'][0] - r['supervised'][0]):+.1f} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ finished and never leaves an index pointing at rows that are not on disk.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -34,14 +36,30 @@ class KeyCache:
         self.teacher_name, self.dim = teacher_name, dim
         self.index_path, self.keys_path = self.dir / "index.json", self.dir / "keys.f16"
         self.frames: list[str] = []
+        with self._locked():
+            self._reload()
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Exclusive lock on the cache directory: two processes building keys for one data set (a teacher
+        probe and a pretraining run) must not interleave rows, or a row would sit under another frame's name."""
+        with open(self.dir / "lock", "a") as lk:
+            fcntl.flock(lk, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lk, fcntl.LOCK_UN)
+
+    def _reload(self) -> None:
+        """Index from disk (another process may have appended); rows beyond it (an interrupted append)
+        are dropped. Call with the lock held."""
         if self.index_path.exists():
             meta = json.loads(self.index_path.read_text())
-            if meta.get("teacher") != teacher_name or int(meta.get("dim", -1)) != dim:
+            if meta.get("teacher") != self.teacher_name or int(meta.get("dim", -1)) != self.dim:
                 raise ValueError(f"{self.index_path}: cache belongs to teacher {meta.get('teacher')!r} "
-                                 f"(dim {meta.get('dim')}), not {teacher_name!r} (dim {dim}); use another cache dir")
+                                 f"(dim {meta.get('dim')}), not {self.teacher_name!r} (dim {self.dim}); use another cache dir")
             self.frames = list(meta["frames"])
-        # rows beyond the index (an interrupted append) are dropped
-        nbytes = len(self.frames) * dim * 2
+        nbytes = len(self.frames) * self.dim * 2
         if self.keys_path.exists() and self.keys_path.stat().st_size != nbytes:
             with open(self.keys_path, "r+b") as f:
                 f.truncate(nbytes)
@@ -52,16 +70,21 @@ class KeyCache:
 
     def append(self, keys: list[str], vectors: np.ndarray) -> None:
         vectors = np.asarray(vectors, dtype=np.float16).reshape(len(keys), self.dim)
-        with open(self.keys_path, "ab") as f:
-            f.write(vectors.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        for k in keys:
-            self.row[k] = len(self.frames)
-            self.frames.append(k)
-        tmp = self.index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"teacher": self.teacher_name, "dim": self.dim, "frames": self.frames}))
-        os.replace(tmp, self.index_path)
+        with self._locked():
+            self._reload()                       # rows another process appended since we last looked
+            new = [i for i, k in enumerate(keys) if k not in self.row]
+            if not new:
+                return
+            with open(self.keys_path, "ab") as f:
+                f.write(vectors[new].tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            for i in new:
+                self.row[keys[i]] = len(self.frames)
+                self.frames.append(keys[i])
+            tmp = self.index_path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps({"teacher": self.teacher_name, "dim": self.dim, "frames": self.frames}))
+            os.replace(tmp, self.index_path)
 
     def memmap(self) -> np.ndarray:
         if not self.frames:

@@ -132,6 +132,22 @@ def test_cache_is_computed_once_and_matches_the_live_teacher(data, tmp_path):
         KeyCache(d, "other", t.dim)
 
 
+def test_two_writers_of_one_cache_never_put_a_row_under_another_frames_name(tmp_path):
+    """Two processes building keys for one data set (a teacher probe and a pretraining run): each opened
+    the cache before the other appended. Every key must still read back as its own row."""
+    import numpy as np
+    from learner.cache import KeyCache
+    a, b = KeyCache(tmp_path, "t", 4), KeyCache(tmp_path, "t", 4)
+    va, vb = np.full((2, 4), 1.0), np.full((3, 4), 2.0)
+    a.append(["s/x/0", "s/x/1"], va)
+    b.append(["s/y/0", "s/x/1", "s/y/1"], vb)          # s/x/1 is already there: not appended twice
+    fresh = KeyCache(tmp_path, "t", 4)
+    assert fresh.frames == ["s/x/0", "s/x/1", "s/y/0", "s/y/1"]
+    assert (fresh.lookup(["s/x/0", "s/x/1"]) == 1).all() and (fresh.lookup(["s/y/0", "s/y/1"]) == 2).all()
+    assert (b.lookup(["s/x/0", "s/y/1"])[:, 0] == [1, 2]).all()
+    assert (tmp_path / "keys.f16").stat().st_size == 4 * 4 * 2
+
+
 def test_foreground_teacher_cache_uses_each_sequences_median_background(data, tmp_path):
     """fg-descriptor keys in the cache = the live teacher given the per-sequence median image; the
     no-cache training path (teacher run every step) gets the same backgrounds."""
