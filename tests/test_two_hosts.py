@@ -318,7 +318,7 @@ def test_real_rig_and_learner_over_a_veth_link_with_curve_and_an_unplug(two_host
     rig_args = ["rig", "--no-eval", "--duration", "0", *rig_sets(tmp_path), *_sets([
         f"endpoints.pairs='{ep}'", "transport.curve=true", f"transport.curve_dir='{keys}'",
         f"transport.sndhwm={SNDHWM}", f"rig.stages={json.dumps(RIG_STAGES)}", f"rig.run_dir='{run_dir}'",
-        "rig.heldout_sequences=0", "rig.stats_interval_s=1", f"sync.source='{SOURCE}'"])]
+        "rig.heldout_sequences=0", "rig.stats_interval_s=1", "rig.stop_timeout_s=60", f"sync.source='{SOURCE}'"])]
     # B: the tiny CPU learner of tests/test_online_trainer.py; no probe (no labels come from another host)
     learner_args = ["learn", "online", "--out", str(out), "--first-pair-timeout", "0", "--device", "cpu", *_sets(TINY + [
         f"endpoints.pairs='{ep}'", "transport.curve=true", f"transport.curve_dir='{gpu_keys}'",
@@ -357,6 +357,9 @@ def test_real_rig_and_learner_over_a_veth_link_with_curve_and_an_unplug(two_host
 
         at_unplug = metrics.last
         unplug(ns_a, v_a, OUTAGE_S)
+        t_up = time.monotonic()
+        metrics.wait(lambda r: r["pairs_in"] > at_unplug["pairs_in"], 240, "learner receives again")
+        resumed_s = time.monotonic() - t_up  # reported, not asserted (a row is written every few steps)
         # the rig pairs ~10 a second: 100 more pairs than at the unplug is far more than sync's queue and the
         # socket buffers held while the link was down, so the learner receives a steady stream again
         after = metrics.wait(lambda r: r["pairs_in"] >= at_unplug["pairs_in"] + 100, 240, "learner recovers")
@@ -386,6 +389,8 @@ def test_real_rig_and_learner_over_a_veth_link_with_curve_and_an_unplug(two_host
     assert {n: (v["pids"], v["restarts"], v["state"], v["last_rc"]) for n, v in final_status.items()} == \
         {n: ([pid], 0, "stopped", 0) for n, pid in pids.items()}, final_status
     sync = JsonLines(run_dir / "logs" / "sync.log", " stats ").read()[-1]  # its final stats, logged on exit
+    # the rig's own table (status.json, rig-report.md) shows what sync dropped, too
+    assert final_status["sync"]["drops"] == sync["pub_dropped_hwm"] + sync["sub"]["lost"], final_status["sync"]
     final = rows.read()[-1]
     assert final["event"] == "stop", final
     lost = final["dropped_by_reason"].get("lost_in_transport", 0)
@@ -407,5 +412,6 @@ def test_real_rig_and_learner_over_a_veth_link_with_curve_and_an_unplug(two_host
         assert i["handshake_failures"] >= 1, name
     print(json.dumps({"sync_pairs": sync["pairs"], "pairs_in": final["pairs_in"], "lost_in_transport": lost,
                       "sync_dropped_hwm": sync["pub_dropped_hwm"],
-                      "pairs_in_at_unplug": at_unplug["pairs_in"], "steps": final["step"],
+                      "pairs_in_at_unplug": at_unplug["pairs_in"], "resumed_after_link_up_s": round(resumed_s, 1),
+                      "steps": final["step"],
                       "intruders": refused}))  # shown with pytest -s
