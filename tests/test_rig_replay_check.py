@@ -16,7 +16,9 @@ from tests.test_sync_matcher import make_rig
 def test_replay_check_reproduces_the_live_pairs_with_curve_on(tmp_path):
     keys = make_keys(tmp_path / "keys")
     sets = ["transport.curve=true", f"transport.curve_dir='{keys}'", "sync.radar_latency_ms=3.0",
-            "camera.latency_ms=6.0", "sync.clock_warmup_s=0", "rig.replay_rate=8.0"]
+            "camera.latency_ms=6.0", "sync.clock_warmup_s=0", "rig.replay_rate=8.0",
+            # the check puts radar, camera, pairs and control on its own ipc paths; these too, off the machine's ports
+            f"endpoints.truth='ipc://{tmp_path}/truth.sock'", f"endpoints.view_stats='ipc://{tmp_path}/view.sock'"]
     cfg = load(None, sets)
     # a recorded session: the frames of a synthetic rig and the pairs sync made of them, as `record` writes them
     msgs = session_from_rig(make_rig(23, duration_s=12, drift_r=30, drift_c=-30, jitter_ms=1.0))
