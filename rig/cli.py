@@ -102,7 +102,7 @@ def verify_replay(cfg, session: Path, common: list[str], timeout_s: float = 300.
     (Not `--max`: radar and camera come from two sockets, which ZeroMQ fair-queues message by message,
     so at full speed the 10 Hz radar runs ahead of the 30 Hz camera until sync's buffers overflow.)"""
     from radvis.control import is_ready
-    from radvis.transport import Subscriber
+    from radvis.transport import Subscriber, keys_from_config
     live, recorded = recorded_pairs(session)
     # only pairs whose two frames are both in the recording can be reproduced from it
     live = [p for p in live if ("radar", p[0], p[1], p[2]) in recorded and ("camera", p[3], p[4], p[5]) in recorded]
@@ -112,10 +112,12 @@ def verify_replay(cfg, session: Path, common: list[str], timeout_s: float = 300.
         sets += ["--set", f"endpoints.{n}='ipc://{tmp}/{n}.sock'"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     logf = open(tmp / "sync.log", "wb")
-    ctl = Subscriber(f"ipc://{tmp}/control.sock", bind=True)
+    # sync and replay run with the rig's config: with transport.curve on, their sockets speak CURVE, so ours must
+    curve = keys_from_config(cfg)
+    ctl = Subscriber(f"ipc://{tmp}/control.sock", bind=True, curve=curve)
     sync = subprocess.Popen([sys.executable, "-m", "radvis", *common, *sets, "sync"], stdout=logf,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    sub = Subscriber(f"ipc://{tmp}/pairs.sock", topics=["pair"], hwm=100000)
+    sub = Subscriber(f"ipc://{tmp}/pairs.sock", topics=["pair"], hwm=100000, curve=curve)
     replayed = []
     t0 = time.monotonic()
     try:

@@ -325,7 +325,7 @@ class Supervisor:
                             "last_rc": st.last_rc, "pids": st.pids, "rate_per_s": rate,
                             "total": total, "unit": unit, "mean_rate_per_s": mean, "learner": learner,
                             "mb_per_s": round(s["bytes_per_s"] / 1e6, 3) if "bytes_per_s" in s else None,
-                            "drops": (s.get("dropped", 0) or 0) + (s.get("lost", 0) or 0) if s else None,
+                            "drops": stage_drops(s) if s else None,
                             "lag_ms": s.get("lag_ms"), "errors": s.get("device_errors")}
         return out
 
@@ -338,6 +338,15 @@ class Supervisor:
         tmp.write_text(json.dumps({"t_s": round(time.monotonic() - self.t0, 3), "stages": status,
                                    "truth": {"relayed": self.relayed, "dropped": self.relay_dropped}}))
         os.replace(tmp, self.run_dir / "status.json")  # readers never see a half-written file
+
+
+def stage_drops(s: dict) -> int:
+    """Messages a stage dropped or saw missing, from its stats: `dropped` and `lost` (capture, recorder, learner),
+    and sync's, which it reports per socket: pairs its publisher dropped at the high-water mark (a learner or
+    recorder that cannot keep up, or a network link that is down) and frames its subscribers saw missing."""
+    n = (s.get("dropped", 0) or 0) + (s.get("lost", 0) or 0) + (s.get("pub_dropped_hwm", 0) or 0)
+    sub = s.get("sub")
+    return n + ((sub.get("lost", 0) or 0) if isinstance(sub, dict) else 0)
 
 
 def _num(v, fmt: str) -> str:

@@ -2,13 +2,15 @@
 
     python -m tests.two_hosts_stage rig  --bind tcp://10.a.b.1:* --keys DIR [--hwm N] [--rate HZ]
     python -m tests.two_hosts_stage gpu  --connect tcp://10.a.b.1:PORT --keys DIR --other-keys DIR
+    python -m tests.two_hosts_stage intruders --connect tcp://10.a.b.1:PORT --keys DIR --other-keys DIR
 
 `rig` is a pair publisher (the rig's sync): it prints {"endpoint": ...}, waits for one pair subscriber,
 then publishes numbered pairs at --rate until a line "stop" arrives on stdin, and prints its stats.
 `gpu` is the learner's ingest (Receiver -> Ingest -> replay buffer, as `radvis learn online` runs it)
 with the right keys, plus two intruders: a client that has the wrong server key and a client whose key is
 not authorised. It prints a status line every 0.2 s and, after "stop" on stdin, a final line with every
-sequence number it received. Lines are JSON; the test reads them with deadlines.
+sequence number it received. `intruders` is the two intruders alone (beside the real `radvis learn online`,
+which is then the only client with the right keys). Lines are JSON; the test reads them with deadlines.
 """
 from __future__ import annotations
 
@@ -58,6 +60,36 @@ def rig(a) -> None:
     pub.close()
 
 
+class Intruders:
+    """Two clients of the pair endpoint that must get nothing: one holds the wrong server key (the right
+    client key), the other a client key that is not in the rig's authorized_clients/ (the right server key).
+    `keys` needs server.key and client.key_secret only (what a GPU box holds, docs/deploy.md)."""
+
+    def __init__(self, connect: str, keys, other):
+        from radvis.transport import CurveKeys, Subscriber
+        self.subs = {
+            "wrong_server_key": Subscriber(connect, ["pair"], name="wrong-server-key",
+                                           curve=CurveKeys(other.server_public, None, keys.client_public,
+                                                           keys.client_secret, keys.authorized_dir)),
+            "unauthorised_client": Subscriber(connect, ["pair"], name="unauthorised-client",
+                                              curve=CurveKeys(keys.server_public, None, other.client_public,
+                                                              other.client_secret, other.authorized_dir))}
+        self.got = {n: 0 for n in self.subs}
+
+    def poll(self) -> None:
+        for n, s in self.subs.items():
+            while s.recv(timeout_ms=0) is not None:
+                self.got[n] += 1
+
+    def status(self) -> dict:
+        return {n: {"received": self.got[n], "handshake_failures": s.stats.handshake_failures}
+                for n, s in self.subs.items()}
+
+    def close(self) -> None:
+        for s in self.subs.values():
+            s.close()
+
+
 def gpu(a) -> None:
     from learner.online.buffer import ReplayBuffer
     from learner.online.ingest import Ingest, Receiver
@@ -76,14 +108,7 @@ def gpu(a) -> None:
 
     rx = Receiver(lambda: Subscriber(a.connect, ["pair"], curve=keys, name="gpu"), maxsize=10000).start()
     ing = Recorded(rx, embed, ReplayBuffer(64, 4, policy="reservoir"), dedup_threshold=1.0)
-    wrong_server = Subscriber(a.connect, ["pair"], name="wrong-server-key",
-                              curve=CurveKeys(other.server_public, None, keys.client_public, keys.client_secret,
-                                              keys.authorized_dir))
-    wrong_client = Subscriber(a.connect, ["pair"], name="unauthorised-client",
-                              curve=CurveKeys(keys.server_public, None, other.client_public, other.client_secret,
-                                              other.authorized_dir))
-    intruders = {"wrong_server_key": wrong_server, "unauthorised_client": wrong_client}
-    got = {n: 0 for n in intruders}
+    intruders = Intruders(a.connect, keys, other)
     stop = _stdin_stop()
     next_say = 0.0
 
@@ -91,14 +116,10 @@ def gpu(a) -> None:
         st = ing.stats()
         return dict(received=len(seqs), max_seq=max(seqs) if seqs else -1, pairs_in=st.get("pairs_in", 0),
                     dropped_by_reason=st["dropped_by_reason"], by_source=st["by_source"],
-                    intruders={n: {"received": got[n], "handshake_failures": s.stats.handshake_failures}
-                               for n, s in intruders.items()},
-                    **({"seqs": seqs} if final else {}))
+                    intruders=intruders.status(), **({"seqs": seqs} if final else {}))
     while not stop.is_set():
         ing.poll()
-        for n, s in intruders.items():
-            while s.recv(timeout_ms=0) is not None:
-                got[n] += 1
+        intruders.poll()
         if time.monotonic() >= next_say:
             _say(**status())
             next_say = time.monotonic() + 0.2
@@ -108,8 +129,19 @@ def gpu(a) -> None:
         pass
     _say(final=True, **status(final=True))
     rx.stop()
-    for s in intruders.values():
-        s.close()
+    intruders.close()
+
+
+def intruders(a) -> None:
+    from radvis.transport import CurveKeys
+    it = Intruders(a.connect, CurveKeys.load(a.keys), CurveKeys.load(a.other_keys))
+    stop = _stdin_stop()
+    while not stop.wait(0.2):
+        it.poll()
+        _say(intruders=it.status())
+    it.poll()
+    _say(final=True, intruders=it.status())
+    it.close()
 
 
 def main() -> None:
@@ -120,12 +152,13 @@ def main() -> None:
     r.add_argument("--keys", required=True)
     r.add_argument("--hwm", type=int, default=20)
     r.add_argument("--rate", type=float, default=50.0)
-    g = sub.add_parser("gpu")
-    g.add_argument("--connect", required=True)
-    g.add_argument("--keys", required=True)
-    g.add_argument("--other-keys", required=True)
+    for name in ("gpu", "intruders"):
+        g = sub.add_parser(name)
+        g.add_argument("--connect", required=True)
+        g.add_argument("--keys", required=True)
+        g.add_argument("--other-keys", required=True)
     a = ap.parse_args()
-    rig(a) if a.cmd == "rig" else gpu(a)
+    {"rig": rig, "gpu": gpu, "intruders": intruders}[a.cmd](a)
 
 
 if __name__ == "__main__":
