@@ -122,11 +122,11 @@ def test_naive_variant_trains_on_latest_pairs_without_exclusion(tmp_path):
     assert t == [int(n * 1e8) for n in range(120 - 8, 120)]
 
 
-def _cli(out, ep, *extra):
+def _cli(out, ep, *extra, sets=()):
     cmd = [sys.executable, "-m", "learner.online.cli", "online", "--out", str(out), "--endpoint", ep,
            "--device", "cpu", *extra]
     for s in TINY + ["learner.online_ckpt_every_steps=5", "learner.online_eval_every_steps=0",
-                     "learner.queue_size=4096"]:
+                     "learner.queue_size=4096", *sets]:
         cmd += ["--set", s]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -156,7 +156,11 @@ def test_kill_9_then_restart_resumes_steps_queue_and_buffer(tmp_path):
         ck1 = load_checkpoint(run / "ckpt.pt")
         s1 = ck1["step"]
         q1 = set(ck1["queue"]["t_ns"][ck1["queue"]["valid"]].tolist())
-        p2 = _cli(run, ep, "--max-steps", str(s1 + 10))
+        # the resumed run may replay at most the replay ratio it had at the kill: its 10 steps then need new
+        # pairs from the stream (whose keys join the queue after those steps), however the machine schedules it
+        admitted = ck1["ingest"]["counts"]["kept"] - ck1["ingest"]["counts"].get("heldout", 0)
+        ratio = ck1["samples"] / admitted
+        p2 = _cli(run, ep, "--max-steps", str(s1 + 10), sets=[f"learner.online_max_updates_per_pair={ratio:.6f}"])
         out, err = p2.communicate(timeout=120)
     finally:
         feed.close()
