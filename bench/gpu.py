@@ -153,8 +153,8 @@ def stage_offline(lc, p: dict, data: Path, out: Path, cuda: bool) -> dict:
 def stage_loader(lc, p: dict, data: Path, cuda: bool) -> float:
     """The radar loader on its own: the same Prefetcher the trainer uses, including the host-to-device copy."""
     import numpy as np
-    from learner.loader import Prefetcher, prefetch_workers
     from learner.data import learner_chirps
+    from learner.loader import Prefetcher, prefetch_workers
     from learner.multiroot import open_frames
     frames = open_frames(data, ("train",), chirp=learner_chirps(lc), clutter_removal=lc.clutter_removal)
     for si in np.unique(frames.seq):   # per-sequence clutter maps are computed once (as in training), not timed
