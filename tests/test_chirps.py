@@ -207,3 +207,11 @@ def test_synth_radar_frame_cfg_is_what_the_rig_streams(tmp_path):
         from sim import synth
         synth.synth(tmp_path / "bad", sequences=1, frames=1, chirps=(0, 64), cfg_path=DCA_CFG, radar_frame_of="cfg",
                     progress=False)
+
+
+def test_rig_refuses_learner_chirps_the_radar_does_not_send(tmp_path, capsys):
+    rc = radvis_main(["--set", f"rig.run_dir='{tmp_path / 'run'}'", "--set", "learner.chirps=[0, 1]",
+                      "--set", "radar.ra_chirps=[0]", "rig", "--no-eval"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "learner.chirps = [0, 1] reads chirps [1]" in err and "radar.ra_chirps" in err
