@@ -103,8 +103,22 @@ class LogMagnitude(nn.Module):
     def forward(self, x):
         if x.shape[1] == 2:
             return torch.log1p(torch.sqrt(x[:, 0:1] ** 2 + x[:, 1:2] ** 2))
-        z = torch.complex(x[:, 0::2].float(), x[:, 1::2].float())
-        return torch.log1p(torch.fft.fft(z, dim=1).abs() / z.shape[1])
+        # the C-point DFT as one real (2C x 2C) map over the channels: ~10x faster on a CPU than a complex
+        # torch.fft over a 4-long axis of a (B, C, 128, 128) tensor, and the same numbers
+        c = x.shape[1] // 2
+        y = torch.einsum("oc,bchw->bohw", _dft_matrix(c, x.device), x.float())
+        return torch.log1p(torch.hypot(y[:, :c], y[:, c:]) / c)
+
+
+def _dft_matrix(c: int, device) -> torch.Tensor:
+    """(2C, 2C) real matrix: interleaved (re0, im0, re1, im1, ...) -> (Re X_0..X_{C-1}, Im X_0..X_{C-1}) of
+    X_k = sum_n z_n exp(-2 pi i k n / C)."""
+    k, n = torch.meshgrid(torch.arange(c, dtype=torch.float64), torch.arange(c, dtype=torch.float64), indexing="ij")
+    th = 2 * torch.pi * k * n / c
+    w = torch.zeros(2 * c, 2 * c, dtype=torch.float64)
+    w[:c, 0::2], w[:c, 1::2] = torch.cos(th), torch.sin(th)
+    w[c:, 0::2], w[c:, 1::2] = -torch.sin(th), torch.cos(th)
+    return w.to(device=device, dtype=torch.float32)
 
 
 def _tiny_radar(out_dim: int, width: int = 32, chirps: int = 1) -> RadarEncoder:

@@ -215,3 +215,13 @@ def test_rig_refuses_learner_chirps_the_radar_does_not_send(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "learner.chirps = [0, 1] reads chirps [1]" in err and "radar.ra_chirps" in err
+
+
+def test_chirp_dft_magnitude_equals_the_complex_fft():
+    """LogMagnitude's real DFT matrix gives the numbers of torch.fft over the chirps (what it replaced)."""
+    from learner.models import LogMagnitude
+    g = torch.Generator().manual_seed(0)
+    for c in (2, 3, 4):
+        x = torch.randn(3, 2 * c, 16, 16, generator=g) * 10
+        ref = torch.log1p(torch.fft.fft(torch.complex(x[:, 0::2], x[:, 1::2]), dim=1).abs() / c)
+        assert torch.allclose(LogMagnitude()(x), ref, atol=1e-5, rtol=1e-5)
