@@ -36,6 +36,32 @@ def _few_threads():
         pass
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for a test (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): on a
+    shared 2-core machine two threads spin against other jobs (and the test's own learner, receiver and feeder
+    threads); one is steadier, often faster, and deterministic."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def episode_frames(scene, cam, episode: int, kind: str, n: int, dt: float, objects_of: int | None = None) -> np.ndarray:
+    """n camera frames of `scene`'s episode (its walls, poles, light), `dt` s apart; with `objects_of`, the
+    moving objects of that other episode (same kind) are put into this place instead."""
+    import dataclasses
+    from sim.render_camera import frame_rng, render
+    out = []
+    for i in range(n):
+        st = scene.state(episode * scene.scene_s + dt * i, kind)
+        if objects_of is not None:
+            st = dataclasses.replace(st, objects=scene.state(objects_of * scene.scene_s + dt * i, kind).objects)
+        out.append(render(st, cam, rng=frame_rng(episode, i)))
+    return np.stack(out)
+
+
 def free_port(kind=socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

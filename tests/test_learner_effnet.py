@@ -17,19 +17,15 @@ from learner.regions import foreground_boxes, square_boxes
 from learner.teachers import (Background, EffNetTeacher, WeightsNotFoundError, build_teacher, median_background,
                               takes_background, to_float_images)
 from radvis.config import LearnerConfig
-from sim.render_camera import PinholeCamera, frame_rng, render
+from sim.render_camera import PinholeCamera, render
+from tests.conftest import episode_frames
 from sim.scene import Scene, place
 
 CAM = PinholeCamera(192, 144)
 SCENE = Scene(seed=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +78,7 @@ def test_weights_load_strictly_with_the_hash_checked(tmp_path):
 
 
 def _frames(episode: int, kind: str, n: int = 16, dt: float = 0.4, objects_of: int | None = None) -> np.ndarray:
-    out = []
-    for i in range(n):
-        st = SCENE.state(episode * SCENE.scene_s + dt * i, kind)
-        if objects_of is not None:
-            st = dataclasses.replace(st, objects=SCENE.state(objects_of * SCENE.scene_s + dt * i, kind).objects)
-        out.append(render(st, CAM, rng=frame_rng(episode, i)))
-    return np.stack(out)
+    return episode_frames(SCENE, CAM, episode, kind, n, dt, objects_of)
 
 
 def _mask_of(images, bg):

@@ -47,13 +47,7 @@ PRETRAIN = dict(radar_encoder="tiny", vision_encoder="fg-descriptor", weights="n
 MARGIN_FEW_LABELS = 0.02
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # deterministic and steady on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _probe(model, X, pool_y, test_y, n_pool):

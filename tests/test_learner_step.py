@@ -52,12 +52,7 @@ def _tiny_online(tmp_path, *extra):
                               "learner.online_ckpt_every_steps=0", "learner.online_ckpt_every_s=0", *extra])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_naive_online_anchor_never_contrasts_with_its_own_key(tmp_path, monkeypatch):

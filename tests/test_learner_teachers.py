@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sim.render_camera import PinholeCamera, frame_rng, render
+from sim.render_camera import PinholeCamera, render
+from tests.conftest import episode_frames
 from sim.scene import Scene
 from learner.teachers import (Background, DescriptorTeacher, ForegroundDescriptorTeacher, build_teacher,
                               median_background, takes_background)
@@ -20,24 +21,11 @@ SCENE = Scene(seed=3)
 DT = 0.4                       # s between rendered frames: objects move, the place does not
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _frames(episode: int, kind: str, objects_of: int | None = None, n: int = 24) -> np.ndarray:
-    """n rendered frames of `episode` (its walls, poles, light); with `objects_of`, the moving objects of
-    that other episode (same kind) are put into this place instead."""
-    out = []
-    for i in range(n):
-        st = SCENE.state(episode * SCENE.scene_s + DT * i, kind)
-        if objects_of is not None:
-            st = dataclasses.replace(st, objects=SCENE.state(objects_of * SCENE.scene_s + DT * i, kind).objects)
-        out.append(render(st, CAM, rng=frame_rng(episode, i)))
-    return np.stack(out)
+    return episode_frames(SCENE, CAM, episode, kind, n, DT, objects_of)
 
 
 def test_median_background_is_the_static_scene():

@@ -28,13 +28,7 @@ def tiny_cfg(**kw) -> LearnerConfig:
     return LearnerConfig(**base)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two threads on a shared 2-core machine spin against other jobs; one is steadier and often faster
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -38,14 +38,7 @@ TRAIN_FIELDS = {"t", "step", "pairs_in", "pairs_in_per_s", "dropped", "dropped_b
                 "k_eff", "queue_fill", "rss_mb"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the learner, the receiver and the feeder share this process: one intra-op thread avoids OpenMP
-    # spin-waiting against them (and against other test runs) on a 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Feeder:
