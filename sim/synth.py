@@ -128,8 +128,8 @@ def _write_frame(seq: Path, scene: Scene, kind: str, scene_seed: int, f: int, pr
     labels[state.label] = labels.get(state.label, 0) + 1
 
 
-def _worker(job):
-    return write_sequence(*job)
+def _worker(job: dict):
+    return write_sequence(**job)
 
 
 def sensor_config(image_size: tuple[int, int], profile, names: list[str], chirps: tuple = CHIRP_IDS) -> dict:
@@ -182,8 +182,9 @@ def synth(out: str | Path, *, sequences: int = 10, frames: int = 300, seed: int 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    jobs = [(root, name, kind, s, frames, tuple(image_size), str(cfg_path), noise, w.name, 90, None, chirps, frame_step,
-             radar_frame_of)
+    jobs = [dict(root=root, name=name, kind=kind, scene_seed=s, frames=frames, image_size=tuple(image_size),
+                 cfg_path=str(cfg_path), noise=noise, world=w.name, chirps=chirps, frame_step=frame_step,
+                 frame=radar_frame_of)
             for name, kind, s in plan(sequences, seed)]
     bar = tqdm(total=len(jobs) * frames, unit="frame", desc="synth", disable=not progress)
     results = []
@@ -195,7 +196,7 @@ def synth(out: str | Path, *, sequences: int = 10, frames: int = 300, seed: int 
                 bar.update(res["frames"])
     else:
         for job in jobs:
-            results.append(write_sequence(*job[:10], bar, *job[11:]))
+            results.append(write_sequence(**job, progress=bar))
     bar.close()
     results.sort(key=lambda r: r["name"])
     cam = render_camera.PinholeCamera(*image_size)
