@@ -37,10 +37,10 @@ PAPER_PAIRS_PER_GPU = 109.0   # 47k pairs x 400 epochs / 12 h / 4 GPUs (docs/lea
 
 # per mode: data size, batch sizes, steps, online stream
 MODES = {
-    "cuda": dict(sequences=16, frames=250, image="320x192", encoder="vgg16", batch=128, queue=1024, steps=40,
+    "cuda": dict(sequences=16, frames=250, image="320x192", encoder="vgg16", batch=128, queue=1024, steps=40, epochs=3,
                  ddp_batch=32, online_pairs=2000, online_rate=20.0, online_image=(240, 320), online_jpeg=True,
                  online_batch=64, loader_target=10 * PAPER_PAIRS_PER_GPU, train_target=10 * PAPER_PAIRS_PER_GPU),
-    "tiny": dict(sequences=4, frames=24, image="128x96", encoder="tiny", batch=8, queue=64, steps=12,
+    "tiny": dict(sequences=4, frames=24, image="128x96", encoder="tiny", batch=8, queue=64, steps=12, epochs=1,
                  ddp_batch=4, online_pairs=48, online_rate=10.0, online_image=(96, 128), online_jpeg=False,
                  online_batch=8, loader_target=0.0, train_target=0.0),
 }
@@ -209,7 +209,7 @@ def stage_online(lc, p: dict, out: Path, env: dict, cuda: bool) -> dict:
     if not cuda:
         sets += ["--set", "learner.threads=1"]
     lrn = subprocess.Popen([sys.executable, "-m", "radvis", "learn", "online", "--out", str(run_dir),
-                            "--max-pairs", str(n), "--exit-when-idle", "120", *sets],
+                            "--max-pairs", str(n), "--exit-when-idle", "30", *sets],
                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         rep = run([sys.executable, "-m", "radvis", "replay", str(sess), "--rate", str(rate),
@@ -257,7 +257,7 @@ def main(argv=None) -> int:
     from radvis.config import LearnerConfig
     teacher, weights, teacher_note = pick_teacher(mode)
     lc = LearnerConfig(radar_encoder=p["encoder"], vision_encoder=teacher, weights=weights, batch_size=p["batch"],
-                       queue_size=p["queue"], epochs=1, device="cuda" if cuda else "cpu", log_every=1000)
+                       queue_size=p["queue"], epochs=p["epochs"], device="cuda" if cuda else "cpu", log_every=1000)
     dev_name = torch.cuda.get_device_name(0) if cuda else "CPU (no CUDA: tiny mode)"
     rows: list[tuple[str, str, str, bool]] = []   # check, measured, target, ok
     t_all = time.monotonic()

@@ -187,12 +187,28 @@ def takes_background(embed_or_teacher) -> bool:
     return bool(getattr(owner, "uses_background", False))
 
 
+def padded_rows(n: int) -> int:
+    """The batch size `call_padded` runs n rows at: the next power of two, at least 8."""
+    return n if n == 0 else max(8, 1 << (n - 1).bit_length())
+
+
+def call_padded(fn, x: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+    """fn(x, *more)[:n] with every argument zero-padded to `padded_rows(n)` rows (n = len(x))."""
+    n = x.shape[0]
+    m = padded_rows(n)
+    if m == n:
+        return fn(x, *more)
+    pad = lambda t: torch.cat([t, t.new_zeros((m - n, *t.shape[1:]))])
+    return fn(pad(x), *(pad(t) for t in more))[:n]
+
+
 class Teacher(nn.Module):
     """Base: subclasses implement `raw(x float (B,3,S,S) in [0,1]) -> (B, dim)`; those with
     `uses_background` implement `raw(x, bg)` with the background image(s) resized the same way."""
 
     name = "teacher"
     uses_background = False
+    pads_batches = False   # per-row networks in eval mode (the ImageNet ones): see padded_raw
 
     def __init__(self, dim: int, input_size: int):
         super().__init__()
@@ -204,12 +220,38 @@ class Teacher(nn.Module):
     def train(self, mode: bool = True):       # frozen: always eval (no dropout, BN running stats)
         return super().train(False)
 
+    def padded_raw(self, x: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+        """`raw` on the batch padded to a power of two (at least 8) rows on CUDA. cuDNN builds its plans
+        (and autotunes them, with `cudnn.benchmark`) per input shape, and the batch a teacher gets is the
+        number of frames polled, or of objects found in them: a new size in almost every call, which cost
+        the GPU box ~30 keys/s. A handful of padded sizes keeps that to a handful of shapes. Only for
+        networks whose rows are independent in eval mode (`pads_batches`); CPUs pay per row, no padding."""
+        if not self.pads_batches or x.device.type != "cuda":
+            return self.raw(x, *more)
+        return call_padded(self.raw, x, *more)
+
+    @torch.no_grad()
+    def warm_up(self, max_batch: int = 256) -> None:
+        """On CUDA, one call per padded batch size up to `max_batch`: the first call of each shape (CUDA
+        context, kernel loading, cuDNN plans) costs seconds, which a live learner would otherwise spend
+        while its first pairs wait in the receive queue."""
+        if self.center.device.type != "cuda" or not self.pads_batches:
+            return
+        m = 8
+        while True:
+            x = torch.full((m, 3, self.input_size, self.input_size), 0.5, device=self.center.device)
+            self.padded_raw(x)
+            if m >= max_batch:
+                break
+            m *= 2
+        torch.cuda.synchronize(self.center.device)
+
     @torch.no_grad()
     def embed_uncentered(self, images, background=None) -> torch.Tensor:
         dev = self.center.device
         x = to_float_images(images, self.input_size).to(dev)
         if not self.uses_background:
-            return F.normalize(self.raw(x).float(), dim=1)
+            return F.normalize(self.padded_raw(x).float(), dim=1)
         if background is None:
             raise ValueError(f"teacher {self.name!r} subtracts the static scene: pass background= (uint8 "
                              f"(H,W,3) or one per image, e.g. learner.teachers.median_background of the "
@@ -217,7 +259,7 @@ class Teacher(nn.Module):
         bg = to_float_images(background, self.input_size).to(dev)
         if bg.shape[0] not in (1, x.shape[0]):
             raise ValueError(f"background: expected 1 or {x.shape[0]} images, got {bg.shape[0]}")
-        return F.normalize(self.raw(x, bg.expand_as(x)).float(), dim=1)
+        return F.normalize(self.padded_raw(x, bg.expand_as(x)).float(), dim=1)
 
     @torch.no_grad()
     def embed(self, images, background=None) -> torch.Tensor:
@@ -265,6 +307,7 @@ class RegionTeacher(Teacher):
 
     region = "frame"
     base_name = "teacher"
+    pads_batches = True
 
     def set_region(self, region: str = "frame", max_regions: int = 3, margin: float = 0.25, min_side: float = 0.15,
                    min_area: float = 0.0003, mask_width: int = 160, exposure: str = "none", k0: float = 2.5,
@@ -330,7 +373,7 @@ class RegionTeacher(Teacher):
                 c = (c * torch.repeat_interleave(gain, n).view(-1, 1, 1, 1)).clamp(0, 1)
             elif self.exposure == "crop":
                 c = (c * (0.45 / c.mean((1, 2, 3), keepdim=True).clamp_min(0.02))).clamp(0, 1)
-            f = F.normalize(self.raw(c).float(), dim=1)
+            f = F.normalize(self.padded_raw(c).float(), dim=1)
             owner = torch.repeat_interleave(torch.arange(len(n), device=dev), n)
             acc = torch.zeros_like(keys).index_add_(0, owner, f)
             keys[n > 0] = F.normalize(acc[n > 0], dim=1)

@@ -46,6 +46,10 @@ from learner.teachers import build_teacher, find_imagenet_weights, mean_pairwise
 
 CKPT, BEST = "checkpoint.pt", "best.pt"
 
+# pairs/s leaves out a run's first steps: on CUDA they load kernels and build (autotune) cuDNN plans, seconds
+# that a short benchmark would otherwise count as training time
+TIMING_WARMUP_STEPS = 2
+
 
 # ----------------------------------------------------------------------------------------------
 # small helpers
@@ -271,6 +275,7 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
     pre_t = torch.from_numpy(frames.t_ns)
     pre_s = torch.from_numpy(frames.seq)
     pairs, train_time, last = 0, 0.0, {}
+    warm, first_step = (0, 0.0), step
     stop = False
     for epoch in range(start_epoch, cfg_l.epochs):
         g = torch.Generator().manual_seed(cfg_l.seed * 100003 + epoch)
@@ -290,8 +295,10 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
                                    pre_s[idx].to(device), temperature=cfg_l.temperature, exclusion_s=cfg_l.exclusion_s)
             sched.step()
             step += 1
-            train_time += time.perf_counter() - t0
             pairs += len(idx) * world
+            train_time += time.perf_counter() - t0
+            if step - first_step == TIMING_WARMUP_STEPS:
+                warm = (pairs, train_time)   # rate counted from here: see TIMING_WARMUP_STEPS
             if step % cfg_l.log_every == 0 or s == steps_per_epoch - 1:
                 st = step_stats(res)
                 last = {"loss": st["loss"], "mi_bound": st["mi_bound"], "negatives": st["k_eff"],
@@ -329,7 +336,8 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
         if max_epochs is not None and epoch + 1 - start_epoch >= max_epochs:
             break
     metrics.close()
-    summary = {"steps": step, "pairs": pairs, "pairs_per_s": pairs / train_time if train_time else float("nan"),
+    rate = (pairs - warm[0]) / (train_time - warm[1]) if train_time > warm[1] else float("nan")
+    summary = {"steps": step, "pairs": pairs, "pairs_per_s": rate,
                "cache_build_s": src.cache_build_s, "best": best, "teacher": teacher.name,
                "key_cos_raw": cos_raw, "key_cos_used": cos_used, "last": last, "world_size": world,
                "queue": queue, "model": model}

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from learner import effnet
 from learner.regions import foreground_boxes, square_boxes
-from learner.teachers import (Background, EffNetTeacher, WeightsNotFoundError, build_teacher, median_background,
-                              takes_background, to_float_images)
+from learner.teachers import (Background, EffNetTeacher, WeightsNotFoundError, build_teacher, call_padded,
+                              median_background, padded_rows, takes_background, to_float_images)
 from radvis.config import LearnerConfig
 from sim.render_camera import PinholeCamera, render
 from tests.conftest import episode_frames
@@ -54,6 +54,25 @@ def test_teacher_is_frozen_in_eval_mode(teacher):
     teacher.train()
     assert not teacher.training and not any(m.training for m in teacher.modules())
     assert teacher.name == "effnet-lite0[imagenet]" and not takes_background(teacher)
+
+
+def test_padded_batches_give_the_same_keys_with_few_shapes(teacher):
+    """On CUDA the teacher runs each batch padded to a power of two (cuDNN plans are per shape, and object
+    counts differ every call): the padding must not change any row's features (eval mode, rows independent),
+    and 1..200 rows must map to a handful of sizes."""
+    assert sorted({padded_rows(n) for n in range(1, 201)}) == [8, 16, 32, 64, 128, 256]
+    assert padded_rows(0) == 0 and padded_rows(8) == 8 and padded_rows(9) == 16
+    x = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    seen = []
+
+    def raw(t):
+        seen.append(t.shape[0])
+        return teacher.raw(t)
+    with torch.no_grad():
+        a, b = teacher.raw(x), call_padded(raw, x)
+    assert seen == [8] and b.shape == a.shape
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert teacher.pads_batches and teacher.padded_raw(x).shape[0] == 5   # CPU: no padding, same rows
 
 
 def test_weights_load_strictly_with_the_hash_checked(tmp_path):

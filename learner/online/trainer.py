@@ -190,12 +190,32 @@ class OnlineLearner:
 
     # ---------------------------------------------------------------- the loop
 
+    def _warm_up(self) -> None:
+        """On CUDA, before subscribing: the first call of every shape costs seconds (context, kernel
+        loading, cuDNN plans). Done while pairs arrive, that stalled a GPU box's first ~25 s and filled the
+        receive queue (`queue_full`). The encoder's pass runs in eval mode and its gradients are dropped,
+        so no weight, optimiser state or BatchNorm statistic changes."""
+        if self.device.type != "cuda":
+            return
+        t = time.monotonic()
+        self.teacher.warm_up(self.ingest.max_batch * getattr(self.teacher, "max_regions", 1))
+        was = self.model.training
+        self.model.eval()
+        x = torch.zeros((self.batch_size, *self.buffer.radar_shape), device=self.device)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            self.model(x.contiguous(memory_format=torch.channels_last)).float().sum().backward()
+        self.model.zero_grad(set_to_none=True)
+        self.model.train(was)
+        torch.cuda.synchronize(self.device)
+        log.info("warmed up the teacher and the radar encoder on %s in %.1f s", self.device, time.monotonic() - t)
+
     def run(self, *, max_steps: int | None = None, duration_s: float | None = None, max_pairs: int | None = None,
             idle_exit_s: float | None = None, stop=None, make_subscriber=None) -> dict:
         """Train on the stream until a limit is hit (or `stop()` returns True). Returns the final metrics."""
         lc = self.lc
         if make_subscriber is None:
             make_subscriber = self._default_subscriber
+        self._warm_up()
         self.ingest.rx = Receiver(make_subscriber, lc.online_rx_queue).start()
         log.info("ready: subscribed to the pair stream")
         announce_ready(self.cfg, "learner")  # `radvis rig` starts the stages upstream of us after this message
