@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from capture.record import scan, segments, unframe
+from radvis import chirps as radar_chirps
 from radvis import cruw
 from radvis.cruw import OBJECT_CLASSES  # cruw.md §1: what an annotation line may name
 from radvis.wire import WireError, decode
@@ -87,11 +88,10 @@ def _chirp_maps(ra: np.ndarray, rmeta: dict, stack) -> list[tuple[int, np.ndarra
     out = [(rc if isinstance(rc, int) and not isinstance(rc, bool) and rc >= 0 else 0, ra)]
     ids = rmeta.get("ra_chirps")
     if stack is not None and isinstance(ids, list):
-        if (stack.shape == (128, 128, 2 * len(ids)) and all(isinstance(c, int) and c >= 0 for c in ids)):
-            out += [(c, np.ascontiguousarray(stack[..., 2 * k:2 * k + 2])) for k, c in enumerate(ids) if c != out[0][0]]
-        else:
-            log.warning("radar.ra_chirps of shape %s does not match meta ra_chirps %s; only the frame's ra map "
-                        "written", stack.shape, ids)
+        try:
+            out += [(c, m) for c, m in radar_chirps.split(stack, radar_chirps.check(stack, ids)) if c != out[0][0]]
+        except radar_chirps.ChirpStackError as e:
+            log.warning("%s; only the frame's ra map written", e)
     return out
 
 

@@ -225,3 +225,24 @@ def test_chirp_dft_magnitude_equals_the_complex_fft():
         x = torch.randn(3, 2 * c, 16, 16, generator=g) * 10
         ref = torch.log1p(torch.fft.fft(torch.complex(x[:, 0::2], x[:, 1::2]), dim=1).abs() / c)
         assert torch.allclose(LogMagnitude()(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_ra_chirps_layout_stack_select_split_and_check_agree():
+    """radvis/chirps.py is the one home of the radar.ra_chirps layout: what the driver stacks, the ingest
+    selects and export splits are the same maps, and a malformed buffer is named, not misread."""
+    from radvis import chirps as rc
+    maps = [np.full((128, 128, 2), float(c), np.float32) + np.array([0, 0.5], np.float32) for c in (0, 16, 32)]
+    buf = rc.stack(maps)
+    ids = rc.check(buf, [0, 16, 32])
+    assert buf.shape == (128, 128, 6) and buf.dtype == np.float32
+    assert [c for c, _ in rc.split(buf, ids)] == [0, 16, 32]
+    assert all(np.array_equal(m, maps[k]) for k, (_, m) in enumerate(rc.split(buf, ids)))
+    sel = rc.select(buf, ids, (32, 0))
+    assert np.array_equal(sel[..., :2], maps[2]) and np.array_equal(sel[..., 2:], maps[0])
+    assert rc.select(buf, ids, (0, 16, 32)) is buf
+    with pytest.raises(KeyError):
+        rc.select(buf, ids, (0, 8))
+    for bad_buf, bad_ids in ((buf, [0, 16]), (buf.astype(np.float64), ids), (buf, [0, 16, 16]), (buf, [0, -1, 2]),
+                             (buf, "0,16,32")):
+        with pytest.raises(rc.ChirpStackError):
+            rc.check(bad_buf, bad_ids)

@@ -33,6 +33,7 @@ from drivers.ti.cfg import CfgError, RadarCfg, parse_cfg
 from drivers.ti.cli_port import CliError, CliPort
 from drivers.ti.dca1000_capture import DCA1000Capture
 from drivers.ti.uart import UartParser
+from radvis import chirps as chirp_stack
 from radvis.config import ConfigError, resolve_path
 from radvis.frames import RESTART_JUMP, is_restart
 
@@ -375,7 +376,7 @@ class DcaRadar:
         frame's `ra` is reused where it is one of them)."""
         maps = [ra if c == self.ra_chirp else dsp.ra_map(adc, self.rcfg.profile, chirp=c,
                                                          clutter_removal=self.clutter_removal) for c in self.ra_chirps]
-        return np.ascontiguousarray(np.concatenate(maps, axis=2), np.float32)
+        return chirp_stack.stack(maps)
 
 
 def _open_dca(r, rcfg: RadarCfg):

@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 
 from radvis.transport import RateLimitedLog
+from radvis import chirps as radar_chirps
 from radvis.cruw import label_index
 from radvis.truth import TruthJoin
 from radvis.wire import Message
@@ -112,13 +113,12 @@ def _chirp_stack(msg: Message, chirps: tuple) -> np.ndarray:
     if rc is None or not isinstance(have, list):
         raise PairError("radar_chirps", f"learner.chirps = {list(chirps)} needs the radar's per-chirp maps "
                                         f"(radar.ra_chirps in the rig's config, dca1000 mode); this pair has none")
-    if any(c not in have for c in chirps):
-        raise PairError("radar_chirps", f"learner.chirps = {list(chirps)} but the radar sends chirps {have}")
-    if rc.dtype != np.float32 or rc.shape != (128, 128, 2 * len(have)):
-        raise PairError("radar", f"radar.ra_chirps must be float32 (128, 128, {2 * len(have)}) for chirps {have}, "
-                                 f"got {rc.dtype} {rc.shape}")
-    idx = [k for c in chirps for k in (2 * have.index(c), 2 * have.index(c) + 1)]
-    return rc if idx == list(range(rc.shape[2])) else rc[..., idx]
+    try:
+        return radar_chirps.select(rc, radar_chirps.check(rc, have), chirps)
+    except radar_chirps.ChirpStackError as e:
+        raise PairError("radar", str(e)) from None
+    except KeyError:
+        raise PairError("radar_chirps", f"learner.chirps = {list(chirps)} but the radar sends chirps {have}") from None
 
 
 def decode_pair(msg: Message, recv_ns: int = 0, chirps: tuple = ()) -> Pair:
