@@ -70,6 +70,40 @@ def bench_vgg16_cuda(steps: int, batch: int = 128) -> dict:
                 need=">= 1000 pairs/s (H100)")
 
 
+def bench_encoder_rate(encoders=("tiny", "effnet-lite0"), chirps=(1, 4), steps: int = 20, batch: int = 64) -> list[dict]:
+    """Radar-encoder training steps (the learners' `contrastive_step`, 1280-d keys, queue 4096) in pairs/s on
+    CPU, 1 thread, against `tiny` at the same chirp count, measured in the same run on the same batch."""
+    import torch
+
+    from learner.models import build_radar_encoder
+    from learner.queue import NegativeQueue
+    from learner.step import contrastive_step
+
+    def rate(name, c):
+        torch.manual_seed(0)
+        model = build_radar_encoder(name, 1280, chirps=c)
+        opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+        queue = NegativeQueue(1280, 4096)
+        x = torch.randn(batch, 2 * c, 128, 128)
+        k = torch.nn.functional.normalize(torch.randn(batch, 1280), dim=1)
+        t, seq = torch.arange(batch, dtype=torch.int64) * 10**8, torch.zeros(batch, dtype=torch.int64)
+        for _ in range(2):                                                 # warm-up
+            contrastive_step(model, opt, queue, x, k, t, seq, temperature=0.07)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            contrastive_step(model, opt, queue, x, k, t, seq, temperature=0.07)
+        return steps * batch / (time.perf_counter() - t0)
+    rows = []
+    for c in chirps:
+        base = rate("tiny", c)
+        for name in encoders:
+            r = base if name == "tiny" else rate(name, c)
+            rows.append(dict(stage="radar encoder", metric=f"pairs/s {name}, {c} chirp(s), batch {batch}, cpu 1 thread, "
+                             f"vs tiny", value=round(r, 1), unit="pairs/s", baseline=round(base, 1),
+                             ratio=round(r / base, 3), need="> 10 pairs/s (the rig's pair rate)"))
+    return rows
+
+
 def bench_teacher_rate(specs: list[str], n: int = 64, size=(320, 240), batch: int = 16) -> list[dict]:
     """Frozen-teacher images/s on CPU (1 thread) against fg-descriptor's, measured in the same run on the
     same frames: `n` renders of the rig's fixed place with traffic (sim.scene, world default) at `size`,
@@ -242,6 +276,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--out", help="for --teacher-probe: write the rows as JSON lines here")
     ap.add_argument("--fold-seeds", type=int, default=1,
                     help="for --teacher-probe: repeat the 5-fold split with this many shuffles (mean ± std over all)")
+    ap.add_argument("--encoder-rate", action="store_true",
+                    help="only the radar encoders' training pairs/s on CPU (tiny vs effnet-lite0, 1 and 4 chirps)")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=4)
     args = ap.parse_args(argv)
@@ -259,6 +295,10 @@ def main(argv=None) -> list[dict]:
         compare_teachers(*args.compare_teachers, args.teachers.split(","), args.seeds, args.epochs)
         return []
     torch.set_num_threads(1)     # shared 2-core machines: one thread measures steadier than two fighting others
+    if args.encoder_rate:
+        rows = bench_encoder_rate(steps=5 if args.quick else 20)
+        _print(rows)
+        return rows
     from sim.synth import synth
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -278,10 +318,15 @@ def main(argv=None) -> list[dict]:
     rows += bench_teacher_rate(specs, n=32 if args.quick else 64)
     if torch.cuda.is_available():
         rows.append(bench_vgg16_cuda(10 if args.quick else 50))
+    rows += bench_encoder_rate(chirps=(1,), steps=5 if args.quick else 20)
+    _print(rows)
+    return rows
+
+
+def _print(rows: list[dict]) -> None:
     print(f"{'stage':<14} {'metric':<100} {'value':>9} {'unit':<8} {'baseline':>9} {'ratio':>6}  need")
     for r in rows:
         print(f"{r['stage']:<14} {r['metric']:<100} {r['value']:>9} {r['unit']:<8} {r['baseline']:>9} {r['ratio']:>6}  {r['need']}")
-    return rows
 
 
 if __name__ == "__main__":
