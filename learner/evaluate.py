@@ -272,7 +272,9 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str | None
                "table": table, "rows": rows, "confusion": confusion.tolist(),
                "finetune_curve": ft["curve"] if ft else None, "supervised_curve": curves_sup,
                "queue_sweep": sweep, "plots": {k: str(v) for k, v in plots.items()}, "eval_s": time.time() - t0,
-               "best": state.get("best"), "verdicts": verdicts(rows, fractions)}
+               "best": state.get("best"), "verdicts": verdicts(rows, fractions),
+               # what `fresh` builds: effnet-lite0 starts from ImageNet, so its "random-init" column is not random
+               "init": "imagenet" if arch == "effnet-lite0" else "random"}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "report.md").write_text(_report(results))
     return results
@@ -460,6 +462,9 @@ def _report(r: dict) -> str:
         gap = f"{100 * (t['ssl'][0] - sup[0]):+.1f}" if sup else "–"
         L.append(f"| {t['fraction']:g} % | {t['n_labels']} | {_fmt(t['ssl'])} | {_fmt(t['random_init'])} | "
                  f"{_fmt(sup) if sup else '–'} | {gap} |")
+    if r.get("init") == "imagenet":
+        L += ["", f"Radar encoder `{r['radar_encoder']}` starts from ImageNet weights: the random-init column is that "
+                  f"ImageNet initialisation (no radar training), and supervised from scratch trains from it."]
     L += ["", "### Verdict", ""] + [f"- {v}" for v in r.get("verdicts", [])]
     L += ["", "![label efficiency](label_efficiency.png)", "", "## Confusion matrix (linear probe, 100 % labels, seed 0)", "",
           "| true \\ predicted | " + " | ".join(LABELS) + " |", "|---" * (len(LABELS) + 1) + "|"]
