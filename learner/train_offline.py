@@ -372,6 +372,9 @@ def run(args) -> int:
               f"{s['best'].get('epoch')} (held-out InfoNCE {s['best'].get('val_nce', float('nan')):.3f}); "
               f"checkpoints in {args.out}")
     if dist.is_available() and dist.is_initialized():
+        # every rank past its last file write and collective before any tears down: a rank that destroyed
+        # its group and exited while the other still ran once died with SIGABRT in gloo (busy 2-core CI run)
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 
