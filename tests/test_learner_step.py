@@ -180,3 +180,20 @@ def test_device_resolver():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_the_cuda_warm_up_pass_leaves_no_trace_in_the_encoder_or_optimiser(tmp_path):
+    """On CUDA the learner runs one encoder pass before it subscribes (docs/deploy.md): the same pass on CPU
+    must change no weight, BatchNorm statistic, gradient or optimiser state, and keep the training mode."""
+    from learner.online.trainer import OnlineLearner
+    lrn = OnlineLearner(_tiny_online(tmp_path), tmp_path / "run", device="cpu")
+    before = {k: v.clone() for k, v in lrn.model.state_dict().items()}
+    opt_before = repr(lrn.opt.state_dict())
+    assert lrn.model.training
+    lrn._encoder_pass()
+    after = lrn.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in lrn.model.parameters())
+    assert repr(lrn.opt.state_dict()) == opt_before and lrn.model.training
+    lrn._warm_up()   # on CPU a no-op
+    assert all(torch.equal(before[k], lrn.model.state_dict()[k]) for k in before)

@@ -199,15 +199,20 @@ class OnlineLearner:
             return
         t = time.monotonic()
         self.teacher.warm_up(self.ingest.max_batch * getattr(self.teacher, "max_regions", 1))
+        self._encoder_pass()
+        torch.cuda.synchronize(self.device)
+        log.info("warmed up the teacher and the radar encoder on %s in %.1f s", self.device, time.monotonic() - t)
+
+    def _encoder_pass(self) -> None:
+        """One forward and backward pass of the radar encoder as a training step runs it (autocast, channels
+        last), in eval mode, gradients dropped: it leaves no trace in the model or the optimiser."""
         was = self.model.training
         self.model.eval()
         x = torch.zeros((self.batch_size, *self.buffer.radar_shape), device=self.device)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             self.model(x.contiguous(memory_format=torch.channels_last)).float().sum().backward()
         self.model.zero_grad(set_to_none=True)
         self.model.train(was)
-        torch.cuda.synchronize(self.device)
-        log.info("warmed up the teacher and the radar encoder on %s in %.1f s", self.device, time.monotonic() - t)
 
     def run(self, *, max_steps: int | None = None, duration_s: float | None = None, max_pairs: int | None = None,
             idle_exit_s: float | None = None, stop=None, make_subscriber=None) -> dict:
