@@ -18,6 +18,8 @@ followed by `head` (-> the embedding contrasted with the frozen image keys). Nam
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,9 +112,11 @@ class LogMagnitude(nn.Module):
         return torch.log1p(torch.hypot(y[:, :c], y[:, c:]) / c)
 
 
+@functools.lru_cache(maxsize=16)
 def _dft_matrix(c: int, device) -> torch.Tensor:
     """(2C, 2C) real matrix: interleaved (re0, im0, re1, im1, ...) -> (Re X_0..X_{C-1}, Im X_0..X_{C-1}) of
-    X_k = sum_n z_n exp(-2 pi i k n / C)."""
+    X_k = sum_n z_n exp(-2 pi i k n / C). Cached per (C, device): every forward pass uses it, and on a GPU
+    building it would be a host-to-device copy per step."""
     k, n = torch.meshgrid(torch.arange(c, dtype=torch.float64), torch.arange(c, dtype=torch.float64), indexing="ij")
     th = 2 * torch.pi * k * n / c
     w = torch.zeros(2 * c, 2 * c, dtype=torch.float64)
