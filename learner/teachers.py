@@ -238,11 +238,8 @@ class Teacher(nn.Module):
         if self.center.device.type != "cuda" or not self.pads_batches:
             return
         m = 8
-        while True:
-            x = torch.full((m, 3, self.input_size, self.input_size), 0.5, device=self.center.device)
-            self.padded_raw(x)
-            if m >= max_batch:
-                break
+        while m <= padded_rows(max_batch):
+            self.padded_raw(torch.full((m, 3, self.input_size, self.input_size), 0.5, device=self.center.device))
             m *= 2
         torch.cuda.synchronize(self.center.device)
 
