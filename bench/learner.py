@@ -37,33 +37,38 @@ def bench_cache(teacher: str, data: Path, tmp: Path, steps: int, batch: int) -> 
                 baseline=round(live, 1), ratio=round(cached / live, 2), need=">= 2x")
 
 
+def _step_rate(model, in_ch: int, dim: int, queue_size: int, batch: int, steps: int, device: str = "cpu") -> float:
+    """Pairs/s of the learners' own `contrastive_step` (bf16 autocast + channels_last on CUDA, enqueue after
+    the step) on random radar maps and keys, after 2 warm-up steps."""
+    import torch
+
+    from learner.queue import NegativeQueue
+    from learner.step import contrastive_step
+    opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+    queue = NegativeQueue(dim, queue_size).to(device)
+    x = torch.randn(batch, in_ch, 128, 128, device=device)
+    k = torch.nn.functional.normalize(torch.randn(batch, dim, device=device), dim=1)
+    t = torch.arange(batch, dtype=torch.int64, device=device) * 10**8
+    seq = torch.zeros(batch, dtype=torch.int64, device=device)
+
+    def run(n):
+        for _ in range(n):
+            contrastive_step(model, opt, queue, x, k, t, seq, temperature=0.07)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    run(2)
+    t0 = time.perf_counter()
+    run(steps)
+    return steps * batch / (time.perf_counter() - t0)
+
+
 def bench_vgg16_cuda(steps: int, batch: int = 128) -> dict:
     """VGG-16 radar encoder training step on random RA maps + cached 4096-d keys, all on the GPU."""
     import torch
 
     from learner.models import build_radar_encoder
-    from learner.queue import NegativeQueue
-    from learner.step import contrastive_step
-    dev = "cuda"
-    model = build_radar_encoder("vgg16", 4096).to(dev).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
-    queue = NegativeQueue(4096, 320).to(dev)
-    x = torch.randn(batch, 2, 128, 128, device=dev)
-    k = torch.nn.functional.normalize(torch.randn(batch, 4096, device=dev), dim=1)
-    t = torch.arange(batch, dtype=torch.int64, device=dev)
-    seq = torch.zeros(batch, dtype=torch.int64, device=dev)
-
-    def step():  # the learners' own step: bf16 autocast + channels_last on CUDA, enqueue after it
-        contrastive_step(model, opt, queue, x, k, t, seq, temperature=0.07)
-
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    rate = steps * batch / (time.perf_counter() - t0)
+    model = build_radar_encoder("vgg16", 4096).to("cuda").to(memory_format=torch.channels_last)
+    rate = _step_rate(model, 2, 4096, 320, batch, steps, "cuda")
     return dict(stage="learn offline", metric=f"pairs/s VGG-16 radar enc 224x224 B={batch} bf16+channels_last, "
                 f"cached keys, {torch.cuda.get_device_name()}", value=round(rate, 1), unit="pairs/s",
                 baseline=round(PAPER_PAIRS_PER_S_PER_GPU, 1), ratio=round(rate / PAPER_PAIRS_PER_S_PER_GPU, 2),
@@ -76,23 +81,10 @@ def bench_encoder_rate(encoders=("tiny", "effnet-lite0"), chirps=(1, 4), steps: 
     import torch
 
     from learner.models import build_radar_encoder
-    from learner.queue import NegativeQueue
-    from learner.step import contrastive_step
 
     def rate(name, c):
         torch.manual_seed(0)
-        model = build_radar_encoder(name, 1280, chirps=c)
-        opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
-        queue = NegativeQueue(1280, 4096)
-        x = torch.randn(batch, 2 * c, 128, 128)
-        k = torch.nn.functional.normalize(torch.randn(batch, 1280), dim=1)
-        t, seq = torch.arange(batch, dtype=torch.int64) * 10**8, torch.zeros(batch, dtype=torch.int64)
-        for _ in range(2):                                                 # warm-up
-            contrastive_step(model, opt, queue, x, k, t, seq, temperature=0.07)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            contrastive_step(model, opt, queue, x, k, t, seq, temperature=0.07)
-        return steps * batch / (time.perf_counter() - t0)
+        return _step_rate(build_radar_encoder(name, 1280, chirps=c), 2 * c, 1280, 4096, batch, steps)
     rows = []
     for c in chirps:
         base = rate("tiny", c)
