@@ -32,6 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from radvis.log import progress as tqdm  # a bar on a terminal, plain lines in logs
 
+from learner.augment import RadarAugment
 from learner.cache import build_key_cache, cache_dir_for, embed_frames, teacher_inputs
 from learner.checkpoint import atomic_save, load_checkpoint, remove_stale_temps
 from learner.data import learner_chirps, split_frames, write_split
@@ -271,6 +272,7 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
 
+    augment = RadarAugment(cfg_l.radar_flip, cfg_l.radar_shift_bins, cfg_l.seed * 1009 + rank)  # ranks draw apart
     metrics = Metrics(out, rank == 0)
     pre_t = torch.from_numpy(frames.t_ns)
     pre_s = torch.from_numpy(frames.seq)
@@ -290,7 +292,7 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
         for s in bar:
             t0 = time.perf_counter()
             idx = batches[s]
-            radar = next(radar_in).to(device, non_blocking=True)
+            radar = augment(next(radar_in).to(device, non_blocking=True))
             res = contrastive_step(ddp, opt, queue, radar, src.keys_for(idx), pre_t[idx].to(device),
                                    pre_s[idx].to(device), temperature=cfg_l.temperature, exclusion_s=cfg_l.exclusion_s)
             sched.step()

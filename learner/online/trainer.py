@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from learner.augment import RadarAugment
 from learner.checkpoint import load_checkpoint, remove_stale_temps
 from learner.data import learner_chirps
 from learner.device import resolve_device
@@ -73,6 +74,7 @@ class OnlineLearner:
         torch.manual_seed(lc.seed)
         random.seed(lc.seed)
         self.np_rng = np.random.default_rng(lc.seed)
+        self.augment = RadarAugment(lc.radar_flip, lc.radar_shift_bins, lc.seed)
 
         self.batch_size = lc.batch_size
         self.exclusion_s = 0.0 if naive else lc.online_exclusion_s
@@ -154,7 +156,8 @@ class OnlineLearner:
         for g in self.opt.param_groups:
             g["lr"] = self.lr_now()
         enqueue = self.pending.take() if self.queue_feed == "stream" else None  # None: this batch's keys
-        res = contrastive_step(self.model, self.opt, self.queue, b["radar"].to(self.device, non_blocking=True),
+        radar = self.augment(b["radar"]).to(self.device, non_blocking=True)  # learner/augment.py; off by default
+        res = contrastive_step(self.model, self.opt, self.queue, radar,
                                b["keys"].to(self.device), b["t_ns"], b["seq"], temperature=self.lc.temperature,
                                exclusion_s=self.exclusion_s, enqueue=enqueue)
         self.step += 1

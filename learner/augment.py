@@ -1,0 +1,61 @@
+"""Radar-side augmentation for the contrastive step: a mirrored scene and a small range jitter.
+
+The online rig learner sees each kept pair ~16 times (`online_max_updates_per_pair`) and a 4-minute demo
+holds ~80 scenes, so the radar encoder can learn the pairs rather than the objects. MoCo and SimCLR
+augment both views; here the image key is frozen and object-centric (`teacher_region = "foreground"`: the
+crop around the object), so only the radar view is changed, and only in ways that keep what the key says:
+
+- **Azimuth mirror** (`learner.radar_flip`, a probability per pair). The ROD2021 azimuth grid is
+  arcsin(linspace(-1, 1, 128)), symmetric about boresight, so reversing the azimuth axis is exactly the
+  scene seen in a mirror: bin k <-> bin 127 - k. A mirrored pedestrian is still a pedestrian, and the key
+  of the object crop does not encode where the object stands. (With whole-frame keys the key does encode
+  position: leave it off there.)
+- **Range jitter** (`learner.radar_shift_bins`): the map moved by up to ± that many range bins (0.213 m
+  each), zeros shifted in. After clutter removal the background is near zero, so this is an object a
+  little nearer or farther.
+
+Applied per pair with the learner's own generator, to the (B, C, range, azimuth) batch of any chirp count
+(C = 2 per chirp, real/imag: the chirp phases move with the cell, so the chirp DFT is unchanged).
+Evaluation never augments.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class RadarAugment:
+    def __init__(self, flip_p: float = 0.0, shift_bins: int = 0, seed: int = 0):
+        if not 0.0 <= flip_p <= 1.0:
+            raise ValueError(f"radar_flip must be a probability in [0, 1], got {flip_p}")
+        if shift_bins < 0:
+            raise ValueError(f"radar_shift_bins must be >= 0, got {shift_bins}")
+        self.flip_p, self.shift_bins = float(flip_p), int(shift_bins)
+        self.gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
+
+    @property
+    def active(self) -> bool:
+        return self.flip_p > 0 or self.shift_bins > 0
+
+    def __call__(self, radar: torch.Tensor) -> torch.Tensor:
+        """(B, C, R, A) -> the same shape, a new tensor (the caller's batch is left as it was)."""
+        if not self.active or len(radar) == 0:
+            return radar
+        b = len(radar)
+        # draw on the CPU generator whatever the device: the same seed gives the same draws on CPU and GPU
+        flip = torch.rand(b, generator=self.gen) < self.flip_p
+        shift = torch.randint(-self.shift_bins, self.shift_bins + 1, (b,), generator=self.gen)
+        out = radar.clone()
+        if flip.any():
+            f = flip.nonzero().squeeze(1).to(radar.device)
+            out[f] = out[f].flip(-1)
+        for s in shift.unique().tolist():
+            if s == 0:
+                continue
+            i = (shift == s).nonzero().squeeze(1).to(radar.device)
+            moved = torch.zeros_like(out[i])
+            if s > 0:   # farther: bin r takes bin r - s
+                moved[:, :, s:] = out[i][:, :, :-s]
+            else:       # nearer
+                moved[:, :, :s] = out[i][:, :, -s:]
+            out[i] = moved
+        return out
