@@ -20,7 +20,11 @@ Evaluation never augments.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
+
+log = logging.getLogger("radvis.learner")
 
 
 class RadarAugment:
@@ -59,3 +63,13 @@ class RadarAugment:
                 moved[:, :, :s] = out[i][:, :, -s:]
             out[i] = moved
         return out
+
+
+def from_config(lc, seed: int) -> RadarAugment:
+    """The learners' augmentation from `learner.radar_flip` / `radar_shift_bins`, with a warning where the
+    mirror contradicts the keys (whole-frame keys say where the object is)."""
+    if lc.radar_flip > 0 and lc.teacher_region == "frame":
+        log.warning("learner.radar_flip = %g with teacher_region = \"frame\": a whole-frame key says where the "
+                    "object stands, and the mirrored radar map puts it on the other side; set radar_flip = 0 for "
+                    "whole-frame keys (learner/augment.py)", lc.radar_flip)
+    return RadarAugment(lc.radar_flip, lc.radar_shift_bins, seed)

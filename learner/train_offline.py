@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from radvis.log import progress as tqdm  # a bar on a terminal, plain lines in logs
 
-from learner.augment import RadarAugment
+from learner import augment as radar_aug
 from learner.cache import build_key_cache, cache_dir_for, embed_frames, teacher_inputs
 from learner.checkpoint import atomic_save, load_checkpoint, remove_stale_temps
 from learner.data import learner_chirps, split_frames, write_split
@@ -272,7 +272,7 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
 
-    augment = RadarAugment(cfg_l.radar_flip, cfg_l.radar_shift_bins, cfg_l.seed * 1009 + rank)  # ranks draw apart
+    augment = radar_aug.from_config(cfg_l, cfg_l.seed * 1009 + rank)  # ranks draw apart
     metrics = Metrics(out, rank == 0)
     pre_t = torch.from_numpy(frames.t_ns)
     pre_s = torch.from_numpy(frames.seq)

@@ -147,3 +147,13 @@ def _moved(x: torch.Tensor, s: int) -> torch.Tensor:
     else:
         out[:, :s] = x[:, -s:]
     return out
+
+
+def test_a_mirror_with_whole_frame_keys_is_warned_about(caplog):
+    from learner.augment import from_config
+    from radvis.config import LearnerConfig
+    with caplog.at_level("WARNING", logger="radvis.learner"):
+        assert from_config(LearnerConfig(radar_flip=0.5, teacher_region="foreground"), 0).flip_p == 0.5
+        assert not caplog.records
+        from_config(LearnerConfig(radar_flip=0.5, teacher_region="frame"), 0)
+    assert "whole-frame key" in caplog.text and "radar_flip = 0" in caplog.text

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from learner.augment import RadarAugment
+from learner import augment
 from learner.checkpoint import load_checkpoint, remove_stale_temps
 from learner.data import learner_chirps
 from learner.device import resolve_device
@@ -74,7 +74,7 @@ class OnlineLearner:
         torch.manual_seed(lc.seed)
         random.seed(lc.seed)
         self.np_rng = np.random.default_rng(lc.seed)
-        self.augment = RadarAugment(lc.radar_flip, lc.radar_shift_bins, lc.seed)
+        self.augment = augment.from_config(lc, lc.seed)
 
         self.batch_size = lc.batch_size
         self.exclusion_s = 0.0 if naive else lc.online_exclusion_s
