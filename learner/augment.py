@@ -36,6 +36,18 @@ class RadarAugment:
         self.flip_p, self.shift_bins = float(flip_p), int(shift_bins)
         self.gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
 
+    def reseed(self, seed: int, epoch: int) -> None:
+        """Offline: draws fixed by (seed, epoch), like the epoch's batch order, so a run resumed at an epoch
+        boundary augments exactly as the uninterrupted one, on every rank."""
+        self.gen.manual_seed(int(seed) * 100003 + int(epoch) * 7919 + 17)
+
+    def state_dict(self) -> dict:
+        """Online: the generator's state travels in the learner's checkpoint (a uint8 tensor, weights_only)."""
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.gen.set_state(sd["gen"])
+
     @property
     def active(self) -> bool:
         return self.flip_p > 0 or self.shift_bins > 0

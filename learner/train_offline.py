@@ -282,6 +282,7 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
     for epoch in range(start_epoch, cfg_l.epochs):
         g = torch.Generator().manual_seed(cfg_l.seed * 100003 + epoch)
         perm = torch.randperm(len(pre_idx), generator=g).numpy()
+        augment.reseed(cfg_l.seed * 1009 + rank, epoch)  # per epoch, as the order: resumes draw the same
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg_l.epochs}", unit="step",
                    disable=not progress or rank != 0, leave=False)
         model.train()

@@ -63,8 +63,10 @@ def test_pretrain_then_eval_end_to_end(data, tmp_path, capsys):
         assert (ev / png).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resume_reproduces_the_uninterrupted_run_exactly(data, tmp_path):
-    cfg = tiny_cfg()
+@pytest.mark.parametrize("aug", [dict(radar_flip=0.0, radar_shift_bins=0), dict(radar_flip=0.5, radar_shift_bins=3)],
+                         ids=["plain", "augmented"])
+def test_resume_reproduces_the_uninterrupted_run_exactly(data, tmp_path, aug):
+    cfg = tiny_cfg(**aug)
     full = train(cfg, data, tmp_path / "full", progress=False, cache_dir=tmp_path / "cache")
     train(cfg, data, tmp_path / "cut", progress=False, cache_dir=tmp_path / "cache", max_epochs=1)   # "killed" after epoch 1
     assert load_checkpoint(tmp_path / "cut" / CKPT)["epoch"] == 1

@@ -35,7 +35,7 @@ def state_dict(lrn) -> dict:
             "teacher_center": {"center": lrn.teacher.center.cpu(), "centered": bool(lrn.teacher.centered)},
             "buffer": lrn.buffer.state_dict(), "ingest": lrn.ingest.state_dict(),
             "heldout": lrn.heldout.state_dict() if lrn.heldout is not None else None,
-            "rng": rng_state(lrn.np_rng), "eval_history": lrn.eval_history,
+            "rng": rng_state(lrn.np_rng), "augment": lrn.augment.state_dict(), "eval_history": lrn.eval_history,
             "config": dataclasses.asdict(lrn.lc), "saved_wall_ns": time.time_ns()}
 
 
@@ -60,6 +60,8 @@ def load_state(lrn, sd: dict) -> None:
     if lrn.heldout is not None and sd.get("heldout"):
         lrn.heldout.load_state_dict(sd["heldout"])
     set_rng_state(sd["rng"], lrn.np_rng)
+    if sd.get("augment") is not None:  # absent in checkpoints written before learner/augment.py
+        lrn.augment.load_state_dict(sd["augment"])
     lrn.step, lrn.samples = int(sd["step"]), int(sd["samples"])
     lrn.eval_history = list(sd.get("eval_history", []))
     log.info("resumed from %s: step %d, queue %d keys, buffer %d pairs", path, lrn.step, len(lrn.queue),
