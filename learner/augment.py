@@ -9,7 +9,7 @@ crop around the object), so only the radar view is changed, and only in ways tha
   arcsin(linspace(-1, 1, 128)), symmetric about boresight, so reversing the azimuth axis is exactly the
   scene seen in a mirror: bin k <-> bin 127 - k. A mirrored pedestrian is still a pedestrian, and the key
   of the object crop does not encode where the object stands. (With whole-frame keys the key does encode
-  position: leave it off there.)
+  position, so the mirror is not applied there: `from_config`.)
 - **Range jitter** (`learner.radar_shift_bins`): the map moved by up to ± that many range bins (0.213 m
   each), zeros shifted in. After clutter removal the background is near zero, so this is an object a
   little nearer or farther.
@@ -78,10 +78,12 @@ class RadarAugment:
 
 
 def from_config(lc, seed: int) -> RadarAugment:
-    """The learners' augmentation from `learner.radar_flip` / `radar_shift_bins`, with a warning where the
-    mirror contradicts the keys (whole-frame keys say where the object is)."""
-    if lc.radar_flip > 0 and lc.teacher_region == "frame":
-        log.warning("learner.radar_flip = %g with teacher_region = \"frame\": a whole-frame key says where the "
-                    "object stands, and the mirrored radar map puts it on the other side; set radar_flip = 0 for "
-                    "whole-frame keys (learner/augment.py)", lc.radar_flip)
-    return RadarAugment(lc.radar_flip, lc.radar_shift_bins, seed)
+    """The learners' augmentation from `learner.radar_flip` / `radar_shift_bins`. The mirror is not applied
+    with whole-frame keys (`teacher_region = "frame"`: CRUW, a moving camera, the paper's setting), whose key
+    says where the object stands; the log says so, and the range jitter still applies."""
+    flip = lc.radar_flip
+    if flip > 0 and lc.teacher_region == "frame":
+        log.info("learner.radar_flip = %g not applied: with teacher_region = \"frame\" the key says where the "
+                 "object stands, and a mirrored radar map would put it on the other side (learner/augment.py)", flip)
+        flip = 0.0
+    return RadarAugment(flip, lc.radar_shift_bins, seed)

@@ -375,12 +375,13 @@ class LearnerConfig:
     clutter_removal: bool = opt(True, "Subtract the static clutter (mean complex RA map) from every radar frame "
                                 "before the encoder: offline each sequence's mean, online a running mean over "
                                 "online_clutter_tau_s (evaluation uses the offline form on its held-out set).")
-    radar_flip: float = opt(0.0, "Contrastive training only: probability of mirroring a pair's radar map in azimuth "
+    radar_flip: float = opt(0.5, "Contrastive training only: probability of mirroring a pair's radar map in azimuth "
                             "(exact on the ROD2021 grid). For object-centric keys (teacher_region = foreground); "
-                            "with whole-frame keys the key encodes position, so leave it 0 (learner/augment.py).",
+                            "not applied with whole-frame keys, which encode position (learner/augment.py). "
+                            "0 = off.",
                             min=0.0, max=1.0)
-    radar_shift_bins: int = opt(0, "Contrastive training only: move each pair's radar map by up to this many range "
-                                "bins (0.213 m each), zeros shifted in (learner/augment.py).", min=0, max=32)
+    radar_shift_bins: int = opt(4, "Contrastive training only: move each pair's radar map by up to this many range "
+                                "bins (0.213 m each), zeros shifted in (learner/augment.py). 0 = off.", min=0, max=32)
     online_clutter_tau_s: float = opt(2.0, "Online: time constant of the running-mean clutter map per stream "
                                       "(exponential average; the online twin of the per-sequence mean).", min=0.01)
     log_every: int = opt(10, "Steps between metric lines (JSON lines + TensorBoard).", min=1)

@@ -105,7 +105,7 @@ def test_the_online_learner_trains_on_mirrored_maps_when_asked(tmp_path, monkeyp
     for flip in (0.0, 1.0):
         spy = _RadarSpy(monkeypatch, trainer)
         torch.manual_seed(0)
-        lrn = trainer.OnlineLearner(_tiny_online(tmp_path, f"learner.radar_flip={flip}"), tmp_path / f"f{flip}", naive=True,
+        lrn = trainer.OnlineLearner(_tiny_online(tmp_path, f"learner.radar_flip={flip}", "learner.radar_shift_bins=0"), tmp_path / f"f{flip}", naive=True,
                                     device="cpu")
         lrn.ingest.process(_stream_items(SyntheticStream(seed=2), 0, 16))
         lrn.np_rng = np.random.default_rng(0)     # both runs sample the same batch
@@ -125,7 +125,7 @@ def test_the_offline_learner_trains_on_moved_maps_when_asked(tmp_path, monkeypat
     for shift in (0, 6):
         spy = _RadarSpy(monkeypatch, train_offline)
         cfg = LearnerConfig(radar_encoder="tiny", vision_encoder="tiny", batch_size=8, queue_size=256, epochs=1,
-                            device="cpu", val_fraction=0.25, radar_shift_bins=shift)
+                            device="cpu", val_fraction=0.25, radar_flip=0.0, radar_shift_bins=shift)
         train_offline.train(cfg, data, tmp_path / f"run{shift}", progress=False, cache_dir=tmp_path / "cache")
         seen[shift] = spy.seen
     assert len(seen[0]) == len(seen[6]) > 0
@@ -149,14 +149,15 @@ def _moved(x: torch.Tensor, s: int) -> torch.Tensor:
     return out
 
 
-def test_a_mirror_with_whole_frame_keys_is_warned_about(caplog):
+def test_the_mirror_is_not_applied_to_whole_frame_keys(caplog):
     from learner.augment import from_config
     from radvis.config import LearnerConfig
-    with caplog.at_level("WARNING", logger="radvis.learner"):
-        assert from_config(LearnerConfig(radar_flip=0.5, teacher_region="foreground"), 0).flip_p == 0.5
-        assert not caplog.records
-        from_config(LearnerConfig(radar_flip=0.5, teacher_region="frame"), 0)
-    assert "whole-frame key" in caplog.text and "radar_flip = 0" in caplog.text
+    with caplog.at_level("INFO", logger="radvis.learner"):
+        aug = from_config(LearnerConfig(radar_flip=0.5, radar_shift_bins=4, teacher_region="foreground"), 0)
+        assert (aug.flip_p, aug.shift_bins) == (0.5, 4) and not caplog.records
+        aug = from_config(LearnerConfig(radar_flip=0.5, radar_shift_bins=4, teacher_region="frame"), 0)
+    assert (aug.flip_p, aug.shift_bins) == (0.0, 4)
+    assert "not applied" in caplog.text and "teacher_region" in caplog.text
 
 
 def test_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
