@@ -8,8 +8,8 @@ crop around the object), so only the radar view is changed, and only in ways tha
 - **Azimuth mirror** (`learner.radar_flip`, a probability per pair). The ROD2021 azimuth grid is
   arcsin(linspace(-1, 1, 128)), symmetric about boresight, so reversing the azimuth axis is exactly the
   scene seen in a mirror: bin k <-> bin 127 - k. A mirrored pedestrian is still a pedestrian, and the key
-  of the object crop does not encode where the object stands. (With whole-frame keys the key does encode
-  position, so the mirror is not applied there: `from_config`.)
+  of the object crop does not encode where the object stands. (Whole-frame keys and the hand-made
+  descriptors do encode position, so the mirror is not applied there: `from_config`.)
 - **Range jitter** (`learner.radar_shift_bins`): the map moved by up to ± that many range bins (0.213 m
   each), zeros shifted in. After clutter removal the background is near zero, so this is an object a
   little nearer or farther.
@@ -78,12 +78,15 @@ class RadarAugment:
 
 
 def from_config(lc, seed: int) -> RadarAugment:
-    """The learners' augmentation from `learner.radar_flip` / `radar_shift_bins`. The mirror is not applied
-    with whole-frame keys (`teacher_region = "frame"`: CRUW, a moving camera, the paper's setting), whose key
-    says where the object stands; the log says so, and the range jitter still applies."""
+    """The learners' augmentation from `learner.radar_flip` / `radar_shift_bins`. The mirror is applied only
+    where the key does not say where the object stands (`teachers.keys_say_where`: a network's keys of the
+    object crops); whole-frame keys (CRUW, a moving camera, the paper's setting) and the hand-made
+    descriptors would contradict a mirrored map, so the log says it is skipped. The range jitter applies."""
+    from learner.teachers import keys_say_where
     flip = lc.radar_flip
-    if flip > 0 and lc.teacher_region == "frame":
-        log.info("learner.radar_flip = %g not applied: with teacher_region = \"frame\" the key says where the "
-                 "object stands, and a mirrored radar map would put it on the other side (learner/augment.py)", flip)
+    if flip > 0 and keys_say_where(lc):
+        log.info("learner.radar_flip = %g not applied: the %s teacher's key (teacher_region = \"%s\") says where the "
+                 "object stands, and a mirrored radar map would put it on the other side (learner/augment.py)",
+                 flip, lc.vision_encoder, lc.teacher_region)
         flip = 0.0
     return RadarAugment(flip, lc.radar_shift_bins, seed)

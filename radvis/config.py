@@ -376,9 +376,9 @@ class LearnerConfig:
                                 "before the encoder: offline each sequence's mean, online a running mean over "
                                 "online_clutter_tau_s (evaluation uses the offline form on its held-out set).")
     radar_flip: float = opt(0.5, "Contrastive training only: probability of mirroring a pair's radar map in azimuth "
-                            "(exact on the ROD2021 grid). For object-centric keys (teacher_region = foreground); "
-                            "not applied with whole-frame keys, which encode position (learner/augment.py). "
-                            "0 = off.",
+                            "(exact on the ROD2021 grid). For a network teacher's object-centric keys (teacher_region = "
+                            "foreground); not applied with whole-frame keys or the hand-made descriptors, which "
+                            "encode position (learner/augment.py). 0 = off.",
                             min=0.0, max=1.0)
     radar_shift_bins: int = opt(4, "Contrastive training only: move each pair's radar map by up to this many range "
                                 "bins (0.213 m each), zeros shifted in (learner/augment.py). 0 = off.", min=0, max=32)

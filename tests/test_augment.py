@@ -105,8 +105,11 @@ def test_the_online_learner_trains_on_mirrored_maps_when_asked(tmp_path, monkeyp
     for flip in (0.0, 1.0):
         spy = _RadarSpy(monkeypatch, trainer)
         torch.manual_seed(0)
-        lrn = trainer.OnlineLearner(_tiny_online(tmp_path, f"learner.radar_flip={flip}", "learner.radar_shift_bins=0"), tmp_path / f"f{flip}", naive=True,
-                                    device="cpu")
+        lrn = trainer.OnlineLearner(_tiny_online(tmp_path, "learner.radar_shift_bins=3"), tmp_path / f"f{flip}",
+                                    naive=True, device="cpu")
+        # the config reaches the learner; the tiny test teacher keys whole frames, so the default mirror is off
+        assert (lrn.augment.flip_p, lrn.augment.shift_bins) == (0.0, 3)
+        lrn.augment = RadarAugment(flip_p=flip, shift_bins=0)
         lrn.ingest.process(_stream_items(SyntheticStream(seed=2), 0, 16))
         lrn.np_rng = np.random.default_rng(0)     # both runs sample the same batch
         assert lrn.train_step() is not None
@@ -149,15 +152,21 @@ def _moved(x: torch.Tensor, s: int) -> torch.Tensor:
     return out
 
 
-def test_the_mirror_is_not_applied_to_whole_frame_keys(caplog):
+def test_the_mirror_is_applied_only_where_the_key_does_not_say_where_the_object_stands(caplog):
     from learner.augment import from_config
     from radvis.config import LearnerConfig
     with caplog.at_level("INFO", logger="radvis.learner"):
-        aug = from_config(LearnerConfig(radar_flip=0.5, radar_shift_bins=4, teacher_region="foreground"), 0)
-        assert (aug.flip_p, aug.shift_bins) == (0.5, 4) and not caplog.records
-        aug = from_config(LearnerConfig(radar_flip=0.5, radar_shift_bins=4, teacher_region="frame"), 0)
-    assert (aug.flip_p, aug.shift_bins) == (0.0, 4)
-    assert "not applied" in caplog.text and "teacher_region" in caplog.text
+        for teacher in ("auto", "effnet-lite0", "vgg16"):   # a network on the object crops
+            aug = from_config(LearnerConfig(radar_flip=0.5, radar_shift_bins=4, vision_encoder=teacher,
+                                            teacher_region="foreground"), 0)
+            assert (aug.flip_p, aug.shift_bins) == (0.5, 4) and not caplog.records
+        cases = [("effnet-lite0", "frame"), ("fg-descriptor", "foreground"), ("descriptor", "foreground")]
+        for teacher, region in cases:   # whole-frame keys, and descriptors that keep a layout
+            aug = from_config(LearnerConfig(radar_flip=0.5, radar_shift_bins=4, vision_encoder=teacher,
+                                            teacher_region=region), 0)
+            assert (aug.flip_p, aug.shift_bins) == (0.0, 4), teacher
+    assert len(caplog.records) == len(cases) and all("not applied" in r.getMessage() for r in caplog.records)
+    assert "fg-descriptor" in caplog.text and 'teacher_region = "frame"' in caplog.text
 
 
 def test_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
