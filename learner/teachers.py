@@ -42,20 +42,11 @@ from learner.regions import crop, foreground_boxes, foreground_mask, square_boxe
 log = logging.getLogger("radvis.learner")
 
 TEACHERS = ("auto", "effnet-lite0", "vgg16", "resnet18", "random-cnn", "descriptor", "fg-descriptor", "tiny")
-# the network teachers (`RegionTeacher`): they can key the object crops instead of the frame
-REGION_TEACHERS = ("auto", "effnet-lite0", "vgg16", "resnet18", "random-cnn")
-
-
-def keys_say_where(cfg_learner) -> bool:
-    """Whether the teacher's key tells where in the frame the object stands. Whole-frame keys do, and so do
-    the weight-free teachers (their descriptors keep a layout of the image or of the foreground mask); a
-    network's key of the object crops (`teacher_region = "foreground"`) does not: the crop is the object,
-    wherever it was cut. Radar augmentation mirrors the scene only where this is False."""
-    return not (getattr(cfg_learner, "vision_encoder", "auto") in REGION_TEACHERS
-                and getattr(cfg_learner, "teacher_region", "foreground") == "foreground")
 WEIGHT_FREE = ("random-cnn", "descriptor", "fg-descriptor", "tiny")
 REGIONS = ("frame", "foreground")
 AUTO_FALLBACK = "effnet-lite0"    # auto's teacher when the VGG-16 weights file is absent
+# the network teachers (`RegionTeacher`): they can key the object crops instead of the frame
+REGION_TEACHERS = ("auto", "effnet-lite0", "vgg16", "resnet18", "random-cnn")
 
 _TV_WEIGHTS = {"vgg16": "VGG16_Weights", "resnet18": "ResNet18_Weights"}
 _SIZES = {"vgg16": "528 MB", "resnet18": "45 MB"}
@@ -589,6 +580,15 @@ class EffNetTeacher(RegionTeacher):
 
     def raw(self, x):
         return effnet.features(self.net, (x - 0.5) / 0.5)
+
+
+def keys_say_where(cfg_learner) -> bool:
+    """Whether the teacher's key tells where in the frame the object stands. Whole-frame keys do, and so do
+    the weight-free teachers (their descriptors keep a layout of the image or of the foreground mask); a
+    network's key of the object crops (`teacher_region = "foreground"`) does not: the crop is the object,
+    wherever it was cut. Radar augmentation mirrors the scene only where this is False."""
+    return not (getattr(cfg_learner, "vision_encoder", "auto") in REGION_TEACHERS
+                and getattr(cfg_learner, "teacher_region", "foreground") == "foreground")
 
 
 def build_teacher(cfg_learner) -> Teacher:

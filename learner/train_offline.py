@@ -272,7 +272,8 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
 
-    augment = radar_aug.from_config(cfg_l, cfg_l.seed * 1009 + rank)  # ranks draw apart
+    aug_seed = cfg_l.seed * 1009 + rank                      # ranks draw apart
+    augment = radar_aug.from_config(cfg_l, aug_seed)
     metrics = Metrics(out, rank == 0)
     pre_t = torch.from_numpy(frames.t_ns)
     pre_s = torch.from_numpy(frames.seq)
@@ -282,7 +283,7 @@ def train(cfg_l, data_dir: str | Path, out_dir: str | Path, *, progress: bool = 
     for epoch in range(start_epoch, cfg_l.epochs):
         g = torch.Generator().manual_seed(cfg_l.seed * 100003 + epoch)
         perm = torch.randperm(len(pre_idx), generator=g).numpy()
-        augment.reseed(cfg_l.seed * 1009 + rank, epoch)  # per epoch, as the order: resumes draw the same
+        augment.reseed(aug_seed, epoch)  # per epoch, as the order: resumes draw the same
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg_l.epochs}", unit="step",
                    disable=not progress or rank != 0, leave=False)
         model.train()

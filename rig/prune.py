@@ -27,11 +27,14 @@ def finished_runs(parent: Path, prefix: str) -> list[Path]:
                   if p.name.startswith(prefix) and p.is_dir() and not p.is_symlink() and (p / REPORT).is_file())
 
 
+def stale_runs(parent: Path, prefix: str, keep: int) -> list[Path]:
+    """The finished runs beyond the newest `keep` (keep <= 0: none), oldest first."""
+    return finished_runs(parent, prefix)[:-keep] if keep > 0 else []
+
+
 def prune_runs(parent: Path, prefix: str, keep: int) -> list[Path]:
     """Remove all but the newest `keep` finished runs (keep <= 0: remove nothing). Returns what was removed."""
-    if keep <= 0:
-        return []
-    old = finished_runs(parent, prefix)[:-keep]
+    old = stale_runs(parent, prefix, keep)
     for p in old:
         shutil.rmtree(p)
     return old
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefix", default="demo-", help="run directory name prefix (default demo-)")
     ap.add_argument("--keep", type=int, default=5, help="newest finished runs to keep (0 = keep all)")
     a = ap.parse_args(argv)
-    sizes = {p: _size_mb(p) for p in finished_runs(a.parent, a.prefix)}
+    sizes = {p: _size_mb(p) for p in stale_runs(a.parent, a.prefix, a.keep)}   # only what goes: kept runs are not walked
     removed = prune_runs(a.parent, a.prefix, a.keep)
     if removed:
         freed = sum(sizes.get(p, 0.0) for p in removed)

@@ -156,7 +156,7 @@ class OnlineLearner:
         for g in self.opt.param_groups:
             g["lr"] = self.lr_now()
         enqueue = self.pending.take() if self.queue_feed == "stream" else None  # None: this batch's keys
-        radar = self.augment(b["radar"]).to(self.device, non_blocking=True)  # learner/augment.py; off by default
+        radar = self.augment(b["radar"]).to(self.device, non_blocking=True)  # mirrored / moved: learner/augment.py
         res = contrastive_step(self.model, self.opt, self.queue, radar,
                                b["keys"].to(self.device), b["t_ns"], b["seq"], temperature=self.lc.temperature,
                                exclusion_s=self.exclusion_s, enqueue=enqueue)
