@@ -13,6 +13,7 @@ a device error and lead to a reopen after `reconnect_backoff_s` (doubling up to 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -166,10 +167,11 @@ def run_capture(kind: str, open_source: Callable[[], object], to_message: Callab
                         log.warning("%s: skipped frame: %r", kind, e)
                         continue
                     nbytes = sum(a.nbytes for a in msg.buffers.values())
-                    st.frames += 1
-                    if pub.send(msg):  # NOBLOCK: a full queue drops (counted), the device never waits
-                        st.sent += 1
-                        st.bytes += nbytes
+                    with signals_deferred():  # a frame handed to ZeroMQ is a frame counted as sent
+                        st.frames += 1
+                        if pub.send(msg):  # NOBLOCK: a full queue drops (counted), the device never waits
+                            st.sent += 1
+                            st.bytes += nbytes
                     lag = (time.monotonic_ns() - msg.t_mono_ns) / 1e6
                     st.lag_ms = lag if st.frames <= 1 else 0.95 * st.lag_ms + 0.05 * lag
                     backoff = backoff_s  # streaming again: next failure starts from the first delay
@@ -221,6 +223,25 @@ def _close(src) -> None:
         src.close()
     except Exception as e:  # closing a vanished device may fail; that must not stop the reopen
         log.debug("close failed: %r", e)
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT/SIGTERM until the block ends. The stop handler raises Shutdown wherever the main thread
+    is; between `pub.send` returning and `sent += 1` that would deliver a frame nobody counted (the
+    subscriber gets it after linger, the final stats line says one fewer). Blocked signals stay pending and
+    the handler runs as soon as the block exits, so a stop is delayed by one send, never lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers only run in the main thread; a capture loop in a thread is stopped by its Event
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

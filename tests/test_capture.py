@@ -187,6 +187,45 @@ def test_device_errors_reopen_with_backoff_not_death(tmp_path):
     np.testing.assert_array_equal(got[7].buffers["ra"], fake_ra(7))
 
 
+class SignalledPublisher(Publisher):
+    """A real publisher whose third send is followed, inside send, by SIGTERM to this process: the stop
+    lands in the narrowest window there is, after ZeroMQ has the frame and before the daemon counts it."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.calls = 0
+
+    def send(self, msg, **kw):
+        ok = super().send(msg, **kw)
+        self.calls += 1
+        if self.calls == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return ok
+
+
+def test_a_stop_during_send_still_counts_the_frame_it_sent(tmp_path):
+    """SIGTERM raises Shutdown wherever the main thread is. Arriving between `pub.send` and `sent += 1` it
+    used to leave a delivered frame uncounted (the final stats line said 23 while the subscriber had 24)."""
+    from capture.daemon import install_signal_handlers, radar_message, run_capture
+    plan = {"fail": 0, "per_open": 10**6, "next": 0, "closed": 0, "open_times": []}
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    pub = SignalledPublisher(f"ipc://{tmp_path}/r.sock")
+    sub = Subscriber(f"ipc://{tmp_path}/r.sock")
+    try:
+        assert pub.wait_for_subscribers(1, 5)
+        stop = threading.Event()
+        install_signal_handlers(stop)
+        st = run_capture("radar", lambda: FlakySource(plan), lambda f: radar_message(f, "radar0"), pub,
+                         stop=stop)
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+    got = collect(sub, 3, 5)
+    pub.close(), sub.close()
+    assert stop.is_set() and pub.calls == 3 and plan["closed"] == 1
+    assert st.frames == st.sent == len(got) == 3  # every frame handed to ZeroMQ is counted, none lost
+
+
 def test_slow_subscriber_never_blocks_the_device(tmp_path):
     from capture.daemon import radar_message, run_capture
     plan = {"per_open": 10**9, "next": 0, "closed": 0}
