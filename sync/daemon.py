@@ -370,8 +370,11 @@ class SyncDaemon:
                     return sub.accept(frames)  # None when malformed (counted)
         return None
 
-    def serve(self, duration_s: float | None = None, stop=None) -> dict:
-        """Run until `duration_s` passes or `stop` (a threading.Event) is set. Returns the final stats."""
+    def serve(self, duration_s: float | None = None, stop=None, *, drain_quiet_ms: int = 500,
+              drain_max_s: float | None = None) -> dict:
+        """Run until `duration_s` passes or `stop` (a threading.Event) is set, then `drain` and pair what is
+        still held. Returns the final stats. `drain_max_s` defaults to 0.8 x rig.stop_timeout_s (the time the
+        rig gives a stage to stop, so it never has to kill sync mid-flush)."""
         end = None if not duration_s else time.monotonic() + duration_s
         next_tick = time.monotonic()
         while not (stop is not None and stop.is_set()) and (end is None or time.monotonic() < end):
@@ -384,12 +387,33 @@ class SyncDaemon:
                 self.pub.send(m)
             if self.statsline.due():
                 self.statsline.tick(self.stats())
-        # a clean stop (the rig stops the capture stages first): pair what is still held, as a replay
-        # that goes quiet does, so the live and replayed pair streams end alike
+        # a clean stop (the rig stops the capture stages first): take what they published before they
+        # stopped, then pair what is still held, as a replay that ends does, so the live and replayed pair
+        # streams end alike
+        if drain_max_s is None:
+            drain_max_s = 0.8 * self.cfg.rig.stop_timeout_s
+        self.drain(drain_quiet_ms, drain_max_s)
         for m in self.proc.flush():
             self.pub.send(m)
         self.statsline.tick(self.stats(), force=True)
         return self.stats()
+
+    def drain(self, quiet_ms: int = 500, max_s: float = 4.0) -> int:
+        """Before stopping: process what is still queued in the sockets (or on its way from a producer
+        that stopped just before us) until they have been quiet for `quiet_ms`, at most `max_s`. Without
+        it the last frames the capture stages sent were never read live while the recording has them: at
+        a radar-camera offset near half a camera period each pair waits for the next camera frame, so the
+        live flush paired the last radar frame with an older camera frame than its replay did. Returns
+        the messages read (malformed ones included: they are counted, as ever)."""
+        n, end = 0, time.monotonic() + max_s
+        while time.monotonic() < end:
+            if not self.poller.poll(quiet_ms):
+                break
+            msg = self._next(0)
+            n += 1
+            for m in (self.proc.process(msg) if msg is not None else []):
+                self.pub.send(m)
+        return n
 
     def close(self) -> None:
         for sub in self.subs.values():

@@ -257,6 +257,37 @@ def test_live_end_to_end_over_sockets(rig_sockets):
     assert result["unmatched"]["radar"] == {"no_partner": 1} and result["resets"] == 0
 
 
+def test_a_stop_pairs_what_was_sent_before_it(rig_sockets):
+    """The rig stops the capture stages, then sync: frames they published just before stopping may still
+    sit in sync's sockets. A clean stop reads them (until the sockets are quiet) before it pairs what it
+    holds, so the live pairs end as the recording's replay does. The extreme case: the stop comes before
+    sync has read anything. Radar k sits 16.6 ms after camera 3k and 16.7 ms before camera 3k + 1, so
+    every pair waits for the next camera frame, as at the demo's near-half-period offset; before the
+    drain, this stop published nothing (and a rig stop paired the last radar frame without its last
+    camera frames)."""
+    cfg, rpub, cpub, daemon, sub = rig_sockets
+    t0 = time.monotonic_ns() + 50 * MS
+    sched = [(t0 + j * NS // 30 + 6 * MS, "camera", j) for j in range(60)]
+    sched += [(t0 + k * 100 * MS + 16_600_000 + 3 * MS, "radar", k) for k in range(20)]
+    msgs = []
+    for stamp, kind, i in sorted(sched):
+        m = radar_msg(i, stamp) if kind == "radar" else camera_msg(i, stamp, int((stamp - 6 * MS - 5 * NS) * (1 + 80e-6)))
+        (rpub if kind == "radar" else cpub).send(m)
+        msgs.append(m)
+    stop = threading.Event()
+    stop.set()  # the stop signal came after the last frame was published, before sync read any of them
+    result = daemon.serve(stop=stop, drain_quiet_ms=3000)  # quiet: ipc frames in flight have long arrived
+    got = _collect(sub, _n_pairs(result["pairs"]))
+    want, _ = run_processor(msgs, cfg)  # the same frames replayed: what the pairs must be
+    def keys(out):
+        return sorted((m.meta["radar"]["meta"]["frame_number"], m.meta["camera"]["meta"]["frame_number"])
+                      for m in out if m.kind == "pair")
+    live = keys(got)
+    assert result["radar_in"] == 20 and result["camera_in"] == 60
+    assert live == keys(want)
+    assert live == [(k, 3 * k) for k in range(20)]
+
+
 def _live_schedule(t0: int):
     """The live rig of test_live_end_to_end_over_sockets as host stamps (no waiting): radar k at 10 Hz
     (device time = frame number x 100 ms) is its pair with camera frame 3k + 1 (30 Hz, drifting clock)."""
