@@ -429,6 +429,11 @@ class LearnerConfig:
                                     min=0, max=0.9)
     online_warmup_steps: int = opt(100, "Online: linear LR warm-up steps, then constant LR (a stream has no end "
                                    "for a cosine schedule).", min=0)
+    online_weight_average: float = opt(0.99, "Online: momentum of the moving average of the radar encoder's weights "
+                                       "that encoder.pt exports and the live probe reads (Polyak averaging: the "
+                                       "last iterate of a constant-LR stream is noisy); 0 = export the last "
+                                       "iterate. With it on, encoder-last.pt holds the last iterate.",
+                                       min=0, max=0.9999)
 
 
 @dataclass

@@ -85,14 +85,20 @@ def test_pairs_in_steps_checkpoint_metrics_export(tmp_path):
     evals = [r for r in rows if r.get("event") == "eval"]
     assert evals and all(0 <= r["knn_acc"] <= 1 and 0 <= r["linear_acc"] <= 1 for r in evals)
     assert list((run / "tb").glob("events.out.tfevents.*"))
-    exp = torch.load(run / "encoder.pt", weights_only=True)
-    enc = build_radar_encoder(exp["config"]["radar_encoder"], exp["teacher"]["dim"])
-    enc.load_state_dict(exp["model"])
-    enc.eval()
+    # encoder.pt is the weight average (learner.online_weight_average), encoder-last.pt the last iterate
     x = torch.randn(3, 2, 128, 128)
     lrn.model.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(enc(x), lrn.model(x))
+    outs = {}
+    for name, model in (("encoder.pt", lrn.average.model), ("encoder-last.pt", lrn.model)):
+        exp = torch.load(run / name, weights_only=True)
+        enc = build_radar_encoder(exp["config"]["radar_encoder"], exp["teacher"]["dim"])
+        enc.load_state_dict(exp["model"])
+        enc.eval()
+        with torch.no_grad():
+            outs[name] = enc(x)
+            torch.testing.assert_close(outs[name], model(x))
+    assert not torch.allclose(outs["encoder.pt"], outs["encoder-last.pt"])  # 20 steps apart from each other
+    assert lrn.average.updates == lrn.step == 20
 
 
 def test_naive_variant_trains_on_latest_pairs_without_exclusion(tmp_path):
@@ -161,6 +167,7 @@ def test_kill_9_then_restart_resumes_steps_queue_and_buffer(tmp_path):
     assert json.loads(out.strip().splitlines()[-1])["step"] == s1 + 10
     ck2 = load_checkpoint(run / "ckpt.pt")
     assert ck2["step"] == s1 + 10
+    assert ck2["weight_average"]["updates"] == s1 + 10  # the average continues, not restarted from the weights
     starts = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
               if '"event":"start"' in line]
     assert starts[-1]["step"] == s1 and starts[-1]["resumed_from"].endswith("ckpt.pt")
@@ -217,6 +224,7 @@ def test_from_offline_checkpoint_loads_encoder_and_teacher_centre(tmp_path):
     lrn = OnlineLearner(cfg, tmp_path / "run", device="cpu", from_ckpt=str(tmp_path / "best.pt"))
     for k, v in enc.state_dict().items():
         torch.testing.assert_close(lrn.model.state_dict()[k], v)
+        torch.testing.assert_close(lrn.average.model.state_dict()[k], v)  # the average starts there too
     torch.testing.assert_close(lrn.teacher.center, centre)
     assert not lrn.ingest.center_pending and lrn.step == 0
     # an encoder of another size is refused with a clear message

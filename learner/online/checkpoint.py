@@ -5,7 +5,8 @@
 of the directory) and holds tensors and primitives only, so it loads with `torch.load(weights_only=True)`:
 model, optimizer, step counters, negative queue (keys, times, sequence ids, pointer) and the stream keys
 waiting to join it, teacher key centre, replay-buffer contents, live held-out set, stream position (last
-message seq per publisher epoch), dedup state, every RNG, probe history, config. A learner killed at any
+message seq per publisher epoch), dedup state, every RNG, probe history, config, and the weight average
+(`learner/ema.py`) that `encoder.pt` exports (`encoder-last.pt`: the last iterate). A learner killed at any
 moment restarts from the last checkpoint (`radvis learn online --out RUN` again) and continues the step
 count, queue and buffer.
 """
@@ -24,6 +25,7 @@ log = logging.getLogger("radvis.learn.online")
 
 CKPT = "ckpt.pt"
 EXPORT = "encoder.pt"
+EXPORT_LAST = "encoder-last.pt"  # the last iterate, when encoder.pt holds the weight average
 CKPT_FORMAT = "radvis-online-1"
 
 
@@ -36,6 +38,7 @@ def state_dict(lrn) -> dict:
             "buffer": lrn.buffer.state_dict(), "ingest": lrn.ingest.state_dict(),
             "heldout": lrn.heldout.state_dict() if lrn.heldout is not None else None,
             "rng": rng_state(lrn.np_rng), "augment": lrn.augment.state_dict(), "eval_history": lrn.eval_history,
+            "weight_average": lrn.average.state_dict() if lrn.average is not None else None,
             "config": dataclasses.asdict(lrn.lc), "saved_wall_ns": time.time_ns()}
 
 
@@ -62,6 +65,11 @@ def load_state(lrn, sd: dict) -> None:
     set_rng_state(sd["rng"], lrn.np_rng)
     if sd.get("augment") is not None:  # absent in checkpoints written before learner/augment.py
         lrn.augment.load_state_dict(sd["augment"])
+    if lrn.average is not None:
+        if sd.get("weight_average") is not None:
+            lrn.average.load_state_dict(sd["weight_average"])
+        else:  # a checkpoint written without the average: it starts from the saved weights
+            lrn.average.model.load_state_dict(sd["model"])
     lrn.step, lrn.samples = int(sd["step"]), int(sd["samples"])
     lrn.eval_history = list(sd.get("eval_history", []))
     log.info("resumed from %s: step %d, queue %d keys, buffer %d pairs", path, lrn.step, len(lrn.queue),
@@ -86,6 +94,8 @@ def init_from_offline(lrn, path: str) -> None:
     if missing:
         raise ValueError(f"{path}: radar encoder {lrn.lc.radar_encoder!r} with key dim {lrn.dim} does not match "
                          f"the checkpoint (missing {missing[:4]}...); use the same learner settings as the offline run")
+    if lrn.average is not None:  # the average starts from the weights it continues from
+        lrn.average.model.load_state_dict(lrn.model.state_dict())
     for key in ("teacher", "teacher_center"):
         c = sd.get(key)
         if isinstance(c, dict):
@@ -110,12 +120,17 @@ def export(lrn) -> Path:
     configured, RUN/split.json is written for it the way `radvis learn offline` writes its own."""
     from learner.online.probe import write_split_json
     p = lrn.out / EXPORT
-    atomic_save({"format": "radvis-encoder-1", "source": "online", "model": lrn.model.state_dict(),
-                 "config": dataclasses.asdict(lrn.lc), "step": lrn.step, "samples": lrn.samples,
-                 "epoch": 0,  # a stream has no epochs; `radvis eval` reports this field
-                 "feat_dim": int(getattr(lrn.model, "feat_dim", lrn.dim)),
-                 "teacher": {"name": lrn.teacher.name, "dim": lrn.dim, "center": lrn.teacher.center.cpu(),
-                             "centered": bool(lrn.teacher.centered)}}, p)
+    exports = [(p, lrn.published(), lrn.average is not None)]
+    if lrn.average is not None:
+        exports.append((lrn.out / EXPORT_LAST, lrn.model, False))
+    for path, model, averaged in exports:
+        atomic_save({"format": "radvis-encoder-1", "source": "online", "model": model.state_dict(),
+                     "weight_average": lrn.average.momentum if averaged else 0.0,
+                     "config": dataclasses.asdict(lrn.lc), "step": lrn.step, "samples": lrn.samples,
+                     "epoch": 0,  # a stream has no epochs; `radvis eval` reports this field
+                     "feat_dim": int(getattr(lrn.model, "feat_dim", lrn.dim)),
+                     "teacher": {"name": lrn.teacher.name, "dim": lrn.dim, "center": lrn.teacher.center.cpu(),
+                                 "centered": bool(lrn.teacher.centered)}}, path)
     if lrn.lc.online_eval_data and not (lrn.out / "split.json").exists():
         write_split_json(lrn.lc.online_eval_data, lrn.lc, lrn.out / "split.json")
     return p

@@ -27,6 +27,7 @@ from learner import augment
 from learner.checkpoint import load_checkpoint, remove_stale_temps
 from learner.data import learner_chirps
 from learner.device import resolve_device
+from learner.ema import WeightAverage
 from learner.models import build_radar_encoder
 from learner.online import checkpoint, probe
 from learner.online.buffer import ReplayBuffer
@@ -93,6 +94,8 @@ class OnlineLearner:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(_param_groups(self.model, lc.weight_decay), lr=lc.lr, momentum=lc.momentum)
+        # the weights encoder.pt exports and the probe reads: an average of the last ~1 / (1 - m) iterates
+        self.average = WeightAverage(self.model, lc.online_weight_average) if lc.online_weight_average else None
         self.queue = NegativeQueue(self.dim, lc.queue_size).to(self.device)
         self.pending = PendingKeys(self.queue)  # stream keys waiting for the next step to be taken
         self.buffer = ReplayBuffer(capacity, self.dim, (channels, 128, 128), policy=policy, seed=lc.seed)
@@ -133,6 +136,10 @@ class OnlineLearner:
         self.last_ckpt_t, self.last_ckpt_step = time.monotonic(), self.step
         return p
 
+    def published(self):
+        """The encoder that is exported and probed: the weight average when on, else the last iterate."""
+        return self.average.model if self.average is not None else self.model
+
     def export(self) -> Path:
         return checkpoint.export(self)
 
@@ -160,6 +167,8 @@ class OnlineLearner:
         res = contrastive_step(self.model, self.opt, self.queue, radar,
                                b["keys"].to(self.device), b["t_ns"], b["seq"], temperature=self.lc.temperature,
                                exclusion_s=self.exclusion_s, enqueue=enqueue)
+        if self.average is not None:
+            self.average.update(self.model)
         self.step += 1
         self.samples += len(idx)  # stream pairs only: updates_per_pair is the stream's replay ratio
         return {**step_stats(res), "batch": len(idx) + m}
@@ -187,7 +196,8 @@ class OnlineLearner:
                      "pairs (live labels need >= 2 held-out scenes of a class)", self.step, len(label),
                      len(np.unique(label[is_train])), int((~is_train).sum()))
             return None
-        r = {"step": self.step, "samples": self.samples, **probe.probe(self.model, radar, label, is_train, self.device)}
+        r = {"step": self.step, "samples": self.samples,
+             **probe.probe(self.published(), radar, label, is_train, self.device)}
         self.eval_history.append(r)
         return r
 
