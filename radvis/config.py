@@ -232,7 +232,8 @@ class CaptureConfig:
     camera_open: str = opt("", "MODULE:FUNCTION called with the config to open the camera frame source instead of "
                            "drivers.camera.open_camera; empty = built-in driver.")
     wait_subscribers: int = opt(1, "Subscribers a capture daemon waits for (at most transport.slow_joiner_s) "
-                                "before its first frame, so a recorder started first misses nothing.", min=0)
+                                "before its first frame, so a recorder started first misses nothing. `radvis rig` raises it "
+                                "to the number of the run's stages that take the endpoint (sync, record, view).", min=0)
 
 
 @dataclass

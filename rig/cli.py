@@ -35,6 +35,19 @@ def stage_plan(cfg, parser) -> tuple[list[str], list[str]]:
     return run, [s for s in wanted if s not in run]
 
 
+def frame_consumers(cfg, stages: list[str], kind: str) -> int:
+    """How many of the rig's stages subscribe to the `kind` ("radar" / "camera") frames: sync, the recorder
+    (when it records that endpoint) and the live view (when it shows it). The capture stage waits for all of
+    them (`capture.wait_subscribers`) before its first frame. Waiting for one let the recorder's subscription
+    start the stream while sync's TCP connection was still being retried: sync missed the first 3-4 camera
+    frames the recording has, its camera clock model fitted a different history from the replay's, and a
+    near-tie pair could replay differently."""
+    n = int("sync" in stages)
+    n += int("record" in stages and kind in cfg.record.topics)
+    n += int("view" in stages and kind in cfg.view.topics)
+    return n
+
+
 def _radvis(common: list[str], *argv: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "radvis", *common, *argv], **kw)
 
@@ -268,6 +281,10 @@ def _rig(args) -> int:
               f"radar does not send: expected radar.ra_chirps to hold them (now {cfg.radar.ra_chirps})", file=sys.stderr)
         return 2
     session = Path(cfg.record.out or run_dir / "session")
+    for kind in ("radar", "camera"):  # every consumer subscribed before the first frame: sync sees what is recorded
+        n = max(cfg.capture.wait_subscribers, frame_consumers(cfg, stages, kind))
+        if kind in stages and n != cfg.capture.wait_subscribers:
+            extra[kind] = ["--set", f"capture.wait_subscribers={n}"]
     if "learner" in stages:
         # --first-pair-timeout 0: the rig's sync pairs only after its clock warm-up, and the rig stops the learner
         extra["learner"] = ["--out", str(run_dir / "learner"), "--first-pair-timeout", "0"]

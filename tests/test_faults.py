@@ -403,3 +403,47 @@ def test_kill9_each_stage_in_turn_the_rig_recovers(tmp_path):
     res = ScanResult()
     n = sum(1 for _ in scan(segs[0], res))
     assert n > 0 and not res.complete  # killed: no footer, yet its messages are salvaged
+
+
+def test_frame_consumers_are_what_the_capture_stages_wait_for():
+    from radvis.config import load
+    from rig.cli import frame_consumers
+    cfg = load(None, ["record.topics=['radar', 'pairs']", "view.topics=['camera']"])
+    stages = ["emulate-radar", "radar", "camera", "sync", "record", "view", "learner"]
+    assert frame_consumers(cfg, stages, "radar") == 2    # sync, record
+    assert frame_consumers(cfg, stages, "camera") == 2   # sync, view
+    assert frame_consumers(cfg, ["radar", "camera", "learner"], "camera") == 0
+
+
+def test_sync_sees_every_frame_the_recorder_recorded(tmp_path):
+    """The rig starts the capture stages once sync and the recorder are ready, but a subscriber's connection
+    to a publisher that binds later is made on a retry timer: with `capture.wait_subscribers = 1` the first
+    one to connect (often the recorder) started the stream and sync missed its first frames (a demo run: 4 of
+    7060 camera frames), so the replay's clock models saw a history live sync never had. The rig now makes
+    each capture stage wait for all its consumers: from the first frame to the last (the stop drains), sync
+    takes exactly what the capture stages sent and the recorder recorded."""
+    run_dir = tmp_path / "run"
+    stages = ["emulate-radar", "emulate-camera", "radar", "camera", "sync", "record"]
+    args = endpoints(tmp_path) + ["--set", f"rig.run_dir='{run_dir}'", "--set", f"rig.stages={json.dumps(stages)}",
+                                  "--set", "sync.clock_warmup_s=0"]
+    rig = start(tmp_path, "rig", ["rig", "--no-eval", "--duration", "0", *args])
+    logs = run_dir / "logs"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # run until sync has paired a few seconds of frames
+            sync_log = logs / "sync.log"
+            if sync_log.exists() and " stats {" in sync_log.read_text() and last_stats(logs, "sync")["pairs"] >= 30:
+                break
+            assert rig.poll() is None, (tmp_path / "rig.log").read_text()[-3000:]
+            time.sleep(0.2)
+        assert stop(rig, 60) == 0
+    finally:
+        if rig.poll() is None:
+            os.killpg(rig.pid, signal.SIGKILL)
+            rig.wait()
+    sync = last_stats(logs, "sync")
+    rec = final_json(logs, "record")["per_endpoint"]
+    for kind in ("radar", "camera"):
+        sent = last_stats(logs, kind)["sent"]
+        assert sync[f"{kind}_in"] == rec[kind]["received"] == sent > 0, (kind, sync[f"{kind}_in"], rec[kind], sent)
+    assert sync["pairs"] >= 30 and sync["sub"]["lost"] == 0
