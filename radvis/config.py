@@ -430,10 +430,11 @@ class LearnerConfig:
                                     min=0, max=0.9)
     online_warmup_steps: int = opt(100, "Online: linear LR warm-up steps, then constant LR (a stream has no end "
                                    "for a cosine schedule).", min=0)
-    online_weight_average: float = opt(0.99, "Online: momentum of the moving average of the radar encoder's weights "
-                                       "that encoder.pt exports and the live probe reads (Polyak averaging: the "
-                                       "last iterate of a constant-LR stream is noisy); 0 = export the last "
-                                       "iterate. With it on, encoder-last.pt holds the last iterate.",
+    online_weight_average: float = opt(0.0, "Online: momentum of a moving average of the radar encoder's weights "
+                                       "that encoder.pt exports and the live probe reads (Polyak averaging, e.g. "
+                                       "0.99; encoder-last.pt then holds the last iterate); 0 = export the last "
+                                       "iterate. Off by default: 0.99 did not beat the last iterate on 7 demo "
+                                       "seeds (docs/online.md).",
                                        min=0, max=0.9999)
 
 

@@ -30,6 +30,7 @@ TINY = ['learner.radar_encoder="tiny"', 'learner.vision_encoder="tiny"', 'learne
         'learner.online_min_fill=16', 'learner.online_center_pairs=16', 'learner.online_min_separation_s=0.3',
         'learner.online_exclusion_s=0.5', 'learner.online_max_updates_per_pair=0', 'learner.log_every=5',
         'learner.online_dedup_threshold=1.0',
+        'learner.online_weight_average=0.99',  # opt-in: these tests cover its export, checkpoint and resume
         'rig.stats_interval_s=1']
 
 # fields docs/online.md promises in every training row of metrics.jsonl
@@ -257,3 +258,14 @@ def test_export_is_accepted_by_radvis_eval(tmp_path):
                  supervised=False, finetune=False, progress=False, log=lambda *a: None)
     assert r["checkpoint"] == "encoder.pt" and r["radar_encoder"] == "tiny" and r["n_test"] > 0
     assert 0 <= r["table"][0]["ssl"][0] <= 1
+
+
+def test_default_exports_the_last_iterate(tmp_path):
+    """learner.online_weight_average = 0 (the default): no average is kept, encoder.pt is the last iterate."""
+    cfg = config.load(None, [s for s in TINY if "weight_average" not in s])
+    lrn = OnlineLearner(cfg, tmp_path / "run", device="cpu")
+    assert lrn.average is None and lrn.published() is lrn.model
+    exp = torch.load(lrn.export(), weights_only=True)
+    assert exp["weight_average"] == 0.0 and not (tmp_path / "run" / "encoder-last.pt").exists()
+    for k, v in lrn.model.state_dict().items():
+        torch.testing.assert_close(exp["model"][k], v)
