@@ -39,7 +39,7 @@ def frame_consumers(cfg, stages: list[str], kind: str) -> int:
     """How many of the rig's stages subscribe to the `kind` ("radar" / "camera") frames: sync, the recorder
     (when it records that endpoint) and the live view (when it shows it). The capture stage waits for all of
     them (`capture.wait_subscribers`) before its first frame. Waiting for one let the recorder's subscription
-    start the stream while sync's TCP connection was still being retried: sync missed the first 3-4 camera
+    start the stream while sync's TCP connection was still being retried: sync missed the first 1-4 camera
     frames the recording has, its camera clock model fitted a different history from the replay's, and a
     near-tie pair could replay differently."""
     n = int("sync" in stages)

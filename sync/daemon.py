@@ -401,10 +401,9 @@ class SyncDaemon:
     def drain(self, quiet_ms: int = 500, max_s: float = 4.0) -> int:
         """Before stopping: process what is still queued in the sockets (or on its way from a producer
         that stopped just before us) until they have been quiet for `quiet_ms`, at most `max_s`. Without
-        it the last frames the capture stages sent were never read live while the recording has them: at
-        a radar-camera offset near half a camera period each pair waits for the next camera frame, so the
-        live flush paired the last radar frame with an older camera frame than its replay did. Returns
-        the messages read (malformed ones included: they are counted, as ever)."""
+        it frames still queued at the stop were never paired live while the recording has them, so the
+        replay's last pairs could differ (near a half-camera-period offset every pair waits for the next
+        camera frame). Returns the messages read (malformed ones included: they are counted, as ever)."""
         n, end = 0, time.monotonic() + max_s
         while time.monotonic() < end:
             if not self.poller.poll(quiet_ms):
