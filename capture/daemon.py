@@ -225,30 +225,34 @@ def _close(src) -> None:
         log.debug("close failed: %r", e)
 
 
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+class _Deferral:
+    """While `depth` > 0 the stop handler only sets the stop event instead of raising Shutdown."""
+    depth = 0
 
 
 @contextlib.contextmanager
 def signals_deferred():
-    """Hold SIGINT/SIGTERM until the block ends. The stop handler raises Shutdown wherever the main thread
-    is; between `pub.send` returning and `sent += 1` that would deliver a frame nobody counted (the
-    subscriber gets it after linger, the final stats line says one fewer). Blocked signals stay pending and
-    the handler runs as soon as the block exits, so a stop is delayed by one send, never lost."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # handlers only run in the main thread; a capture loop in a thread is stopped by its Event
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    """A stop (SIGINT/SIGTERM) inside this block sets the stop event without raising Shutdown; the loop sees
+    the event right after the block. The handler raises wherever the main thread is: between `pub.send`
+    returning and `sent += 1` that delivered a frame nobody counted (the subscriber got it, the final stats
+    line said one fewer). Blocking the signals would not do: a process-directed signal is taken by any
+    thread that does not block it (ZeroMQ's I/O threads), and CPython then runs the handler in the main
+    thread at its next bytecode, inside the block all the same."""
+    _Deferral.depth += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _Deferral.depth -= 1
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGINT/SIGTERM: set `stop` and raise Shutdown in the main thread (interrupts blocking reads)."""
+    """SIGINT/SIGTERM: set `stop` and raise Shutdown in the main thread (interrupts blocking reads), except
+    inside `signals_deferred()`, where setting `stop` is all."""
     def handler(signum, frame):
         if not stop.is_set():
             stop.set()
+            if _Deferral.depth:
+                return
             raise Shutdown(signal.Signals(signum).name)
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
