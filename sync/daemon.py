@@ -373,8 +373,7 @@ class SyncDaemon:
     def serve(self, duration_s: float | None = None, stop=None, *, drain_quiet_ms: int = 500,
               drain_max_s: float | None = None) -> dict:
         """Run until `duration_s` passes or `stop` (a threading.Event) is set, then `drain` and pair what is
-        still held. Returns the final stats. `drain_max_s` defaults to 0.8 x rig.stop_timeout_s (the time the
-        rig gives a stage to stop, so it never has to kill sync mid-flush)."""
+        still held. Returns the final stats."""
         end = None if not duration_s else time.monotonic() + duration_s
         next_tick = time.monotonic()
         while not (stop is not None and stop.is_set()) and (end is None or time.monotonic() < end):
@@ -390,20 +389,22 @@ class SyncDaemon:
         # a clean stop (the rig stops the capture stages first): take what they published before they
         # stopped, then pair what is still held, as a replay that ends does, so the live and replayed pair
         # streams end alike
-        if drain_max_s is None:
-            drain_max_s = 0.8 * self.cfg.rig.stop_timeout_s
         self.drain(drain_quiet_ms, drain_max_s)
         for m in self.proc.flush():
             self.pub.send(m)
         self.statsline.tick(self.stats(), force=True)
         return self.stats()
 
-    def drain(self, quiet_ms: int = 500, max_s: float = 4.0) -> int:
+    def drain(self, quiet_ms: int = 500, max_s: float | None = None) -> int:
         """Before stopping: process what is still queued in the sockets (or on its way from a producer
         that stopped just before us) until they have been quiet for `quiet_ms`, at most `max_s`. Without
         it frames still queued at the stop were never paired live while the recording has them, so the
         replay's last pairs could differ (near a half-camera-period offset every pair waits for the next
-        camera frame). Returns the messages read (malformed ones included: they are counted, as ever)."""
+        camera frame). `max_s` defaults to 0.8 x rig.stop_timeout_s (the time the rig gives a stage to stop,
+        so it never has to kill sync mid-flush). Returns the messages read (malformed ones included: they
+        are counted, as ever)."""
+        if max_s is None:
+            max_s = 0.8 * self.cfg.rig.stop_timeout_s
         n, end = 0, time.monotonic() + max_s
         while time.monotonic() < end:
             if not self.poller.poll(quiet_ms):
