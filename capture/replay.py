@@ -145,10 +145,18 @@ def _bind_publishers(cfg, names, wait_n: int, wait_s: float) -> dict[str, Publis
     return pubs
 
 
-def _end_of_stream(pubs: dict[str, Publisher], stop: threading.Event) -> None:
+# --max: how long the tail may wait for a slow subscriber. A fast replay ends with up to sndhwm messages
+# queued on its side (and a full receive queue that ZeroMQ refills only once half of it is read), so the
+# end-of-stream event and those last messages wait for room and are delivered after close for this long;
+# a fixed 2 s / 5 s lost a busy synchroniser's last ~200 camera frames and the end event (CI under load).
+FAST_TAIL_S = 60.0
+
+
+def _end_of_stream(pubs: dict[str, Publisher], stop: threading.Event, wait_s: float = 2.0) -> None:
     """After the last message: an `event` {"event": "end_of_stream", "stream": endpoint} on each frame
     endpoint (after that endpoint's data on the same socket), so a synchroniser decides its tail now
-    instead of guessing from a quiet period. Not sent when stopped early (a partial replay has no end)."""
+    instead of guessing from a quiet period. Not sent when stopped early (a partial replay has no end).
+    It waits up to `wait_s` for room (it must not be dropped), stoppable, but never for ever."""
     if stop.is_set():
         return
     for n in ("radar", "camera"):
@@ -157,11 +165,19 @@ def _end_of_stream(pubs: dict[str, Publisher], stop: threading.Event) -> None:
             m = Message(kind="event", source="replay", meta={"event": END_OF_STREAM, "stream": n}, replay=True)
             m.stamp()
             m.seq, m.epoch = p.next_seq(m.kind), p.epoch
-            try:
-                p.sock.sndtimeo = 2000  # wait for room (it must not be dropped), but never for ever
-                p.sock.send_multipart(encode(m), copy=False)
-            except zmq.ZMQError as e:
-                log.warning("%s: end-of-stream event not sent: %s", n, e)
+            frames, end = encode(m), time.monotonic() + wait_s
+            p.sock.sndtimeo = 100
+            while True:
+                try:
+                    p.sock.send_multipart(frames, copy=False)
+                    break
+                except zmq.Again:
+                    if stop.is_set() or time.monotonic() >= end:
+                        log.warning("%s: end-of-stream event not sent: no room for %.1f s", n, wait_s)
+                        break
+                except zmq.ZMQError as e:
+                    log.warning("%s: end-of-stream event not sent: %s", n, e)
+                    break
 
 
 def _close_all(pubs: dict[str, Publisher], linger_ms: int = 5000) -> None:
@@ -237,9 +253,9 @@ def replay_session(cfg, session: str, *, topics: list[str] | None = None, rate: 
             st.passes = p
             if not loop:
                 break
-        _end_of_stream(pubs, pacer.stop)
+        _end_of_stream(pubs, pacer.stop, FAST_TAIL_S if as_fast else 2.0)
     finally:
-        _close_all(pubs)
+        _close_all(pubs, int(FAST_TAIL_S * 1000) if as_fast else 5000)
     return st
 
 
@@ -360,9 +376,9 @@ def replay_cruw(cfg, root: str, seq: str, *, rate: float = 1.0, as_fast: bool = 
             pacer.stats.passes = p
             if not loop:
                 break
-        _end_of_stream(pubs, pacer.stop)
+        _end_of_stream(pubs, pacer.stop, FAST_TAIL_S if as_fast else 2.0)
     finally:
-        _close_all(pubs)
+        _close_all(pubs, int(FAST_TAIL_S * 1000) if as_fast else 5000)
     return pacer.stats
 
 

@@ -202,3 +202,28 @@ def test_replay_cruw_sequence_as_live(tmp_path):
     st = json.loads(rp.stdout.read().strip().splitlines()[-1])
     assert st["schedule_s"] == pytest.approx(0.1, abs=1e-6) and st["paced_s"] >= st["schedule_s"]
     assert [m.t_mono_ns for m in radar] == sorted(m.t_mono_ns for m in radar)
+
+
+def test_fast_replay_tail_reaches_a_subscriber_slower_than_the_old_linger(tmp_path):
+    """`--max` returns once its last message and end-of-stream event are queued. A subscriber that is busy
+    then (a loaded synchroniser) must still get every message: the old 5 s close linger dropped the queued
+    tail and the 2 s end-event timeout its end event, so the replayed pairs lost their last seconds."""
+    _synthetic_session(tmp_path / "session", [k * 0.01 for k in range(200)])
+    cfg = configmod.load(None, [s for s in ipc_sets(tmp_path) if s != "--set"] + ["transport.sndhwm=50"])
+    sub = Subscriber(f"ipc://{tmp_path}/radar.sock", hwm=50)
+    done = threading.Event()
+    th = threading.Thread(target=lambda: (replay_session(cfg, str(tmp_path / "session"), as_fast=True), done.set()),
+                          daemon=True)
+    try:
+        th.start()
+        got = collect(sub, 130, 40)  # then the subscriber stops reading: 70 frames and the event still to come
+        assert len(got) == 130
+        assert done.wait(40)  # the replay has returned with its tail queued (sndhwm 50 + the receive queue)
+        # the busy subscriber: it reads again only after the old linger (5 s) has run out
+        threading.Event().wait(6.0)
+        got += collect(sub, 71, 40)
+    finally:
+        sub.close()
+    assert [m.kind for m in got] == ["radar"] * 200 + ["event"]
+    assert [m.seq for m in got[:200]] == list(range(200)) and sub.stats.lost == 0
+    assert got[-1].meta["event"] == "end_of_stream"
