@@ -66,12 +66,35 @@ class ReplayStats:
                 "truncated": self.truncated, "annotation_lines_skipped": self.annotation_lines_skipped}
 
 
+# --max: how long the tail may wait for a slow subscriber. A fast replay ends with up to sndhwm messages
+# queued on its side (and a full receive queue that ZeroMQ refills only once half of it is read), so the
+# end-of-stream event and those last messages wait for room and are delivered after close for this long;
+# a fixed 2 s / 5 s lost a busy synchroniser's last ~200 camera frames and the end event (CI under load).
+FAST_TAIL_S = 60.0
+
+
+def _send_waiting(pub: Publisher, frames: list, stop: threading.Event, wait_s: float | None = None) -> bool:
+    """Send, waiting for room in 100 ms slices (XPUB_NODROP refuses instead of dropping) until sent, `stop`
+    is set or `wait_s` has passed (None: no limit). Returns whether it was sent."""
+    pub.sock.sndtimeo = 100
+    end = None if wait_s is None else time.monotonic() + wait_s
+    while True:
+        try:
+            pub.sock.send_multipart(frames, copy=False)
+            return True
+        except zmq.Again:
+            if stop.is_set() or (end is not None and time.monotonic() >= end):
+                return False
+
+
 class Pacer:
     """Sends messages on schedule (or as fast as possible) on per-endpoint publishers."""
 
     def __init__(self, pubs: dict[str, Publisher], rate: float = 1.0, as_fast: bool = False,
                  stop: threading.Event | None = None):
         self.pubs, self.rate, self.as_fast = pubs, rate, as_fast
+        # how long the end-of-stream event waits for room, and the close linger (FAST_TAIL_S: why --max waits longer)
+        self.end_wait_s, self.linger_ms = (FAST_TAIL_S, int(FAST_TAIL_S * 1000)) if as_fast else (2.0, 5000)
         self.stop = stop or threading.Event()
         self.stats = ReplayStats()
         self.t0_ns: int | None = None  # timeline origin (message time)
@@ -110,14 +133,9 @@ class Pacer:
             if not ok:
                 self.stats.dropped += 1
         else:
-            pub.sock.sndtimeo = 100  # --max: block for room instead of dropping (XPUB_NODROP), but stay stoppable
-            while True:
-                try:
-                    pub.sock.send_multipart(frames, copy=False)
-                    break
-                except zmq.Again:
-                    if self.stop.is_set():
-                        return False
+            # --max: block for room instead of dropping (XPUB_NODROP), but stay stoppable
+            if not _send_waiting(pub, frames, self.stop):
+                return False
             ok = True
         if ok:
             self.stats.sent += 1
@@ -145,13 +163,6 @@ def _bind_publishers(cfg, names, wait_n: int, wait_s: float) -> dict[str, Publis
     return pubs
 
 
-# --max: how long the tail may wait for a slow subscriber. A fast replay ends with up to sndhwm messages
-# queued on its side (and a full receive queue that ZeroMQ refills only once half of it is read), so the
-# end-of-stream event and those last messages wait for room and are delivered after close for this long;
-# a fixed 2 s / 5 s lost a busy synchroniser's last ~200 camera frames and the end event (CI under load).
-FAST_TAIL_S = 60.0
-
-
 def _end_of_stream(pubs: dict[str, Publisher], stop: threading.Event, wait_s: float = 2.0) -> None:
     """After the last message: an `event` {"event": "end_of_stream", "stream": endpoint} on each frame
     endpoint (after that endpoint's data on the same socket), so a synchroniser decides its tail now
@@ -165,19 +176,11 @@ def _end_of_stream(pubs: dict[str, Publisher], stop: threading.Event, wait_s: fl
             m = Message(kind="event", source="replay", meta={"event": END_OF_STREAM, "stream": n}, replay=True)
             m.stamp()
             m.seq, m.epoch = p.next_seq(m.kind), p.epoch
-            frames, end = encode(m), time.monotonic() + wait_s
-            p.sock.sndtimeo = 100
-            while True:
-                try:
-                    p.sock.send_multipart(frames, copy=False)
-                    break
-                except zmq.Again:
-                    if stop.is_set() or time.monotonic() >= end:
-                        log.warning("%s: end-of-stream event not sent: no room for %.1f s", n, wait_s)
-                        break
-                except zmq.ZMQError as e:
-                    log.warning("%s: end-of-stream event not sent: %s", n, e)
-                    break
+            try:
+                if not _send_waiting(p, encode(m), stop, wait_s):
+                    log.warning("%s: end-of-stream event not sent: no room for %.1f s", n, wait_s)
+            except zmq.ZMQError as e:
+                log.warning("%s: end-of-stream event not sent: %s", n, e)
 
 
 def _close_all(pubs: dict[str, Publisher], linger_ms: int = 5000) -> None:
@@ -253,9 +256,9 @@ def replay_session(cfg, session: str, *, topics: list[str] | None = None, rate: 
             st.passes = p
             if not loop:
                 break
-        _end_of_stream(pubs, pacer.stop, FAST_TAIL_S if as_fast else 2.0)
+        _end_of_stream(pubs, pacer.stop, pacer.end_wait_s)
     finally:
-        _close_all(pubs, int(FAST_TAIL_S * 1000) if as_fast else 5000)
+        _close_all(pubs, pacer.linger_ms)
     return st
 
 
@@ -376,9 +379,9 @@ def replay_cruw(cfg, root: str, seq: str, *, rate: float = 1.0, as_fast: bool = 
             pacer.stats.passes = p
             if not loop:
                 break
-        _end_of_stream(pubs, pacer.stop, FAST_TAIL_S if as_fast else 2.0)
+        _end_of_stream(pubs, pacer.stop, pacer.end_wait_s)
     finally:
-        _close_all(pubs, int(FAST_TAIL_S * 1000) if as_fast else 5000)
+        _close_all(pubs, pacer.linger_ms)
     return pacer.stats
 
 
