@@ -96,6 +96,51 @@ def bench_encoder_rate(encoders=("tiny", "effnet-lite0"), chirps=(1, 4), steps: 
     return rows
 
 
+def bench_online_step(chirps=(1, 4), steps: int = 20, batch: int = 64, fill: int = 512) -> list[dict]:
+    """The online learner's whole step as `OnlineLearner.train_step` runs it - replay-buffer batch (float16
+    maps rescaled), radar augmentation (mirror + range jitter), `contrastive_step` of `tiny` (1280-d keys,
+    queue 4096) - in pairs/s on CPU, 1 thread, for each chirp count against one chirp, in the same run.
+    Several chirps are worth having only if this stays close to one chirp's rate: the rig's learner spends
+    a fixed time, so a slower step is fewer steps."""
+    import numpy as np
+    import torch
+
+    from learner.augment import RadarAugment
+    from learner.models import build_radar_encoder
+    from learner.online.buffer import ReplayBuffer
+    from learner.queue import NegativeQueue
+    from learner.step import contrastive_step
+
+    def rate(c: int) -> float:
+        torch.manual_seed(0)
+        g = np.random.default_rng(0)
+        buf = ReplayBuffer(fill, 1280, (2 * c, 128, 128))
+        for i in range(fill):
+            buf.add(g.standard_normal((2 * c, 128, 128), np.float32), g.standard_normal(1280).astype(np.float32),
+                    i * 10**8, 0, -1)
+        model = build_radar_encoder("tiny", 1280, chirps=c)
+        opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+        queue, aug = NegativeQueue(1280, 4096), RadarAugment(0.5, 4)
+
+        def run(n):
+            for _ in range(n):
+                b = buf.batch(g.choice(fill, batch, replace=False))
+                keys = torch.nn.functional.normalize(b["keys"], dim=1)
+                contrastive_step(model, opt, queue, aug(b["radar"]), keys, b["t_ns"], b["seq"], temperature=0.07)
+        run(2)
+        t0 = time.perf_counter()
+        run(steps)
+        return steps * batch / (time.perf_counter() - t0)
+    base = rate(chirps[0])
+    rows = []
+    for c in chirps:
+        r = base if c == chirps[0] else rate(c)
+        rows.append(dict(stage="online step", metric=f"pairs/s buffer batch + augment + tiny step, {c} chirp(s), "
+                         f"batch {batch}, cpu 1 thread, vs {chirps[0]} chirp(s)", value=round(r, 1), unit="pairs/s",
+                         baseline=round(base, 1), ratio=round(r / base, 3), need=">= 0.8 (4 chirps: steps kept)"))
+    return rows
+
+
 def bench_teacher_rate(specs: list[str], n: int = 64, size=(320, 240), batch: int = 16) -> list[dict]:
     """Frozen-teacher images/s on CPU (1 thread) against fg-descriptor's, measured in the same run on the
     same frames: `n` renders of the rig's fixed place with traffic (sim.scene, world default) at `size`,
@@ -269,7 +314,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--fold-seeds", type=int, default=1,
                     help="for --teacher-probe: repeat the 5-fold split with this many shuffles (mean ± std over all)")
     ap.add_argument("--encoder-rate", action="store_true",
-                    help="only the radar encoders' training pairs/s on CPU (tiny vs effnet-lite0, 1 and 4 chirps)")
+                    help="only the radar encoders' training pairs/s on CPU (tiny vs effnet-lite0, 1 and 4 chirps) and the "
+                         "online learner's whole step at 1 vs 4 chirps")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=4)
     args = ap.parse_args(argv)
@@ -288,7 +334,7 @@ def main(argv=None) -> list[dict]:
         return []
     torch.set_num_threads(1)     # shared 2-core machines: one thread measures steadier than two fighting others
     if args.encoder_rate:
-        rows = bench_encoder_rate(steps=5 if args.quick else 20)
+        rows = bench_encoder_rate(steps=5 if args.quick else 20) + bench_online_step(steps=5 if args.quick else 20)
         _print(rows)
         return rows
     from sim.synth import synth
@@ -311,6 +357,7 @@ def main(argv=None) -> list[dict]:
     if torch.cuda.is_available():
         rows.append(bench_vgg16_cuda(10 if args.quick else 50))
     rows += bench_encoder_rate(chirps=(1,), steps=5 if args.quick else 20)
+    rows += bench_online_step(steps=5 if args.quick else 20)
     _print(rows)
     return rows
 

@@ -45,9 +45,17 @@ def cfg_from_checkpoint(state: dict, base):
 
 
 @torch.no_grad()
-def extract(model: nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+def extract(model: nn.Module, x: torch.Tensor, batch: int = 256, fronted: bool = False) -> np.ndarray:
+    """Penultimate features of x; `fronted`: x is already `model.front(x)` (see `front`)."""
     model.eval()
-    return torch.cat([model.features(x[s:s + batch]).float() for s in range(0, len(x), batch)]).numpy()
+    return torch.cat([model.features(x[s:s + batch], fronted=fronted).float() for s in range(0, len(x), batch)]).numpy()
+
+
+@torch.no_grad()
+def front(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """`model.front` of every frame, once: the probe, the random-init encoder and every supervised and
+    fine-tuning epoch then start from it (no augmentation here, so it never changes)."""
+    return torch.cat([model.front(x[s:s + batch]) for s in range(0, len(x), batch)])
 
 
 def linear_probe(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.ndarray) -> tuple[float, np.ndarray]:
@@ -64,18 +72,20 @@ def linear_probe(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.ndar
 
 
 class Classifier(nn.Module):
-    def __init__(self, encoder: nn.Module, n_classes: int = len(LABELS)):
+    def __init__(self, encoder: nn.Module, n_classes: int = len(LABELS), fronted: bool = False):
         super().__init__()
-        self.encoder, self.fc = encoder, nn.Linear(encoder.feat_dim, n_classes)
+        self.encoder, self.fc, self.fronted = encoder, nn.Linear(encoder.feat_dim, n_classes), fronted
 
     def forward(self, x):
-        return self.fc(self.encoder.features(x))
+        return self.fc(self.encoder.features(x, fronted=self.fronted))
 
 
 def train_classifier(model: Classifier, xtr, ytr, xte, yte, epochs: int, lr: float, seed: int,
-                     batch: int = 32, min_steps: int = 60) -> dict:
-    """End-to-end training (supervised baseline or fine-tuning) with Adam; records test loss/acc per epoch.
-    Small label sets get more epochs so every run takes at least `min_steps` optimiser steps."""
+                     batch: int = 32, min_steps: int = 60, every_epoch: bool = True) -> dict:
+    """End-to-end training (supervised baseline or fine-tuning) with Adam; records test loss/acc per epoch
+    (`every_epoch`; else only after the last, which is all the sweep needs: a 1 % run has ~60 one-step epochs,
+    and testing after each cost more than the training). Small label sets get more epochs so every run
+    takes at least `min_steps` optimiser steps."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     ytr_t, yte_t = torch.from_numpy(ytr), torch.from_numpy(yte)
@@ -93,6 +103,8 @@ def train_classifier(model: Classifier, xtr, ytr, xte, yte, epochs: int, lr: flo
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if not every_epoch and ep < epochs - 1:
+            continue
         model.eval()
         with torch.no_grad():
             logits = torch.cat([model(xte[s:s + 256]) for s in range(0, len(xte), 256)])
@@ -200,8 +212,6 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str | None
     if len(pool) == 0 or len(test) == 0:
         raise ValueError("no labelled frames in the train pool or the test split (annotations missing?)")
     t0 = time.time()
-    X = torch.from_numpy(frames.radar_batch(np.concatenate([pool, test])))
-    xpool, xtest = X[:len(pool)], X[len(pool):]
     ypool, ytest = frames.label[pool], frames.label[test]
     arch, dim = cfg_l.radar_encoder, int(state["teacher"]["dim"])
 
@@ -212,7 +222,9 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str | None
     ssl = fresh(0)
     ssl.load_state_dict(state["model"])
     rnd = fresh(cfg_l.seed + 12345)
-    f_ssl, f_rnd = extract(ssl, X), extract(rnd, X)
+    X = front(ssl, torch.from_numpy(frames.radar_batch(np.concatenate([pool, test]))))
+    xpool, xtest = X[:len(pool)], X[len(pool):]
+    f_ssl, f_rnd = extract(ssl, X, fronted=True), extract(rnd, X, fronted=True)
     fs_pool, fs_test, fr_pool, fr_test = f_ssl[:len(pool)], f_ssl[len(pool):], f_rnd[:len(pool)], f_rnd[len(pool):]
 
     rows = []
@@ -225,9 +237,10 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str | None
         acc_rnd, _ = linear_probe(fr_pool[sub], ypool[sub], fr_test, ytest)
         row = {"fraction": fr, "seed": sd, "n_labels": int(len(sub)), "ssl": acc_ssl, "random_init": acc_rnd}
         if supervised:
-            res = train_classifier(Classifier(fresh(100 + sd)), xpool[sub], ypool[sub], xtest, ytest,
+            res = train_classifier(Classifier(fresh(100 + sd), fronted=True), xpool[sub], ypool[sub], xtest, ytest,
                                    cfg_l.supervised_epochs, cfg_l.supervised_lr, seed=sd,
-                                   min_steps=cfg_l.supervised_min_steps)
+                                   min_steps=cfg_l.supervised_min_steps,
+                                   every_epoch=fr == max(fractions) and sd == 0)  # the plotted curve
             row["supervised"] = res["acc"]
             if fr == max(fractions) and sd == 0:
                 curves_sup = res["curve"]
@@ -246,7 +259,7 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str | None
 
     ft = None
     if finetune:
-        cls = Classifier(copy.deepcopy(ssl))
+        cls = Classifier(copy.deepcopy(ssl), fronted=True)
         full = np.arange(len(pool))
         ft = train_classifier(cls, xpool[full], ypool, xtest, ytest, cfg_l.supervised_epochs, cfg_l.supervised_lr,
                               seed=0, min_steps=cfg_l.supervised_min_steps)

@@ -155,7 +155,7 @@ def test_tiny_encoder_sees_motion_between_chirps():
     static = np.concatenate([x[0:2], x[0:2]])
     enc = build_radar_encoder("tiny", 8, chirps=2)
     mag = enc.backbone[0](torch.from_numpy(np.stack([x, static])))
-    assert mag.shape == (2, 2, 128, 128)
+    assert mag.shape == (2, 2, 64, 64)      # max-pooled to 64x64 on the power (the cheap order, same numbers)
     assert float(mag[0, 1].max()) > 0.3 * float(mag[0, 0].max()) and float(mag[1, 1].abs().max()) < 1e-5
 
 
@@ -221,13 +221,30 @@ def test_rig_refuses_learner_chirps_the_radar_does_not_send(tmp_path, capsys):
 
 
 def test_chirp_dft_magnitude_equals_the_complex_fft():
-    """LogMagnitude's real DFT matrix gives the numbers of torch.fft over the chirps (what it replaced)."""
+    """LogMagnitude (one chirp; the 4-chirp butterfly; the real DFT matrix for other counts) gives the numbers
+    of torch.fft over the chirps, and pooling the power first gives those of pooling the log-magnitude."""
     from learner.models import LogMagnitude
     g = torch.Generator().manual_seed(0)
-    for c in (2, 3, 4):
+    for c in (1, 2, 3, 4, 5):
         x = torch.randn(3, 2 * c, 16, 16, generator=g) * 10
         ref = torch.log1p(torch.fft.fft(torch.complex(x[:, 0::2], x[:, 1::2]), dim=1).abs() / c)
         assert torch.allclose(LogMagnitude()(x), ref, atol=1e-5, rtol=1e-5)
+        assert torch.allclose(LogMagnitude(pool=2)(x), torch.nn.functional.max_pool2d(ref, 2), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,chirps", [("tiny", 1), ("tiny", 4), ("resnet18", 1)])
+def test_features_of_the_precomputed_front_equal_the_features(name, chirps):
+    """Evaluation and the online probe compute `front` once per frame and then `features(.., fronted=True)`:
+    the features must be those of the whole encoder, so the probe and the baselines measure the same model."""
+    from learner.models import build_radar_encoder
+    torch.manual_seed(0)
+    enc = build_radar_encoder(name, 16, chirps=chirps).eval()
+    x = torch.randn(4, 2 * chirps, 128, 128) * 3
+    with torch.no_grad():
+        f, front = enc.features(x), enc.front(x)
+        assert torch.allclose(enc.features(front, fronted=True), f, atol=1e-5, rtol=1e-4)
+    if name == "tiny":
+        assert front.shape == (4, chirps, 64, 64)
 
 
 def test_ra_chirps_layout_stack_select_split_and_check_agree():

@@ -122,6 +122,22 @@ def test_vgg16_radar_encoder_is_paper_shaped():
     assert isinstance(m.head, torch.nn.Identity)
 
 
+def test_supervised_baseline_tested_only_after_the_last_epoch_reaches_the_same_model():
+    """The label sweep tests its supervised runs once, at the end (every_epoch=False): testing is eval-mode
+    and gradient-free, so the trained model and its accuracy are those of the run with the full curve."""
+    from learner.evaluate import Classifier, train_classifier
+    g = torch.Generator().manual_seed(0)
+    x, xte = torch.randn(24, 2, 128, 128, generator=g), torch.randn(12, 2, 128, 128, generator=g)
+    y, yte = np.arange(24) % 4, np.arange(12) % 4
+    runs = []
+    for every in (True, False):
+        torch.manual_seed(0)
+        runs.append(train_classifier(Classifier(build_radar_encoder("tiny", 8)), x, y, xte, yte, epochs=3, lr=1e-3,
+                                     seed=0, batch=8, min_steps=1, every_epoch=every))
+    assert [len(r["curve"]) for r in runs] == [3, 1] and runs[1]["curve"][0]["epoch"] == 3
+    assert runs[0]["curve"][-1] == runs[1]["curve"][0] and runs[0]["acc"] == runs[1]["acc"]
+
+
 def test_unknown_encoder_is_a_clear_error():
     with pytest.raises(ValueError, match="tiny"):
         build_radar_encoder("vgg19", 8)

@@ -253,6 +253,15 @@ def test_export_is_accepted_by_radvis_eval(tmp_path):
     for _ in range(3):
         lrn.train_step()
     assert lrn.evaluate() is not None  # the probe reads the same directory
+    # it keeps the encoder's front end of that fixed set, computed once: the same features as the raw maps
+    import numpy as np
+
+    from learner.online import probe
+    radar, _, _ = probe.load_eval_set(str(data), cfg)
+    kept = lrn.eval_set[0]
+    assert kept.shape[1:] == (1, 64, 64) and len(kept) == len(radar)
+    assert np.allclose(probe.radar_features(lrn.published(), kept, lrn.device, fronted=True),
+                       probe.radar_features(lrn.published(), radar, lrn.device), atol=1e-5)
     lrn.export()
     r = evaluate(cfg.learner, tmp_path / "run", data, checkpoint="encoder.pt", fractions=[100], seeds=1,
                  supervised=False, finetune=False, progress=False, log=lambda *a: None)

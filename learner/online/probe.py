@@ -21,13 +21,14 @@ log = logging.getLogger("radvis.learn.online")
 
 
 @torch.no_grad()
-def radar_features(model: nn.Module, radar: np.ndarray, device, batch: int = 128) -> np.ndarray:
+def radar_features(model: nn.Module, radar: np.ndarray, device, batch: int = 128, fronted: bool = False) -> np.ndarray:
+    """L2-normalised penultimate features; `fronted`: `radar` is already `model.front` of the maps."""
     was = model.training
     model.eval()
     out = []
     for i in range(0, len(radar), batch):
         x = torch.from_numpy(np.ascontiguousarray(radar[i:i + batch])).to(device)
-        f = model.features(x) if hasattr(model, "features") else model(x)
+        f = model.features(x, fronted=fronted) if fronted else model.features(x) if hasattr(model, "features") else model(x)
         out.append(torch.nn.functional.normalize(f.float(), dim=1).cpu())
     model.train(was)
     return torch.cat(out).numpy() if out else np.zeros((0, 1), np.float32)
@@ -62,9 +63,10 @@ def split_by_scene(scene: np.ndarray, label: np.ndarray, frac: float = 0.5) -> n
     return np.isin(scene, list(train_scenes))
 
 
-def probe(model: nn.Module, radar: np.ndarray, label: np.ndarray, is_train: np.ndarray, device) -> dict:
+def probe(model: nn.Module, radar: np.ndarray, label: np.ndarray, is_train: np.ndarray, device,
+          fronted: bool = False) -> dict:
     """kNN and linear probe accuracy of `model`'s features: train on `is_train`, test on the rest."""
-    f = radar_features(model, radar, device)
+    f = radar_features(model, radar, device, fronted=fronted)
     ftr, ytr, fte, yte = f[is_train], label[is_train], f[~is_train], label[~is_train]
     return {"n_train": int(len(ytr)), "n_test": int(len(yte)), "knn_acc": knn_accuracy(ftr, ytr, fte, yte),
             "linear_acc": linear_probe_accuracy(ftr, ytr, fte, yte)}

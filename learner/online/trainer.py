@@ -175,29 +175,46 @@ class OnlineLearner:
 
     # ---------------------------------------------------------------- evaluation
 
+    @property
+    def eval_set(self):
+        """(radar, label, probe-train mask) of a fixed probe set: online_eval_data, or set by the caller."""
+        return self._eval_set
+
+    @eval_set.setter
+    def eval_set(self, value) -> None:
+        self._eval_set, self._eval_fronted = value, False
+
     def _eval_arrays(self):
-        if self.eval_set is not None:
-            return self.eval_set
-        if self.lc.online_eval_data:
+        """(radar, label, probe-train mask, fronted) for the probe, or None while there is nothing to probe."""
+        if self.eval_set is None and self.lc.online_eval_data:
             self.eval_set = probe.load_eval_set(self.lc.online_eval_data, self.cfg)
-            return self.eval_set
+        if self.eval_set is not None:
+            if not self._eval_fronted:
+                # a fixed set: the encoder's parameter-free front end once, not at every probe (a 4-chirp
+                # map is 8x smaller after it, and that part was most of a 4-chirp probe's time)
+                radar, label, is_train = self.eval_set
+                with torch.no_grad():
+                    radar = torch.cat([self.model.front(torch.from_numpy(radar[i:i + 256]))
+                                       for i in range(0, len(radar), 256)]).numpy()
+                self._eval_set, self._eval_fronted = (radar, label, is_train), True
+            return (*self.eval_set, True)
         if self.heldout is None or self.heldout.size < 20:
             return None
         radar, label, scene = self.heldout.arrays()
-        return radar, label, probe.split_by_scene(scene, label)
+        return radar, label, probe.split_by_scene(scene, label), False
 
     def evaluate(self) -> dict | None:
         data = self._eval_arrays()
         if data is None:
             return None
-        radar, label, is_train = data
+        radar, label, is_train, fronted = data
         if len(np.unique(label[is_train])) < 2 or (~is_train).sum() == 0:
             log.info("probe skipped at step %d: %d held-out pairs, %d classes on the probe-train side, %d test "
                      "pairs (live labels need >= 2 held-out scenes of a class)", self.step, len(label),
                      len(np.unique(label[is_train])), int((~is_train).sum()))
             return None
         r = {"step": self.step, "samples": self.samples,
-             **probe.probe(self.published(), radar, label, is_train, self.device)}
+             **probe.probe(self.published(), radar, label, is_train, self.device, fronted=fronted)}
         self.eval_history.append(r)
         return r
 
