@@ -137,7 +137,7 @@ def bench_online_step(chirps=(1, 4), steps: int = 20, batch: int = 64, fill: int
         r = base if c == chirps[0] else rate(c)
         rows.append(dict(stage="online step", metric=f"pairs/s buffer batch + augment + tiny step, {c} chirp(s), "
                          f"batch {batch}, cpu 1 thread, vs {chirps[0]} chirp(s)", value=round(r, 1), unit="pairs/s",
-                         baseline=round(base, 1), ratio=round(r / base, 3), need=">= 0.8 (4 chirps: steps kept)"))
+                         baseline=round(base, 1), ratio=round(r / base, 3), need="> 10 pairs/s; the ratio is the share of steps kept in a fixed time"))
     return rows
 
 
