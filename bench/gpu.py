@@ -205,7 +205,8 @@ def stage_online(lc, p: dict, out: Path, env: dict, cuda: bool) -> dict:
             "--set", "learner.online_center_pairs=32", "--set", "learner.online_live_eval_fraction=0",
             "--set", "learner.online_eval_every_steps=0", "--set", "learner.online_ckpt_every_steps=0",
             "--set", "learner.online_ckpt_every_s=0", "--set", "learner.log_every=5",
-            "--set", "transport.slow_joiner_s=120", "--set", "rig.stats_interval_s=1"]
+            "--set", "transport.slow_joiner_s=120", "--set", "rig.stats_interval_s=1",
+            "--set", "learner.online_chirps=[]"]   # the synthetic pair session carries the frame's one map
     if not cuda:
         sets += ["--set", "learner.threads=1"]
     lrn = subprocess.Popen([sys.executable, "-m", "radvis", "learn", "online", "--out", str(run_dir),

@@ -127,6 +127,7 @@ def _cfg(encoder: str, device: str, teacher: str, tmp):
                               "learner.online_center_pairs=32", "learner.online_eval_every_steps=0",
                               "learner.online_ckpt_every_steps=0", "learner.online_ckpt_every_s=0",
                               "learner.online_live_eval_fraction=0", "learner.online_dedup_threshold=1.0",
+                              "learner.online_chirps=[]",  # the synthetic stream carries the frame's one map
                               "learner.online_min_separation_s=0",  # full batches: a throughput number
                               "rig.stats_interval_s=1000"])
 
@@ -295,7 +296,7 @@ def compare(out: str, pairs: int = 1800, replay: float = 4.0, points: int = 8, e
                 f"learner.online_min_fill={B}", "learner.online_max_updates_per_pair=0",
                 "learner.online_live_eval_fraction=0", "learner.online_eval_every_steps=0",
                 "learner.online_ckpt_every_steps=0", "learner.online_ckpt_every_s=0", f"learner.seed={seed}",
-                "learner.online_warmup_steps=20",
+                "learner.online_warmup_steps=20", "learner.online_chirps=[]",  # one map per synthetic pair
                 # pinned to what docs/online.md reports (the stream has no static clutter to remove)
                 "learner.online_dedup_threshold=0.98", "learner.clutter_removal=false"]
         if v in ("redundancy", "reservoir"):

@@ -4,7 +4,7 @@ the SSL features vs random-init features vs a supervised-from-scratch encoder, p
 ± std over label seeds. Worlds used to choose parameters must not be the ones reported as acceptance.
 
     .venv/bin/python -m bench.worlds --worlds dusk snow --out /tmp/worlds [--sequences 150 --frames 40]
-        [--radar-frame cfg]
+        [--radar-frame cfg] [--chirps 0,1,2,3]
         [--epochs 12] [--fractions 1,5,25,100] [--seeds 3] [--set learner.KEY=VALUE ...]
 
 Per world: OUT/data-WORLD (the set and its key cache), OUT/run-WORLD (run, eval.json, times). Prints one
@@ -29,13 +29,14 @@ def _radvis(args: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def run_world(world: str, out: Path, sequences: int, frames: int, epochs: int, fractions: str, seeds: int,
-              sets: list[str], seed: int = 7, radar_frame: str = "rod2021") -> dict:
+              sets: list[str], seed: int = 7, radar_frame: str = "rod2021", chirps: str = "0") -> dict:
     data, run = out / f"data-{world}", out / f"run-{world}"
-    over = [a for s in ["learner.threads=1", "learner.supervised_epochs=5", *sets] for a in ("--set", s)]
+    stack = [f"learner.chirps=[{chirps}]"] if "," in chirps else []   # several: the learner reads all of them
+    over = [a for s in ["learner.threads=1", "learner.supervised_epochs=5", *stack, *sets] for a in ("--set", s)]
     t0 = time.time()
     if not (data / "annotations").is_dir():
         _radvis(["synth", "--out", str(data), "--world", world, "--sequences", str(sequences), "--frames",
-                 str(frames), "--seed", str(seed), "--radar-frame", radar_frame, "--chirps", "0", "--quiet",
+                 str(frames), "--seed", str(seed), "--radar-frame", radar_frame, "--chirps", chirps, "--quiet",
                  "--no-preview"])
     t1 = time.time()
     _radvis(over + ["learn", "offline", "--data", str(data), "--out", str(run), "--epochs", str(epochs), "--quiet"])
@@ -59,11 +60,13 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--radar-frame", choices=["rod2021", "cfg"], default="rod2021",
                     help="radvis synth --radar-frame: ROD2021's raw chirps, or the rig cfg's frame and clutterRemoval")
+    ap.add_argument("--chirps", default="0", help="radvis synth --chirps; several (e.g. 0,1,2,3 with --radar-frame "
+                    "cfg: the rig's learner.online_chirps) become learner.chirps, the stacked input")
     ap.add_argument("--set", action="append", default=[], help="extra config override, SECTION.KEY=VALUE")
     a = ap.parse_args(argv)
     for w in a.worlds:
         res = run_world(w, Path(a.out), a.sequences, a.frames, a.epochs, a.fractions, a.seeds, a.set,
-                        radar_frame=a.radar_frame)
+                        radar_frame=a.radar_frame, chirps=a.chirps)
         print(f"world {w} ({res['teacher']}, radar {res['radar_encoder']}; {res['n_test']} test frames; "
               f"times {res['times_s']})")
         print(table(res))

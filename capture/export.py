@@ -15,7 +15,8 @@ radar time, so a session gives several sequences and the learner's sequence-leve
 session exported into the same DIR adds sequences after the ones already there (several sessions, one
 dataset). The frame's range-azimuth map `ra` is written as its chirp (meta ra_chirp; the Doppler-integrated frame
 map, ra_chirp = -1, as chirp 0000), and with radar.ra_chirps each chirp's map as its own file, so
-`learner.chirps` reads an exported session as it reads the live stream.
+`learner.chirps` set to the rig's learner.online_chirps reads an exported session as the online learner reads the
+live stream.
 
 Labels: a sequence gets an annotation file only when every one of its frames has ground truth (the `truth`
 topic, or meta["truth"] from older emulators); a frame without truth would otherwise read as "empty".

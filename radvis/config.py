@@ -169,10 +169,10 @@ class RadarConfig:
     dca_data_port: int = opt(4098, "Host UDP port the board sends raw ADC to (from its port 1024).", min=1, max=65535)
     ra_chirp: int = opt(0, "dca1000 mode: -1 = frame range-azimuth map (Doppler-integrated); i >= 0 = the CRUW-style "
                         "map of chirp (loop) i alone, as in the CRUW dataset and `radvis synth`.", min=-1)
-    ra_chirps: list = opt([], "dca1000 mode: chirps (loop indices) whose CRUW-style maps also travel with every frame, "
+    ra_chirps: list = opt([0, 1, 2, 3], "dca1000 mode: chirps (loop indices) whose CRUW-style maps also travel with every frame, "
                           "stacked as the `ra_chirps` array (128, 128, 2C): real and imaginary part of each chirp in "
-                          "turn. What a multi-chirp learner reads (learner.chirps): the phase changes between chirps "
-                          "are the targets' motion. [] = none.", min=0)
+                          "turn. What a multi-chirp learner reads (learner.online_chirps): the phase changes between chirps "
+                          "are the targets' motion. [] = none (uart mode has no raw ADC: set [] there).", min=0)
     iq_order: str = opt("auto", "I/Q order of raw ADC: Q-first for SDK demo LVDS streaming, I-first for mmWave Studio.",
                         choices=["auto", "iq", "qi"])
     faults: dict = opt({}, "Fault injection of the emulated board (emulate-radar): on the UART data port per frame, "
@@ -371,8 +371,12 @@ class LearnerConfig:
     chirp: int = opt(0, "Which released CRUW chirp file to read per frame (0, 64, 128 or 192).", min=0)
     chirps: list = opt([], "Several chirps per frame as the radar input (tiny and effnet-lite0 encoders take the "
                        "magnitude of their DFT over the chirps: the echo and what moved). Offline the CRUW chirp file "
-                       "ids (ROD2021: [0, 64, 128, 192]); online the radar's radar.ra_chirps, in the same order. "
+                       "ids (ROD2021: [0, 64, 128, 192]); online the radar's radar.ra_chirps unless online_chirps is set. "
                        "[] = the one chirp `chirp`.", min=0)
+    online_chirps: list = opt([0, 1, 2, 3], "Online: the chirps of the radar's radar.ra_chirps (loop indices of the rig's own "
+                              "frame, not CRUW file ids) the learner stacks as its radar input, in that order; its "
+                              "checkpoints record them as `chirps`, so `radvis eval` and the rig's held-out set read the "
+                              "same. [] = learner.chirps (and with that empty, the frame's one map, radar.ra).", min=0)
     clutter_removal: bool = opt(True, "Subtract the static clutter (mean complex RA map) from every radar frame "
                                 "before the encoder: offline each sequence's mean, online a running mean over "
                                 "online_clutter_tau_s (evaluation uses the offline form on its held-out set).")

@@ -59,8 +59,9 @@ def make_heldout(cfg, out: Path, common: list[str]) -> Path | None:
     r = cfg.rig
     print(f"rig: writing the held-out evaluation set ({r.heldout_sequences} sequences x {r.heldout_frames} frames) "
           f"to {out}", flush=True)
-    # the radar input the learner reads online (learner.chirps of radar.ra_chirps) must be in the set too
-    chirps = sorted({cfg.learner.chirp, *cfg.learner.chirps})
+    from learner.data import online_chirps
+    # the radar input the learner reads online (learner.online_chirps of radar.ra_chirps) must be in the set too
+    chirps = sorted({cfg.learner.chirp, *online_chirps(cfg.learner)})
     p = _radvis(common, "synth", "--out", str(out), "--sequences", str(r.heldout_sequences),
                 "--frames", str(r.heldout_frames), "--frame-step", str(r.heldout_frame_step), "--radar-frame", "cfg",
                 "--chirps", ",".join(map(str, chirps)), "--seed", str(cfg.scene.seed + 1_000_003),
@@ -275,9 +276,12 @@ def _rig(args) -> int:
     for s in getattr(args, "set", None) or []:
         common += ["--set", s]
     extra, heldout = {}, None
-    missing_chirps = sorted(set(cfg.learner.chirps) - set(cfg.radar.ra_chirps))
+    from learner.data import online_chirps
+    reads = online_chirps(cfg.learner)
+    missing_chirps = sorted(set(reads) - set(cfg.radar.ra_chirps))
     if "learner" in stages and "radar" in stages and missing_chirps:
-        print(f"radvis rig: {cfg.source}: learner.chirps = {cfg.learner.chirps} reads chirps {missing_chirps} that the "
+        key = "learner.online_chirps" if cfg.learner.online_chirps else "learner.chirps"
+        print(f"radvis rig: {cfg.source}: {key} = {list(reads)} reads chirps {missing_chirps} that the "
               f"radar does not send: expected radar.ra_chirps to hold them (now {cfg.radar.ra_chirps})", file=sys.stderr)
         return 2
     session = Path(cfg.record.out or run_dir / "session")

@@ -321,7 +321,7 @@ def test_emulated_radar_stall_leads_to_reopen_not_exit(tmp_path):
     """The emulated TI board (`radvis emulate radar`, its UARTs on TCP ports) goes silent (stall fault): the
     driver raises after radar.data_timeout_s, the daemon reopens and reconfigures, frames flow again."""
     sets = ipc_sets(tmp_path) + ["--set", "rig.stats_interval_s=0.3", "--set", "capture.reconnect_backoff_s=0.05",
-                                 "--set", "radar.mode='uart'", "--set", "radar.cfg='drivers/ti/cfgs/radvis_iwr1843.cfg'",
+                                 "--set", "radar.mode='uart'", "--set", "radar.cfg='drivers/ti/cfgs/radvis_iwr1843.cfg'", "--set", "radar.ra_chirps=[]",
                                  "--set", f"radar.cli_port='socket://127.0.0.1:{_free_port()}'",
                                  "--set", f"radar.data_port='socket://127.0.0.1:{_free_port()}'",
                                  "--set", "radar.faults={stall_every=25, stall_s=2.0}",

@@ -3,6 +3,7 @@
 and the export of a recorded session that carries them."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from capture.export import export_session
 from drivers.ti import dsp
 from drivers.ti.cfg import parse_cfg
 from drivers.ti.radar import DcaRadar, RadarError, check_config
-from learner.data import CRUWFrames, DataError
+from learner.data import CRUWFrames, DataError, learner_chirps
 from learner.models import build_radar_encoder
 from learner.online.ingest import Ingest, PairError, decode_pair
 from learner.online.buffer import ReplayBuffer
@@ -213,11 +214,52 @@ def test_synth_radar_frame_cfg_is_what_the_rig_streams(tmp_path):
 
 
 def test_rig_refuses_learner_chirps_the_radar_does_not_send(tmp_path, capsys):
-    rc = radvis_main(["--set", f"rig.run_dir='{tmp_path / 'run'}'", "--set", "learner.chirps=[0, 1]",
+    rc = radvis_main(["--set", f"rig.run_dir='{tmp_path / 'run'}'", "--set", "learner.online_chirps=[0, 1]",
                       "--set", "radar.ra_chirps=[0]", "rig", "--no-eval"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "learner.chirps = [0, 1] reads chirps [1]" in err and "radar.ra_chirps" in err
+    assert "learner.online_chirps = [0, 1] reads chirps [1]" in err and "radar.ra_chirps" in err
+    # with online_chirps empty the online learner reads learner.chirps (the key before online_chirps existed)
+    rc = radvis_main(["--set", f"rig.run_dir='{tmp_path / 'run2'}'", "--set", "learner.online_chirps=[]",
+                      "--set", "learner.chirps=[0, 2]", "--set", "radar.ra_chirps=[0]", "rig", "--no-eval"])
+    assert rc == 2 and "learner.chirps = [0, 2] reads chirps [2]" in capsys.readouterr().err
+
+
+def test_online_chirps_are_the_runs_chirps_for_its_checkpoint_export_and_eval(tmp_path):
+    """The default rig learns from 4 consecutive chirps of its own radar (learner.online_chirps), while
+    learner.chirps stays the offline CRUW chirp ids ([] = one chirp). The online run records what it read as
+    its `chirps`, so `radvis eval` rebuilds a 4-chirp encoder and reads those chirps of the held-out set."""
+    from learner.data import online_chirps
+    from learner.evaluate import cfg_from_checkpoint, load_encoder_state
+    from learner.online.trainer import OnlineLearner
+    base = config.load()
+    assert base.learner.online_chirps == [0, 1, 2, 3] and base.radar.ra_chirps == [0, 1, 2, 3]
+    assert base.learner.chirps == [] and learner_chirps(base.learner) == (0,)          # offline: one chirp
+    assert online_chirps(base.learner) == (0, 1, 2, 3)
+    assert online_chirps(config.load(overrides=["learner.online_chirps=[]", "learner.chirps=[0, 16]"]).learner) == (0, 16)
+    assert online_chirps(config.load(overrides=["learner.online_chirps=[]"]).learner) == ()   # the frame's one map
+    cfg = config.load(overrides=['learner.radar_encoder="tiny"', 'learner.vision_encoder="tiny"', 'learner.weights="none"',
+                                 "learner.batch_size=4", "learner.queue_size=64", "learner.online_min_fill=4",
+                                 "learner.online_center_pairs=4", "learner.online_min_separation_s=0",
+                                 "learner.online_live_eval_fraction=0", "learner.online_max_updates_per_pair=0"])
+    lrn = OnlineLearner(cfg, tmp_path / "run", device="cpu")
+    assert lrn.chirps == (0, 1, 2, 3) and lrn.buffer.radar_shape == (8, 128, 128)
+    assert lrn.ingest.chirps == (0, 1, 2, 3)      # what the ingest asks of every pair (dropping, counted, above)
+    g = np.random.default_rng(0)
+    for fn in range(1, 9):
+        p = decode_pair(_chirp_pair(fn, ids=(0, 1, 2, 3)), chirps=lrn.chirps)
+        lrn.buffer.add(p.radar, g.standard_normal(lrn.dim).astype(np.float32), fn * 10**8, 0)
+    assert lrn.train_step() is not None
+    state = load_encoder_state(lrn.export())
+    assert state["config"]["chirps"] == [0, 1, 2, 3]
+    back = cfg_from_checkpoint(state, base.learner)
+    assert learner_chirps(back) == (0, 1, 2, 3)
+    enc = build_radar_encoder("tiny", lrn.dim, chirps=len(learner_chirps(back)))
+    enc.load_state_dict(state["model"])                                  # the 4-chirp encoder, rebuilt
+    lrn.save()     # resuming that run with another radar input is named, not a shape error deep in torch
+    one = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, online_chirps=[]))
+    with pytest.raises(ValueError, match=r"saved reading radar chirps \[0, 1, 2, 3\], this run reads the one map"):
+        OnlineLearner(one, tmp_path / "run", device="cpu")
 
 
 def test_chirp_dft_magnitude_equals_the_complex_fft():

@@ -24,7 +24,7 @@ TINY = ['learner.radar_encoder="tiny"', 'learner.vision_encoder="tiny"', 'learne
         'learner.batch_size=8', 'learner.queue_size=512', 'learner.online_buffer_size=256',
         'learner.online_min_fill=16', 'learner.online_center_pairs=16', 'learner.online_min_separation_s=0.3',
         'learner.online_exclusion_s=0.5', 'learner.online_max_updates_per_pair=0', 'learner.log_every=5',
-        'learner.online_dedup_threshold=1.0', 'learner.online_live_eval_fraction=0',
+        'learner.online_dedup_threshold=1.0', 'learner.online_live_eval_fraction=0', 'learner.online_chirps=[]',
         'learner.online_eval_every_steps=0', 'learner.online_ckpt_every_steps=0', 'learner.online_ckpt_every_s=0',
         'rig.stats_interval_s=1']
 

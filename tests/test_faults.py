@@ -75,7 +75,7 @@ def drain(sub: Subscriber, until, timeout_s: float) -> list[Message]:
 def test_corrupt_uart_bytes_are_skipped_and_counted(tmp_path):
     """Corrupted magic words: those frames are lost, nothing else; the parser's gap count, the emulated board's
     corruption count and the frames that reached a subscriber all agree."""
-    args = endpoints(tmp_path) + ["--set", "radar.mode='uart'", "--set", f"radar.cfg='{UART_CFG}'",
+    args = endpoints(tmp_path) + ["--set", "radar.mode='uart'", "--set", f"radar.cfg='{UART_CFG}'", "--set", "radar.ra_chirps=[]",
                                   "--set", "radar.faults={corrupt_every=4, corrupt_region='magic', seed=3}"]
     ctl = Subscriber(f"ipc://{tmp_path}/control.sock", bind=True)
     sub = Subscriber(f"ipc://{tmp_path}/radar.sock")
@@ -250,7 +250,8 @@ def test_learner_accounts_for_every_pair_at_ten_times_the_rig_rate(tmp_path):
         "--set", "learner.online_rx_queue=4",
         "--set", "learner.online_center_pairs=8", "--set", "learner.online_min_fill=8",
         "--set", "learner.online_dedup_threshold=1.0", "--set", "learner.online_live_eval_fraction=0.0",
-        "--set", "learner.vision_encoder='descriptor'", "--set", "learner.threads=1"]
+        "--set", "learner.vision_encoder='descriptor'", "--set", "learner.threads=1",
+        "--set", "learner.online_chirps=[]"]   # the pairs below carry the frame's one map
     ctx = zmq.Context()
     pub = Publisher(f"ipc://{tmp_path}/pairs.sock", ctx=ctx)
     ctl = Subscriber(f"ipc://{tmp_path}/control.sock", bind=True)

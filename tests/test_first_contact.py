@@ -68,8 +68,9 @@ def _radar_mistake(tmp_path, sets):
 
 
 @pytest.mark.parametrize("sets, key", [
-    (["radar.mode='uart'", f"radar.cfg='{UART_CFG}'", "radar.data_port=''"], "radar.data_port"),
-    (["radar.mode='uart'", f"radar.cfg='{UART_CFG}'", "radar.cli_port='/dev/radvis-no-such-tty'"], "radar.cli_port"),
+    (["radar.mode='uart'", f"radar.cfg='{UART_CFG}'", "radar.ra_chirps=[]", "radar.data_port=''"], "radar.data_port"),
+    (["radar.mode='uart'", f"radar.cfg='{UART_CFG}'", "radar.ra_chirps=[]", "radar.cli_port='/dev/radvis-no-such-tty'"],
+     "radar.cli_port"),
     (["radar.dca_host='127.0.0.5'", "radar.dca_board='127.0.0.5'"], "radar.dca_host and radar.dca_board"),
     (["radar.mode='dca1000'", f"radar.cfg='{UART_CFG}'"], "radar.cfg"),
     (["radar.cfg='no-such.cfg'"], "radar.cfg"),

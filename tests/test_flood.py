@@ -56,7 +56,7 @@ def _sets(tmp: Path) -> list[str]:
             "rig.stats_interval_s=0.25", "sync.max_latency_ms=120000.0", "sync.radar_latency_ms=3.0",
             "camera.latency_ms=6.0", "sync.clock_warmup_s=0", f"endpoints.truth='ipc://{tmp}/truth.sock'",
             "learner.radar_encoder='tiny'", "learner.vision_encoder='descriptor'", "learner.threads=1",
-            "learner.batch_size=16", "learner.online_min_fill=8", "learner.online_center_pairs=8",
+            "learner.batch_size=16", "learner.online_min_fill=8", "learner.online_center_pairs=8", "learner.online_chirps=[]",
             "learner.online_dedup_threshold=1.0", "learner.online_live_eval_fraction=0.0",
             "learner.online_eval_every_steps=0", "learner.online_max_updates_per_pair=0",
             "learner.online_rx_queue=8192", "learner.log_every=1", "learner.online_ckpt_every_steps=0",

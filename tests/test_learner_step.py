@@ -49,7 +49,8 @@ def _tiny_online(tmp_path, *extra):
                               "learner.online_buffer_size=64", "learner.online_min_fill=8",
                               "learner.online_center_pairs=8", "learner.online_max_updates_per_pair=0",
                               "learner.online_live_eval_fraction=0", "learner.online_eval_every_steps=0",
-                              "learner.online_ckpt_every_steps=0", "learner.online_ckpt_every_s=0", *extra])
+                              "learner.online_ckpt_every_steps=0", "learner.online_ckpt_every_s=0",
+                              "learner.online_chirps=[]", *extra])  # synthetic pairs: one map
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

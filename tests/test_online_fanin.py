@@ -23,7 +23,8 @@ LEARNER = ['learner.radar_encoder="tiny"', 'learner.vision_encoder="tiny"', 'lea
            "learner.batch_size=8", "learner.queue_size=256", "learner.online_buffer_size=256",
            "learner.online_min_fill=8", "learner.online_center_pairs=8", "learner.online_live_eval_fraction=0",
            "learner.online_eval_every_steps=0", "learner.online_ckpt_every_steps=0", "learner.online_ckpt_every_s=0",
-           "learner.log_every=1", "learner.threads=1", "transport.slow_joiner_s=60", "rig.stats_interval_s=0.5"]
+           "learner.log_every=1", "learner.threads=1", "transport.slow_joiner_s=60", "rig.stats_interval_s=0.5",
+           "learner.online_chirps=[]"]  # synthetic pairs: one map
 
 
 def _sets(items):

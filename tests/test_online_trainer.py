@@ -29,7 +29,7 @@ TINY = ['learner.radar_encoder="tiny"', 'learner.vision_encoder="tiny"', 'learne
         'learner.batch_size=8', 'learner.queue_size=512', 'learner.online_buffer_size=128',
         'learner.online_min_fill=16', 'learner.online_center_pairs=16', 'learner.online_min_separation_s=0.3',
         'learner.online_exclusion_s=0.5', 'learner.online_max_updates_per_pair=0', 'learner.log_every=5',
-        'learner.online_dedup_threshold=1.0',
+        'learner.online_dedup_threshold=1.0', 'learner.online_chirps=[]',  # synthetic pairs: one map
         'learner.online_weight_average=0.99',  # opt-in: these tests cover its export, checkpoint and resume
         'rig.stats_interval_s=1']
 

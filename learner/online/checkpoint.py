@@ -49,6 +49,11 @@ def load_state(lrn, sd: dict) -> None:
     if sd["key_dim"] != lrn.dim or sd["radar_encoder"] != lrn.lc.radar_encoder:
         raise ValueError(f"{path}: saved with radar encoder {sd['radar_encoder']!r} and key dim {sd['key_dim']}, "
                          f"this run has {lrn.lc.radar_encoder!r} and {lrn.dim}: use another --out")
+    saved = list((sd.get("config") or {}).get("chirps") or [])
+    if saved != list(lrn.chirps):   # the buffer and the first conv are shaped by them
+        raise ValueError(f"{path}: saved reading radar chirps {saved or 'the one map radar.ra'}, this run reads "
+                         f"{list(lrn.chirps) or 'the one map radar.ra'} (learner.online_chirps): use another --out, "
+                         f"or the run's own learner.online_chirps")
     lrn.model.load_state_dict(sd["model"])
     lrn.opt.load_state_dict(sd["optimizer"])
     lrn.queue.load_state_dict(sd["queue"])

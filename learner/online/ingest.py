@@ -111,19 +111,21 @@ def _chirp_stack(msg: Message, chirps: tuple) -> np.ndarray:
     have = _sub(msg.meta, "radar", "meta").get("ra_chirps")
     rc = msg.buffers.get("radar.ra_chirps")
     if rc is None or not isinstance(have, list):
-        raise PairError("radar_chirps", f"learner.chirps = {list(chirps)} needs the radar's per-chirp maps "
-                                        f"(radar.ra_chirps in the rig's config, dca1000 mode); this pair has none")
+        raise PairError("radar_chirps", f"the learner reads chirps {list(chirps)} (learner.online_chirps) from the "
+                                        f"radar's per-chirp maps (radar.ra_chirps, dca1000 mode); this pair has none "
+                                        f"(a radar or recording without them: set learner.online_chirps = [])")
     try:
         return radar_chirps.select(rc, radar_chirps.check(rc, have), chirps)
     except radar_chirps.ChirpStackError as e:
         raise PairError("radar", str(e)) from None
     except KeyError:
-        raise PairError("radar_chirps", f"learner.chirps = {list(chirps)} but the radar sends chirps {have}") from None
+        raise PairError("radar_chirps", f"the learner reads chirps {list(chirps)} (learner.online_chirps) but the "
+                                        f"radar sends chirps {have}") from None
 
 
 def decode_pair(msg: Message, recv_ns: int = 0, chirps: tuple = ()) -> Pair:
     """Validate a `pair` message; PairError(reason) for anything the learner cannot use. `chirps`: the
-    learner's learner.chirps; the radar input is then those chirps' maps, else the frame's one `ra`."""
+    learner's online chirps (`learner.data.online_chirps`); the radar input is then those chirps' maps, else the frame's one `ra`."""
     if msg.kind != "pair":
         raise PairError("kind", f"expected kind 'pair', got {msg.kind!r}")
     ra, img = msg.buffers.get("radar.ra"), msg.buffers.get("camera.image")
@@ -275,7 +277,7 @@ class Ingest:
                  keep_interval_s: float = 1.0, heldout=None, max_batch: int = 64, center_pairs: int = 0,
                  set_center: Callable | None = None, finish: Callable | None = None, clutter_tau_s: float = 0.0,
                  truth_wait_s: float = 2.0, chirps: tuple = ()):
-        self.chirps = tuple(chirps)  # learner.chirps: several chirps per frame from radar.ra_chirps
+        self.chirps = tuple(chirps)  # learner.online_chirps: several chirps per frame from radar.ra_chirps
         self.rx, self.embed, self.buffer, self.queue = receiver, embed, buffer, queue
         # scene ground truth from the truth topic (emulated rigs), joined to pairs by frame
         self.truth, self.truth_wait_ns = TruthJoin(), int(truth_wait_s * 1e9)

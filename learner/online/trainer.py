@@ -25,7 +25,7 @@ from torch import nn
 
 from learner import augment
 from learner.checkpoint import load_checkpoint, remove_stale_temps
-from learner.data import learner_chirps
+from learner.data import online_chirps
 from learner.device import resolve_device
 from learner.ema import WeightAverage
 from learner.models import build_radar_encoder
@@ -65,6 +65,11 @@ class OnlineLearner:
                  naive: bool = False, device: str | None = None, queue_feed: str = "stream"):
         if queue_feed not in QUEUE_FEEDS:
             raise ValueError(f"queue_feed must be one of {QUEUE_FEEDS}, got {queue_feed!r}")
+        self.chirps = online_chirps(cfg.learner)   # () = the frame's one map (radar.ra)
+        if self.chirps:
+            # the run's record of its input is `chirps`: its checkpoints, export, probe set, offline mix and
+            # `radvis eval` then read the same chirps as the stream (learner.online_chirps or learner.chirps)
+            cfg = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, chirps=list(self.chirps)))
         self.cfg, self.lc = cfg, cfg.learner
         lc = self.lc
         self.out = Path(out_dir)
@@ -88,7 +93,6 @@ class OnlineLearner:
         self.teacher = build_teacher(lc).to(self.device)
         log.info("teacher %s (key dim %d), radar encoder %s", self.teacher.name, self.teacher.dim, lc.radar_encoder)
         self.dim = self.teacher.dim
-        self.chirps = learner_chirps(lc) if lc.chirps else ()   # () = the frame's one map (radar.ra)
         channels = 2 * max(1, len(self.chirps))
         self.model = build_radar_encoder(lc.radar_encoder, self.dim, chirps=channels // 2).to(self.device)
         if self.device.type == "cuda":
