@@ -27,6 +27,7 @@ from learner import augment
 from learner.checkpoint import load_checkpoint, remove_stale_temps
 from learner.data import online_chirps
 from learner.device import resolve_device
+from learner.evaluate import front
 from learner.ema import WeightAverage
 from learner.models import build_radar_encoder
 from learner.online import checkpoint, probe
@@ -197,9 +198,7 @@ class OnlineLearner:
                 # a fixed set: the encoder's parameter-free front end once, not at every probe (a 4-chirp
                 # map is 8x smaller after it, and that part was most of a 4-chirp probe's time)
                 radar, label, is_train = self.eval_set
-                with torch.no_grad():
-                    radar = torch.cat([self.model.front(torch.from_numpy(radar[i:i + 256]))
-                                       for i in range(0, len(radar), 256)]).numpy()
+                radar = front(self.model, torch.from_numpy(radar)).numpy()
                 self._eval_set, self._eval_fronted = (radar, label, is_train), True
             return (*self.eval_set, True)
         if self.heldout is None or self.heldout.size < 20:
