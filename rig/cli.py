@@ -35,6 +35,19 @@ def stage_plan(cfg, parser) -> tuple[list[str], list[str]]:
     return run, [s for s in wanted if s not in run]
 
 
+def chirps_error(cfg, stages: list[str]) -> str | None:
+    """The learner must read only chirps the radar sends (learner.online_chirps of radar.ra_chirps) when the rig
+    runs both; checked at rig start and by `radvis config check`."""
+    from learner.data import online_chirps
+    reads = online_chirps(cfg.learner)
+    missing = sorted(set(reads) - set(cfg.radar.ra_chirps))
+    if "learner" not in stages or "radar" not in stages or not missing:
+        return None
+    key = "learner.online_chirps" if cfg.learner.online_chirps else "learner.chirps"
+    return (f"{cfg.source}: {key} = {list(reads)} reads chirps {missing} that the radar does not send: expected "
+            f"radar.ra_chirps to hold them (now {cfg.radar.ra_chirps})")
+
+
 def frame_consumers(cfg, stages: list[str], kind: str) -> int:
     """How many of the rig's stages subscribe to the `kind` ("radar" / "camera") frames: sync, the recorder
     (when it records that endpoint) and the live view (when it shows it). The capture stage waits for all of
@@ -276,13 +289,8 @@ def _rig(args) -> int:
     for s in getattr(args, "set", None) or []:
         common += ["--set", s]
     extra, heldout = {}, None
-    from learner.data import online_chirps
-    reads = online_chirps(cfg.learner)
-    missing_chirps = sorted(set(reads) - set(cfg.radar.ra_chirps))
-    if "learner" in stages and "radar" in stages and missing_chirps:
-        key = "learner.online_chirps" if cfg.learner.online_chirps else "learner.chirps"
-        print(f"radvis rig: {cfg.source}: {key} = {list(reads)} reads chirps {missing_chirps} that the "
-              f"radar does not send: expected radar.ra_chirps to hold them (now {cfg.radar.ra_chirps})", file=sys.stderr)
+    if (err := chirps_error(cfg, stages)):
+        print(f"radvis rig: {err}", file=sys.stderr)
         return 2
     session = Path(cfg.record.out or run_dir / "session")
     for kind in ("radar", "camera"):  # every consumer subscribed before the first frame: sync sees what is recorded

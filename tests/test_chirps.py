@@ -225,6 +225,28 @@ def test_rig_refuses_learner_chirps_the_radar_does_not_send(tmp_path, capsys):
     assert rc == 2 and "learner.chirps = [0, 2] reads chirps [2]" in capsys.readouterr().err
 
 
+def test_config_check_names_the_chirp_rules_the_rig_would_refuse_at_start(tmp_path, capsys):
+    """`radvis config check` catches what the radar and the rig refuse only when they start: a UART config
+    that keeps the default radar.ra_chirps, and a learner reading chirps the radar does not send."""
+    def check(text: str) -> tuple[int, str]:
+        p = tmp_path / "rig.toml"
+        p.write_text(text)
+        rc = radvis_main(["config", "check", str(p)])
+        return rc, capsys.readouterr().err
+    uart = '[radar]\nmode = "uart"\ncfg = "drivers/ti/cfgs/radvis_iwr1843.cfg"\n'
+    rc, err = check(uart)
+    assert rc == 2 and "radar.ra_chirps" in err and "rig.toml" in err and "set radar.ra_chirps = [] in uart mode" in err
+    rc, err = check(uart.replace('mode = "uart"', 'mode = "uart"\nra_chirps = []'))
+    assert rc == 2 and "learner.online_chirps = [0, 1, 2, 3] reads chirps [0, 1, 2, 3]" in err, err
+    rc, err = check(uart.replace('mode = "uart"', 'mode = "uart"\nra_chirps = []') + "[learner]\nonline_chirps = []\n")
+    assert rc == 0 and err == ""
+    # a rig without the learner stage may send fewer chirps than the learner's keys would read
+    rc, err = check('[radar]\nra_chirps = [0]\n[rig]\nstages = ["emulate-radar", "radar"]\n')
+    assert rc == 0, err
+    rc, err = check('[radar]\nra_chirps = [0]\n')
+    assert rc == 2 and "reads chirps [1, 2, 3]" in err
+
+
 def test_online_chirps_are_the_runs_chirps_for_its_checkpoint_export_and_eval(tmp_path):
     """The default rig learns from 4 consecutive chirps of its own radar (learner.online_chirps), while
     learner.chirps stays the offline CRUW chirp ids ([] = one chirp). The online run records what it read as
