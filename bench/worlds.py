@@ -3,9 +3,14 @@ config (`radvis learn offline`), then `radvis eval` on the run's held-out test s
 the SSL features vs random-init features vs a supervised-from-scratch encoder, per label fraction, mean
 ± std over label seeds. Worlds used to choose parameters must not be the ones reported as acceptance.
 
-    .venv/bin/python -m bench.worlds --worlds dusk snow --out /tmp/worlds [--sequences 150 --frames 40]
-        [--radar-frame cfg] [--chirps 0,1,2,3]
-        [--epochs 12] [--fractions 1,5,25,100] [--seeds 3] [--set learner.KEY=VALUE ...]
+    .venv/bin/python -m bench.worlds --worlds dusk snow --out /tmp/worlds --set learner.seed=S
+        [--sequences 300 --frames 12] [--radar-frame cfg] [--chirps 0,1,2,3]
+        [--epochs 50] [--fractions 1,5,100] [--seeds 3] [--set learner.KEY=VALUE ...]
+
+The defaults are #14's acceptance protocol (docs/learner.md, "Offline acceptance"): per world 300 sequences x
+12 frames on the rig's radar frame (2640 pretraining pairs, 60 test sequences), 50 epochs, label fractions
+1 / 5 / 100 %, 3 label seeds; one pretraining seed per call (learner.seed, which also draws the split).
+~20-30 min per world on one loaded core, ~0.6 GB per world.
 
 Per world: OUT/data-WORLD (the set and its key cache), OUT/run-WORLD (run, eval.json, times). Prints one
 table per world. The teacher probe of the same sets: `python -m bench.learner --teacher-probe DIR`.
@@ -29,7 +34,7 @@ def _radvis(args: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def run_world(world: str, out: Path, sequences: int, frames: int, epochs: int, fractions: str, seeds: int,
-              sets: list[str], seed: int = 7, radar_frame: str = "rod2021", chirps: str = "0") -> dict:
+              sets: list[str], seed: int = 7, radar_frame: str = "cfg", chirps: str = "0") -> dict:
     data, run = out / f"data-{world}", out / f"run-{world}"
     stack = [f"learner.chirps=[{chirps}]"] if "," in chirps else []   # several: the learner reads all of them
     over = [a for s in ["learner.threads=1", "learner.supervised_epochs=5", *stack, *sets] for a in ("--set", s)]
@@ -53,12 +58,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worlds", nargs="+", default=["dusk", "snow"])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--sequences", type=int, default=150)
-    ap.add_argument("--frames", type=int, default=40)
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--fractions", default="1,5,25,100")
+    ap.add_argument("--sequences", type=int, default=300)
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--fractions", default="1,5,100")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--radar-frame", choices=["rod2021", "cfg"], default="rod2021",
+    ap.add_argument("--radar-frame", choices=["rod2021", "cfg"], default="cfg",
                     help="radvis synth --radar-frame: ROD2021's raw chirps, or the rig cfg's frame and clutterRemoval")
     ap.add_argument("--chirps", default="0", help="radvis synth --chirps; several (e.g. 0,1,2,3 with --radar-frame "
                     "cfg: the rig's learner.online_chirps) become learner.chirps, the stacked input")
