@@ -61,13 +61,6 @@ def learner_chirps(lc) -> tuple[int, ...]:
     return chirp_tuple(lc.chirps or lc.chirp)
 
 
-def online_chirps(lc) -> tuple[int, ...]:
-    """The chirps the online learner reads from the radar's radar.ra_chirps: `learner.online_chirps`, else
-    `learner.chirps`; () = the frame's one map (radar.ra)."""
-    c = lc.online_chirps or lc.chirps
-    return chirp_tuple(c) if c else ()
-
-
 def discover(root: str | Path, splits=("train",)) -> list[Sequence]:
     """All sequences of `splits` under a CRUW root, sorted by (split, name). Annotations are read strictly:
     a malformed line raises DataError naming file and line."""

@@ -3,7 +3,8 @@
 Layout: float32 (128, 128, 2C), the (re, im) channels of each chirp in turn, in the order of the chirp ids
 that the radar frame's meta carries as `ra_chirps` (docs/wire-format.md). The dca1000 driver builds it
 (`stack`), the online learner takes the chirps it trains on from it (`select`), `radvis export` writes each
-chirp as its own CRUW file (`split`).
+chirp as its own CRUW file (`split`). The rules between the keys that send and read them (`online_chirps`,
+`uart_error`, `learner_error`) live here too, so the radar, the rig and `radvis config check` share them.
 """
 from __future__ import annotations
 
@@ -47,3 +48,33 @@ def select(buf: np.ndarray, ids: list[int], chirps) -> np.ndarray:
 def split(buf: np.ndarray, ids: list[int]) -> list[tuple[int, np.ndarray]]:
     """(chirp id, (128, 128, 2) map) of each chirp of a checked buffer."""
     return [(c, np.ascontiguousarray(buf[..., 2 * k:2 * k + 2])) for k, c in enumerate(ids)]
+
+
+# ---- which chirps a config sends and reads (the rules between radar.* and learner.* keys) ----------------
+
+def online_chirps(lc) -> tuple[int, ...]:
+    """The chirps the online learner reads from the radar's radar.ra_chirps: `learner.online_chirps`, else
+    `learner.chirps`; () = the frame's one map (radar.ra). The config has checked them (distinct, >= 0)."""
+    return tuple(int(c) for c in (lc.online_chirps or lc.chirps))
+
+
+def uart_error(r, where: str = "") -> str | None:
+    """Per-chirp maps need the raw ADC: radar.ra_chirps only in dca1000 mode. Checked by the radar driver at
+    start and by `radvis config check`."""
+    if r.mode == "uart" and r.ra_chirps:
+        return (f"radar.ra_chirps{where} = {r.ra_chirps}: per-chirp maps need the raw ADC, which only radar.mode = "
+                f"\"dca1000\" has; set radar.ra_chirps = [] in uart mode (and learner.online_chirps = [], as "
+                f"configs/iwr1843-uart-realsense.toml does)")
+    return None
+
+
+def learner_error(cfg, stages) -> str | None:
+    """A rig that runs both the radar and the learner must send every chirp the learner reads. Checked by
+    `radvis rig` at start and by `radvis config check`."""
+    reads = online_chirps(cfg.learner)
+    missing = sorted(set(reads) - set(cfg.radar.ra_chirps))
+    if "learner" not in stages or "radar" not in stages or not missing:
+        return None
+    key = "learner.online_chirps" if cfg.learner.online_chirps else "learner.chirps"
+    return (f"{cfg.source}: {key} = {list(reads)} reads chirps {missing} that the radar does not send: expected "
+            f"radar.ra_chirps to hold them (now {cfg.radar.ra_chirps})")

@@ -18,11 +18,8 @@ def _check(args) -> int:
         print(f"radvis: config error: {e}", file=sys.stderr)
         return 2
     # rules between keys, which the rig and the radar would only refuse at start (no port or file is opened here)
-    from drivers.ti.radar import uart_chirps_error
-    from radvis.cli import build_parser
-    from rig.cli import chirps_error, stage_plan
-    errors = [e for e in (uart_chirps_error(cfg.radar, f" ({cfg.source})"),
-                          chirps_error(cfg, stage_plan(cfg, build_parser())[0])) if e]
+    from radvis.chirps import learner_error, uart_error
+    errors = [e for e in (uart_error(cfg.radar, f" ({cfg.source})"), learner_error(cfg, cfg.rig.stages)) if e]
     for e in errors:
         print(f"radvis: config error: {e}", file=sys.stderr)
     if errors:

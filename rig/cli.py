@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from radvis.chirps import learner_error
 from radvis import log as rlog
 
 log = logging.getLogger("radvis.rig")
@@ -33,19 +34,6 @@ def stage_plan(cfg, parser) -> tuple[list[str], list[str]]:
     wanted = [s for s in cfg.rig.stages if s != "record" or cfg.record.enabled]
     run = [s for s in wanted if has_command(parser, STAGE_ARGV[s])]
     return run, [s for s in wanted if s not in run]
-
-
-def chirps_error(cfg, stages: list[str]) -> str | None:
-    """The learner must read only chirps the radar sends (learner.online_chirps of radar.ra_chirps) when the rig
-    runs both; checked at rig start and by `radvis config check`."""
-    from learner.data import online_chirps
-    reads = online_chirps(cfg.learner)
-    missing = sorted(set(reads) - set(cfg.radar.ra_chirps))
-    if "learner" not in stages or "radar" not in stages or not missing:
-        return None
-    key = "learner.online_chirps" if cfg.learner.online_chirps else "learner.chirps"
-    return (f"{cfg.source}: {key} = {list(reads)} reads chirps {missing} that the radar does not send: expected "
-            f"radar.ra_chirps to hold them (now {cfg.radar.ra_chirps})")
 
 
 def frame_consumers(cfg, stages: list[str], kind: str) -> int:
@@ -72,7 +60,7 @@ def make_heldout(cfg, out: Path, common: list[str]) -> Path | None:
     r = cfg.rig
     print(f"rig: writing the held-out evaluation set ({r.heldout_sequences} sequences x {r.heldout_frames} frames) "
           f"to {out}", flush=True)
-    from learner.data import online_chirps
+    from radvis.chirps import online_chirps
     # the radar input the learner reads online (learner.online_chirps of radar.ra_chirps) must be in the set too
     chirps = sorted({cfg.learner.chirp, *online_chirps(cfg.learner)})
     p = _radvis(common, "synth", "--out", str(out), "--sequences", str(r.heldout_sequences),
@@ -289,7 +277,7 @@ def _rig(args) -> int:
     for s in getattr(args, "set", None) or []:
         common += ["--set", s]
     extra, heldout = {}, None
-    if (err := chirps_error(cfg, stages)):
+    if (err := learner_error(cfg, stages)):
         print(f"radvis rig: {err}", file=sys.stderr)
         return 2
     session = Path(cfg.record.out or run_dir / "session")

@@ -251,7 +251,7 @@ def test_online_chirps_are_the_runs_chirps_for_its_checkpoint_export_and_eval(tm
     """The default rig learns from 4 consecutive chirps of its own radar (learner.online_chirps), while
     learner.chirps stays the offline CRUW chirp ids ([] = one chirp). The online run records what it read as
     its `chirps`, so `radvis eval` rebuilds a 4-chirp encoder and reads those chirps of the held-out set."""
-    from learner.data import online_chirps
+    from radvis.chirps import online_chirps
     from learner.evaluate import cfg_from_checkpoint, load_encoder_state
     from learner.online.trainer import OnlineLearner
     base = config.load()

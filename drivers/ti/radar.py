@@ -217,16 +217,6 @@ def _raw_adc_over_lvds(rcfg: RadarCfg) -> bool:
     return bool(fmt) and len(fmt[-1]) >= 3 and fmt[-1][2] != "0"
 
 
-def uart_chirps_error(r, where: str = "") -> str | None:
-    """The one radar rule that needs no file or port: per-chirp maps exist only in dca1000 mode. Also run by
-    `radvis config check`, so a UART config that keeps the default radar.ra_chirps is named before a rig starts."""
-    if r.mode == "uart" and r.ra_chirps:
-        return (f"radar.ra_chirps{where} = {r.ra_chirps}: per-chirp maps need the raw ADC, which only radar.mode = "
-                f"\"dca1000\" has; set radar.ra_chirps = [] in uart mode (and learner.online_chirps = [], "
-                f"configs/iwr1843-uart-realsense.toml)")
-    return None
-
-
 def check_config(r, config_source: str | None = None) -> RadarCfg:
     """Configuration mistakes, found before the first open: each raises radvis.config.ConfigError naming the
     key to fix, and the capture exits 2 (the rig does not restart it). Only what can go away and come back
@@ -250,7 +240,7 @@ def check_config(r, config_source: str | None = None) -> RadarCfg:
                               f"name: `ls -l /dev/serial/by-id/`; the emulated board serves socket:// URLs; "
                               f"docs/hardware.md)")
     if r.mode == "uart":
-        if (err := uart_chirps_error(r, where)):
+        if (err := chirp_stack.uart_error(r, where)):
             raise ConfigError(err)
         if r.cli_port == r.data_port:
             raise ConfigError(f"radar.cli_port and radar.data_port{where} are both {r.cli_port!r}: the board has "

@@ -25,7 +25,6 @@ from torch import nn
 
 from learner import augment
 from learner.checkpoint import load_checkpoint, remove_stale_temps
-from learner.data import online_chirps
 from learner.device import resolve_device
 from learner.evaluate import front
 from learner.ema import WeightAverage
@@ -38,6 +37,7 @@ from learner.online.mix import OfflineMix
 from learner.queue import NegativeQueue, PendingKeys
 from learner.step import contrastive_step, step_stats
 from learner.teachers import build_teacher, wants_centering
+from radvis.chirps import online_chirps
 from radvis.control import announce_ready
 from radvis.log import StatsLine
 
