@@ -13,7 +13,8 @@ The defaults are #14's acceptance protocol (docs/learner.md, "Offline acceptance
 ~20-30 min per world on one loaded core, ~0.6 GB per world.
 
 Per world: OUT/data-WORLD (the set and its key cache), OUT/run-WORLD (run, eval.json, times). Prints one
-table per world. The teacher probe of the same sets: `python -m bench.learner --teacher-probe DIR`.
+table per world, and the teacher's ceiling on the same split (the same linear probe on the teacher's keys).
+Every teacher, 5-fold on a whole set: `python -m bench.learner --teacher-probe DIR`.
 """
 from __future__ import annotations
 
@@ -49,9 +50,44 @@ def run_world(world: str, out: Path, sequences: int, frames: int, epochs: int, f
     p = _radvis(over + ["eval", "--run", str(run), "--data", str(data), "--json", "--fractions", fractions,
                         "--seeds", str(seeds), "--no-finetune"], stdout=subprocess.PIPE, text=True)
     res = json.loads(p.stdout)
-    res["times_s"] = {"synth": round(t1 - t0), "pretrain": round(t2 - t1), "eval": round(time.time() - t2)}
+    t3 = time.time()
+    res["teacher_probe"] = teacher_probe(run, data, [float(f) for f in fractions.split(",")], seeds,
+                                         ["learner.threads=1", *stack, *sets])
+    res["times_s"] = {"synth": round(t1 - t0), "pretrain": round(t2 - t1), "eval": round(t3 - t2),
+                      "teacher_probe": round(time.time() - t3)}
     (run / "eval.json").write_text(json.dumps(res, indent=1))
     return res
+
+
+def teacher_probe(run: Path, data: Path, fractions: list[float], seeds: int, sets: list[str]) -> list[dict]:
+    """The teacher's ceiling on the run's own split: `radvis eval`'s linear probe (same balanced pool and test
+    set, same label subsets) on the frozen teacher's keys instead of the radar encoder's features. Keys come
+    from the run's key cache (the test frames' keys are added to it)."""
+    import numpy as np
+    import torch
+    from learner.cache import build_key_cache, cache_dir_for
+    from learner.data import balanced, label_subset, learner_chirps
+    from learner.evaluate import linear_probe
+    from learner.multiroot import open_frames
+    from learner.teachers import build_teacher
+    from radvis import config
+    cfg = config.load(overrides=sets).learner
+    torch.set_num_threads(cfg.threads)
+    teacher = build_teacher(cfg)
+    frames = open_frames(data, ("train",), chirp=learner_chirps(cfg), clutter_removal=cfg.clutter_removal)
+    split = json.loads((run / "split.json").read_text())
+    pool = balanced(np.array(split["train"] + split["val"], np.int64), frames.label, seed=0)
+    test = balanced(np.array(split["test"], np.int64), frames.label, seed=0)
+    keys = build_key_cache(frames, np.concatenate([pool, test]), teacher,
+                           cache_dir_for(data / ".radvis_cache", teacher), progress=False).astype(np.float32)
+    kpool, ktest, ypool, ytest = keys[:len(pool)], keys[len(pool):], frames.label[pool], frames.label[test]
+    rows = []
+    for fr in fractions:
+        acc = [linear_probe(kpool[sub], ypool[sub], ktest, ytest)[0]
+               for sd in range(seeds)
+               for sub in [label_subset(np.arange(len(pool)), ypool, fr / 100.0, seed=1000 * sd + int(fr * 10))]]
+        rows.append({"fraction": fr, "teacher": [float(np.mean(acc)), float(np.std(acc))]})
+    return rows
 
 
 def main(argv=None) -> None:
@@ -75,6 +111,8 @@ def main(argv=None) -> None:
         print(f"world {w} ({res['teacher']}, radar {res['radar_encoder']}; {res['n_test']} test frames; "
               f"times {res['times_s']})")
         print(table(res))
+        print("teacher's own keys, same probe: " + " / ".join(
+            f"{r['fraction']:g} % {100 * r['teacher'][0]:.1f} ± {100 * r['teacher'][1]:.1f}" for r in res["teacher_probe"]))
 
 
 def table(res: dict) -> str:
