@@ -66,8 +66,8 @@ def teacher_probe(run: Path, data: Path, fractions: list[float], seeds: int, set
     import numpy as np
     import torch
     from learner.cache import build_key_cache, cache_dir_for
-    from learner.data import balanced, label_subset, learner_chirps
-    from learner.evaluate import linear_probe
+    from learner.data import learner_chirps
+    from learner.evaluate import linear_probe, probe_labels, probe_sets
     from learner.multiroot import open_frames
     from learner.teachers import build_teacher
     from radvis import config
@@ -75,17 +75,14 @@ def teacher_probe(run: Path, data: Path, fractions: list[float], seeds: int, set
     torch.set_num_threads(cfg.threads)
     teacher = build_teacher(cfg)
     frames = open_frames(data, ("train",), chirp=learner_chirps(cfg), clutter_removal=cfg.clutter_removal)
-    split = json.loads((run / "split.json").read_text())
-    pool = balanced(np.array(split["train"] + split["val"], np.int64), frames.label, seed=0)
-    test = balanced(np.array(split["test"], np.int64), frames.label, seed=0)
+    pool, test = probe_sets(frames, json.loads((run / "split.json").read_text()))
     keys = build_key_cache(frames, np.concatenate([pool, test]), teacher,
                            cache_dir_for(data / ".radvis_cache", teacher), progress=False).astype(np.float32)
     kpool, ktest, ypool, ytest = keys[:len(pool)], keys[len(pool):], frames.label[pool], frames.label[test]
     rows = []
     for fr in fractions:
         acc = [linear_probe(kpool[sub], ypool[sub], ktest, ytest)[0]
-               for sd in range(seeds)
-               for sub in [label_subset(np.arange(len(pool)), ypool, fr / 100.0, seed=1000 * sd + int(fr * 10))]]
+               for sub in (probe_labels(ypool, fr, sd) for sd in range(seeds))]
         rows.append({"fraction": fr, "teacher": [float(np.mean(acc)), float(np.std(acc))]})
     return rows
 

@@ -58,6 +58,17 @@ def front(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     return torch.cat([model.front(x[s:s + batch]) for s in range(0, len(x), batch)])
 
 
+def probe_sets(frames, split: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The label-efficiency sweep's balanced labelled pool (train + val) and balanced test set of a run's split."""
+    pool = balanced(np.array(split["train"] + split["val"], np.int64), frames.label, seed=0)
+    return pool, balanced(np.array(split["test"], np.int64), frames.label, seed=0)
+
+
+def probe_labels(ypool: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Positions in the pool of `fraction` % of its labels (stratified), label seed `seed`."""
+    return label_subset(np.arange(len(ypool)), ypool, fraction / 100.0, seed=1000 * seed + int(fraction * 10))
+
+
 def linear_probe(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.ndarray) -> tuple[float, np.ndarray]:
     """Multinomial logistic regression (= linear FC + softmax) on standardised frozen features."""
     from sklearn.linear_model import LogisticRegression
@@ -207,8 +218,7 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str | None
     elif len(frames) != split["n_frames"]:
         raise ValueError(f"{data}: has {len(frames)} frames but the run was trained on {split['n_frames']} "
                          f"({split['data']}); the data directory changed since pretraining")
-    pool = balanced(np.array(split["train"] + split["val"], np.int64), frames.label, seed=0)
-    test = balanced(np.array(split["test"], np.int64), frames.label, seed=0)
+    pool, test = probe_sets(frames, split)
     if len(pool) == 0 or len(test) == 0:
         raise ValueError("no labelled frames in the train pool or the test split (annotations missing?)")
     t0 = time.time()
@@ -232,7 +242,7 @@ def evaluate(cfg_l, run: str | Path, data: str | Path, *, checkpoint: str | None
     jobs = [(fr, sd) for fr in fractions for sd in range(seeds)]
     bar = tqdm(jobs, desc="label-efficiency sweep", disable=not progress)
     for fr, sd in bar:
-        sub = label_subset(np.arange(len(pool)), ypool, fr / 100.0, seed=1000 * sd + int(fr * 10))
+        sub = probe_labels(ypool, fr, sd)
         acc_ssl, pred_ssl = linear_probe(fs_pool[sub], ypool[sub], fs_test, ytest)
         acc_rnd, _ = linear_probe(fr_pool[sub], ypool[sub], fr_test, ytest)
         row = {"fraction": fr, "seed": sd, "n_labels": int(len(sub)), "ssl": acc_ssl, "random_init": acc_rnd}

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from radvis.chirps import learner_error
+from radvis.chirps import learner_error, online_chirps
 from radvis import log as rlog
 
 log = logging.getLogger("radvis.rig")
@@ -60,7 +60,6 @@ def make_heldout(cfg, out: Path, common: list[str]) -> Path | None:
     r = cfg.rig
     print(f"rig: writing the held-out evaluation set ({r.heldout_sequences} sequences x {r.heldout_frames} frames) "
           f"to {out}", flush=True)
-    from radvis.chirps import online_chirps
     # the radar input the learner reads online (learner.online_chirps of radar.ra_chirps) must be in the set too
     chirps = sorted({cfg.learner.chirp, *online_chirps(cfg.learner)})
     p = _radvis(common, "synth", "--out", str(out), "--sequences", str(r.heldout_sequences),

@@ -125,7 +125,7 @@ def _chirp_stack(msg: Message, chirps: tuple) -> np.ndarray:
 
 def decode_pair(msg: Message, recv_ns: int = 0, chirps: tuple = ()) -> Pair:
     """Validate a `pair` message; PairError(reason) for anything the learner cannot use. `chirps`: the
-    learner's online chirps (`learner.data.online_chirps`); the radar input is then those chirps' maps, else the frame's one `ra`."""
+    learner's online chirps (`radvis.chirps.online_chirps`); the radar input is then those chirps' maps, else the frame's one `ra`."""
     if msg.kind != "pair":
         raise PairError("kind", f"expected kind 'pair', got {msg.kind!r}")
     ra, img = msg.buffers.get("radar.ra"), msg.buffers.get("camera.image")
