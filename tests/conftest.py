@@ -2,6 +2,8 @@
 tests that need them skip with a clear reason when it is absent (a user's fresh clone)."""
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -34,6 +36,49 @@ def _few_threads():
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     except ImportError:
         pass
+
+
+_TAG = "RADVIS_TEST_TAG"
+_tags = itertools.count()
+
+
+def _tagged_pids(tag: str) -> list[int]:
+    """Processes whose environment carries `_TAG=tag` (inherited: every descendant keeps it, orphans too)."""
+    want, out = f"{_TAG}={tag}".encode(), []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if want in (d / "environ").read_bytes().split(b"\0"):
+                out.append(int(d.name))
+        except OSError:      # gone, or not ours to read
+            pass
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes():
+    """Kill what a test leaves running. The processes a test starts inherit a per-test tag in their
+    environment, and so do their children; whatever still runs after the test's own teardown is killed.
+    Why: daemons are started in their own session (`start_new_session`), so a test that fails or times out
+    before its cleanup, or that kill -9s a supervisor, leaves them running: on a busy 2-core machine they
+    starve the tests after it and hold their sockets. Module- and session-scoped fixtures are set up before
+    this fixture tags the environment, so their processes are never touched."""
+    if not Path("/proc/self/environ").exists():     # not Linux: nothing to scan
+        yield
+        return
+    tag = f"{os.getpid()}.{next(_tags)}"
+    os.environ[_TAG] = tag
+    try:
+        yield
+    finally:
+        os.environ.pop(_TAG, None)
+        left = _tagged_pids(tag)
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if left:
+            print(f"conftest: killed {len(left)} process(es) the test left running: {left}", file=sys.stderr)
 
 
 @pytest.fixture
