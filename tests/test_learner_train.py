@@ -79,14 +79,23 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(data, tmp_path, aug):
     assert full["last"]["loss"] == resumed["last"]["loss"]
 
 
+def _rank_logs(log_dir) -> str:
+    """Every rank's own stdout/stderr file that torchrun's --redirects wrote, for a failure message."""
+    return "\n".join(f"--- {f.relative_to(log_dir)}\n{f.read_text(errors='replace')[-6000:]}"
+                     for f in sorted(Path(log_dir).rglob("*.log")))
+
+
 def test_two_gloo_ranks_fill_the_queue_like_one_process_with_the_doubled_batch(data, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # PYTHONFAULTHANDLER: a rank that aborts (SIGABRT in gloo, seen twice on busy CI runs) dumps every thread's
+    # Python stack into its own log, which the failure message shows whole
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1"}
     common = ["--data", str(data), "--epochs", "1", "--quiet", "--cache-dir", str(tmp_path / "cache"), *TINY,
               "--set", "learner.queue_size=28", "--set", 'learner.device="cpu"']
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                          "--log-dir", str(tmp_path / "ranks"), "--redirects", "3",
                           "-m", "learner.train_offline", "--out", str(tmp_path / "ddp"), *common,
                           "--set", "learner.batch_size=4"], env=env, capture_output=True, text=True, timeout=240)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.returncode == 0, ddp.stderr[-3000:] + "\n" + _rank_logs(tmp_path / "ranks")
     one = subprocess.run([sys.executable, "-m", "learner.train_offline", "--out", str(tmp_path / "one"), *common,
                           "--set", "learner.batch_size=8"], env=env, capture_output=True, text=True, timeout=240)
     assert one.returncode == 0, one.stderr[-3000:]
