@@ -12,6 +12,10 @@ The defaults are #14's acceptance protocol (docs/learner.md, "Offline acceptance
 1 / 5 / 100 %, 3 label seeds; one pretraining seed per call (learner.seed, which also draws the split).
 ~20-30 min per world on one loaded core, ~0.6 GB per world.
 
+The ImageNet-initialised radar encoder (docs/learner.md, "Offline acceptance"): add
+`--set 'learner.radar_encoder="effnet-lite0"' --epochs 10` (~22 min of pretraining per world on one core; its
+supervised baseline fine-tunes EfficientNet-Lite0, ~1 h of evaluation per world).
+
 Per world: OUT/data-WORLD (the set and its key cache), OUT/run-WORLD (run, eval.json, times). Prints one
 table per world, and the teacher's ceiling on the same split (the same linear probe on the teacher's keys).
 Every teacher, 5-fold on a whole set: `python -m bench.learner --teacher-probe DIR`.
