@@ -87,7 +87,7 @@ def _rank_logs(log_dir) -> str:
 
 def test_two_gloo_ranks_fill_the_queue_like_one_process_with_the_doubled_batch(data, tmp_path):
     # PYTHONFAULTHANDLER: a rank that aborts (SIGABRT in gloo, seen twice on busy CI runs) dumps every thread's
-    # Python stack into its own log, which the failure message shows whole
+    # Python stack into its own log; the failure message shows each rank's log, not only torchrun's tail
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1"}
     common = ["--data", str(data), "--epochs", "1", "--quiet", "--cache-dir", str(tmp_path / "cache"), *TINY,
               "--set", "learner.queue_size=28", "--set", 'learner.device="cpu"']
