@@ -27,7 +27,7 @@ from radvis import cruw
 from radvis.config import bind_endpoint
 from radvis.transport import Publisher, keys_from_config
 from radvis.truth import truth_message
-from radvis.wire import Message, encode
+from radvis.wire import END_OF_STREAM, END_OF_STREAM_ACK, Message, encode
 
 log = logging.getLogger("radvis.replay")
 
@@ -67,9 +67,11 @@ class ReplayStats:
 
 
 # --max: how long the tail may wait for a slow subscriber. A fast replay ends with up to sndhwm messages
-# queued on its side (and a full receive queue that ZeroMQ refills only once half of it is read), so the
-# end-of-stream event and those last messages wait for room and are delivered after close for this long;
-# a fixed 2 s / 5 s lost a busy synchroniser's last ~200 camera frames and the end event (CI under load).
+# queued on its side, the kernel's socket buffer full and the subscriber's receive queue full, so the
+# end-of-stream event waits for room, then for the consumers' acknowledgements, for this long. Closing
+# earlier lost a busy synchroniser's last ~230 camera frames and the end event: libzmq discards what is
+# left in the socket buffer of a subscriber at its receive high-water mark when the publisher's
+# connection closes, whatever the linger (zeromq/libzmq#4660; ~1 run in 20 of a CI test under load).
 FAST_TAIL_S = 60.0
 
 
@@ -146,7 +148,6 @@ class Pacer:
 # the kind (= ZeroMQ topic) of the messages on each rig endpoint, so `--wait-subscribers N` counts N
 # consumers of those messages, not N subscriptions (one sync subscribes to several topics per endpoint)
 ENDPOINT_KIND = {"radar": "radar", "camera": "camera", "pairs": "pair", "truth": "truth", "control": "stats"}
-END_OF_STREAM = "end_of_stream"  # sync/daemon.py decides what it still holds when every stream has ended
 
 
 def _bind_publishers(cfg, names, wait_n: int, wait_s: float) -> dict[str, Publisher]:
@@ -163,24 +164,40 @@ def _bind_publishers(cfg, names, wait_n: int, wait_s: float) -> dict[str, Publis
     return pubs
 
 
-def _end_of_stream(pubs: dict[str, Publisher], stop: threading.Event, wait_s: float = 2.0) -> None:
+def _end_of_stream(pubs: dict[str, Publisher], stop: threading.Event, wait_s: float = 2.0) -> dict[str, str]:
     """After the last message: an `event` {"event": "end_of_stream", "stream": endpoint} on each frame
     endpoint (after that endpoint's data on the same socket), so a synchroniser decides its tail now
     instead of guessing from a quiet period. Not sent when stopped early (a partial replay has no end).
-    It waits up to `wait_s` for room (it must not be dropped), stoppable, but never for ever."""
+    Then wait for every consumer that promised to acknowledge it (sync does; a recorder does not) to do
+    so (Subscriber.ack): only then has it read all before it, and closing cannot cost it the tail. Each
+    wait (room for the event, the acks) is at most `wait_s`, stoppable. Returns, per endpoint whose end
+    was not confirmed, why (also logged)."""
     if stop.is_set():
-        return
+        return {}
+    missing = {}
     for n in ("radar", "camera"):
         p = pubs.get(n)
-        if p is not None:
-            m = Message(kind="event", source="replay", meta={"event": END_OF_STREAM, "stream": n}, replay=True)
-            m.stamp()
-            m.seq, m.epoch = p.next_seq(m.kind), p.epoch
-            try:
-                if not _send_waiting(p, encode(m), stop, wait_s):
-                    log.warning("%s: end-of-stream event not sent: no room for %.1f s", n, wait_s)
-            except zmq.ZMQError as e:
-                log.warning("%s: end-of-stream event not sent: %s", n, e)
+        if p is None:
+            continue
+        m = Message(kind="event", source="replay", meta={"event": END_OF_STREAM, "stream": n}, replay=True)
+        m.stamp()
+        m.seq, m.epoch = p.next_seq(m.kind), p.epoch
+        want = p.ackers(END_OF_STREAM_ACK)
+        p.acks[END_OF_STREAM_ACK.encode()] = 0  # count this end's acknowledgements only
+        try:
+            if not _send_waiting(p, encode(m), stop, wait_s):
+                missing[n] = f"end-of-stream event not sent: no room for {wait_s:.1f} s"
+                continue
+        except zmq.ZMQError as e:
+            missing[n] = f"end-of-stream event not sent: {e}"
+            continue
+        got = p.wait_for_acks(END_OF_STREAM_ACK, want, wait_s, stop)
+        if got < want:
+            missing[n] = (f"{got} of {want} consumers acknowledged the end of stream within {wait_s:.1f} s: "
+                          "one still behind may lose its last messages when the replay closes")
+    for n, why in missing.items():
+        log.warning("%s: %s", n, why)
+    return missing
 
 
 def _close_all(pubs: dict[str, Publisher], linger_ms: int = 5000) -> None:

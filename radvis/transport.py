@@ -23,6 +23,7 @@ from radvis.sequence import SeqTracker
 from radvis.wire import Limits, Message, WireError, decode, encode
 
 log = logging.getLogger("radvis.transport")
+ACK_PREFIX = b"ack."  # subscriptions that acknowledge (Subscriber.ack) rather than ask for messages
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +138,9 @@ class Publisher:
         # one counter per kind: a subscriber that filters topics (pairs but not events) sees no false gaps
         self.seqs: dict[str, int] = {}
         self.subscriptions: Counter = Counter()  # topic prefix -> live subscriptions to it
+        # ack topic -> subscribers that will acknowledge on it / acknowledgements received (Subscriber.ack)
+        self.ack_subs: Counter = Counter()
+        self.acks: Counter = Counter()
         self.stats = PubStats()
 
     def _drain_subscriptions(self) -> None:
@@ -145,10 +149,17 @@ class Publisher:
                 ev = self.sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if ev[:1] == b"\x01":
-                self.subscriptions[bytes(ev[1:])] += 1
-            elif ev[:1] == b"\x00" and self.subscriptions[bytes(ev[1:])] > 0:
-                self.subscriptions[bytes(ev[1:])] -= 1
+            topic = bytes(ev[1:])
+            if topic.startswith(ACK_PREFIX):  # a promise to acknowledge, or an acknowledgement: counted apart
+                if ev[:1] == b"\x01":
+                    self.ack_subs[topic] += 1
+                elif ev[:1] == b"\x00" and self.ack_subs[topic] > 0:
+                    self.ack_subs[topic] -= 1
+                    self.acks[topic] += 1
+            elif ev[:1] == b"\x01":
+                self.subscriptions[topic] += 1
+            elif ev[:1] == b"\x00" and self.subscriptions[topic] > 0:
+                self.subscriptions[topic] -= 1
 
     @property
     def subscribers(self) -> int:
@@ -176,6 +187,24 @@ class Publisher:
             if self.sock.poll(int(left * 1000) + 1, zmq.POLLIN):
                 self._drain_subscriptions()
         return True
+
+    def ackers(self, topic: str) -> int:
+        """Subscribers that will acknowledge on `topic` (they subscribe to it: Subscriber.ack)."""
+        self._drain_subscriptions()
+        return self.ack_subs[topic.encode()]
+
+    def wait_for_acks(self, topic: str, n: int, timeout_s: float, stop=None) -> int:
+        """Wait until `n` acknowledgements on `topic` have arrived in all (Subscriber.ack), at most
+        `timeout_s`, or until `stop` (a threading.Event) is set. Returns how many arrived."""
+        t, deadline = topic.encode(), time.monotonic() + timeout_s
+        self._drain_subscriptions()
+        while self.acks[t] < n and not (stop is not None and stop.is_set()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self.sock.poll(min(int(left * 1000) + 1, 100), zmq.POLLIN):
+                self._drain_subscriptions()
+        return self.acks[t]
 
     def send(self, msg: Message, *, keep_seq: bool = False) -> bool:
         """Stamp (if needed), number and send. keep_seq=True (replay) keeps the message's seq/epoch.
@@ -362,6 +391,17 @@ class Subscriber:
                                  f"error): reconnected ({self.stats.reconnects} so far); what the publisher sent "
                                  "meanwhile shows as sequence gaps")
         return n
+
+    def ack(self, topic: str) -> None:
+        """Acknowledge to the publisher(s) of this socket that everything they sent before the message just
+        received has been read. A consumer that will acknowledge subscribes to `topic` (an `ack.` topic,
+        never published: Publisher.ackers counts it); acknowledging withdraws that subscription, which
+        travels upstream (Publisher.wait_for_acks counts it), and makes it again for the next time. A
+        replayer waits for this before it closes, because libzmq drops what is still in a subscriber's
+        socket buffer when the publisher's connection closes while that subscriber's receive queue is at
+        its high-water mark (zeromq/libzmq#4660)."""
+        self.sock.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
+        self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
 
     # -- receiving ---------------------------------------------------------------------------------
     def recv_frames(self, timeout_ms: int | None = None) -> list | None:

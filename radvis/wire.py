@@ -34,6 +34,13 @@ import numpy as np
 
 VERSION = 1
 KINDS = ("radar", "camera", "pair", "truth", "stats", "event")
+# A replayer's `event` {"event": END_OF_STREAM, "stream": endpoint} follows its last message on each frame
+# endpoint. A consumer that decides on it (sync) subscribes to END_OF_STREAM_ACK too, a promise to
+# acknowledge, and acknowledges by withdrawing and renewing that subscription (Subscriber.ack): it travels
+# upstream, so the replayer learns that everything it sent before the event was read, and only then closes
+# (docs/recording.md "Replaying into a multi-stream consumer").
+END_OF_STREAM = "end_of_stream"
+END_OF_STREAM_ACK = "ack.end_of_stream"
 
 # Little-endian / byte-order-free dtypes only: a header cannot make us interpret bytes as objects.
 DTYPES = {np.dtype(t).str: np.dtype(t) for t in (

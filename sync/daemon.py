@@ -29,14 +29,17 @@ import zmq
 from radvis.log import StatsLine
 from radvis.control import announce_ready
 from radvis.transport import RateLimitedLog, publisher_from_config, subscriber_from_config
-from radvis.wire import Message
+from radvis.wire import END_OF_STREAM, END_OF_STREAM_ACK, Message
 from radvis.frames import is_restart
 from sync.clock import NS, ClockModel, Stamp
 from sync.matcher import CAMERA, INF, RADAR, Drop, Matcher, Pair
 from sync.truth import PairingError
 
 log = logging.getLogger("radvis.sync")
-END_OF_STREAM = "end_of_stream"  # event a replayer sends on each endpoint after its last message
+
+
+def _is_end_of_stream(msg: Message) -> bool:
+    return msg.kind == "event" and isinstance(msg.meta, dict) and msg.meta.get("event") == END_OF_STREAM
 
 
 def _int_or_none(v) -> int | None:
@@ -135,7 +138,7 @@ class SyncProcessor:
         if msg.kind == "truth":
             self.truth.add_truth(msg)
             return []
-        if msg.kind == "event" and isinstance(msg.meta, dict) and msg.meta.get("event") == END_OF_STREAM:
+        if _is_end_of_stream(msg):
             return self._end_of_stream(msg)
         if msg.kind not in (RADAR, CAMERA):
             self.counts["ignored"] += 1
@@ -331,8 +334,11 @@ class SyncDaemon:
         self.cfg = cfg
         self.proc = SyncProcessor(cfg)
         # frames plus a replayer's end-of-stream events; (emulated devices) the scene's ground truth
-        self.subs = {RADAR: subscriber_from_config(cfg, ["radar"], topics=[RADAR, "event"], name="sync"),
-                     CAMERA: subscriber_from_config(cfg, ["camera"], topics=[CAMERA, "event"], name="sync"),
+        # END_OF_STREAM_ACK: the promise to acknowledge a replayer's end of stream (Subscriber.ack)
+        self.subs = {RADAR: subscriber_from_config(cfg, ["radar"], topics=[RADAR, "event", END_OF_STREAM_ACK],
+                                                   name="sync"),
+                     CAMERA: subscriber_from_config(cfg, ["camera"], topics=[CAMERA, "event", END_OF_STREAM_ACK],
+                                                    name="sync"),
                      "truth": subscriber_from_config(cfg, ["truth"], topics=["truth"], name="sync")}
         self.poller = zmq.Poller()
         for sub in self.subs.values():
@@ -367,7 +373,10 @@ class SyncDaemon:
             if sub.sock in ready:
                 frames = sub.recv_frames(0)
                 if frames is not None:
-                    return sub.accept(frames)  # None when malformed (counted)
+                    msg = sub.accept(frames)  # None when malformed (counted)
+                    if msg is not None and _is_end_of_stream(msg):
+                        sub.ack(END_OF_STREAM_ACK)  # all before it is read: the replayer may close now
+                    return msg
         return None
 
     def serve(self, duration_s: float | None = None, stop=None, *, drain_quiet_ms: int = 500,

@@ -71,13 +71,13 @@ def test_capture_record_replay_reproduces_messages(tmp_path):
     np.testing.assert_array_equal([m for m in replayed if m.kind == "radar"][3].buffers["ra"], fake_ra(3))
 
 
-def _synthetic_session(path: Path, times_s: list[float]) -> list[bytes]:
-    """A recorded session with messages at known (irregular) log times."""
+def _synthetic_session(path: Path, times_s: list[float], ra: bool = True) -> list[bytes]:
+    """A recorded session with messages at known (irregular) log times (ra=False: headers only)."""
     seg = Segment(path, compression="zstd", chunk_bytes=1 << 20)
     out = []
     for k, t in enumerate(times_s):
-        m = Message(kind="radar", source="radar0", buffers={"ra": fake_ra(k % 4)}, meta={"frame_number": k},
-                    seq=k, epoch=7, t_mono_ns=1 + k, t_wall_ns=2 + k)
+        m = Message(kind="radar", source="radar0", buffers={"ra": fake_ra(k % 4)} if ra else {},
+                    meta={"frame_number": k}, seq=k, epoch=7, t_mono_ns=1 + k, t_wall_ns=2 + k)
         d = frame(encode(m))
         seg.add("radar", d, log_time=int(1_700_000_000e9 + t * 1e9), publish_time=0, sequence=k)
         out.append(d)
@@ -202,6 +202,49 @@ def test_replay_cruw_sequence_as_live(tmp_path):
     st = json.loads(rp.stdout.read().strip().splitlines()[-1])
     assert st["schedule_s"] == pytest.approx(0.1, abs=1e-6) and st["paced_s"] >= st["schedule_s"]
     assert [m.t_mono_ns for m in radar] == sorted(m.t_mono_ns for m in radar)
+
+
+def test_fast_replay_closes_only_once_sync_has_read_its_end(tmp_path, monkeypatch):
+    """libzmq drops what is still in a subscriber's socket buffer when the publisher's connection closes while
+    that subscriber's receive queue is full, whatever the linger (zeromq/libzmq#4660): a `--max` replay that
+    closed once its tail was queued lost a lagging sync's last ~230 frames and the end event (1 CI run in
+    ~20). Sync promises to acknowledge the end of stream and does once it has read it; the replay closes only
+    then. Here sync reads nothing until the replay waits for that acknowledgement, with its whole session
+    queued: sync's receive queue (10) full and the rest, small messages, in the socket buffer."""
+    from sync.daemon import SyncDaemon
+    from radvis import transport
+    n = 300
+    _synthetic_session(tmp_path / "session", [k * 0.01 for k in range(n)], ra=False)
+    cfg = configmod.load(None, [s for s in ipc_sets(tmp_path) if s != "--set"]
+                         + ["transport.sndhwm=1000", "transport.rcvhwm=10"])
+    waiting, stop, result = threading.Event(), threading.Event(), {}
+    wait_for_acks = transport.Publisher.wait_for_acks
+
+    def seen_waiting(self, *a, **k):
+        waiting.set()
+        return wait_for_acks(self, *a, **k)
+
+    monkeypatch.setattr(transport.Publisher, "wait_for_acks", seen_waiting)
+    daemon = SyncDaemon(cfg)
+    replay = threading.Thread(target=lambda: result.update(st=replay_session(cfg, str(tmp_path / "session"),
+                                                                             as_fast=True)), daemon=True)
+    serve = threading.Thread(target=lambda: daemon.serve(stop=stop), daemon=True)
+    try:
+        replay.start()
+        assert waiting.wait(60)  # sent all and its end: now waiting for sync, which has read nothing yet
+        assert daemon.proc.counts["radar_in"] == 0
+        serve.start()
+        replay.join(60)
+        assert not replay.is_alive()
+        deadline = time.monotonic() + 60
+        while daemon.proc.counts["ends"] < 1 and time.monotonic() < deadline:
+            threading.Event().wait(0.05)
+    finally:
+        stop.set()
+        serve.join(10)
+        daemon.close()
+    assert result["st"].sent == n and daemon.proc.counts["radar_in"] == n and daemon.proc.counts["ends"] == 1
+    assert daemon.stats()["sub"]["lost"] == 0
 
 
 def test_fast_replay_tail_reaches_a_subscriber_slower_than_the_old_linger(tmp_path):
