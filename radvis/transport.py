@@ -150,16 +150,14 @@ class Publisher:
             except zmq.Again:
                 return
             topic = bytes(ev[1:])
-            if topic.startswith(ACK_PREFIX):  # a promise to acknowledge, or an acknowledgement: counted apart
-                if ev[:1] == b"\x01":
-                    self.ack_subs[topic] += 1
-                elif ev[:1] == b"\x00" and self.ack_subs[topic] > 0:
-                    self.ack_subs[topic] -= 1
-                    self.acks[topic] += 1
-            elif ev[:1] == b"\x01":
-                self.subscriptions[topic] += 1
-            elif ev[:1] == b"\x00" and self.subscriptions[topic] > 0:
-                self.subscriptions[topic] -= 1
+            # a promise to acknowledge is not a consumer: counted apart (Subscriber.ack)
+            counts = self.ack_subs if topic.startswith(ACK_PREFIX) else self.subscriptions
+            if ev[:1] == b"\x01":
+                counts[topic] += 1
+            elif ev[:1] == b"\x00" and counts[topic] > 0:
+                counts[topic] -= 1
+                if counts is self.ack_subs:
+                    self.acks[topic] += 1  # a promise withdrawn is the acknowledgement
 
     @property
     def subscribers(self) -> int:
@@ -178,13 +176,18 @@ class Publisher:
         (slow-joiner handling). False on timeout. Give the topic when several consumers subscribe: one
         subscriber to several topics (sync takes radar, camera, event and truth from each endpoint) would
         otherwise count several times."""
+        return self._wait(lambda: self.subscribers_for(topic) >= n, timeout_s)
+
+    def _wait(self, done, timeout_s: float, stop=None) -> bool:
+        """Read (un)subscriptions until done(), at most `timeout_s`, or until `stop` is set (checked every
+        100 ms). Returns done()."""
         deadline = time.monotonic() + timeout_s
         self._drain_subscriptions()
-        while self.subscribers_for(topic) < n:
+        while not done():
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or (stop is not None and stop.is_set()):
                 return False
-            if self.sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+            if self.sock.poll(min(int(left * 1000) + 1, 100), zmq.POLLIN):
                 self._drain_subscriptions()
         return True
 
@@ -196,14 +199,8 @@ class Publisher:
     def wait_for_acks(self, topic: str, n: int, timeout_s: float, stop=None) -> int:
         """Wait until `n` acknowledgements on `topic` have arrived in all (Subscriber.ack), at most
         `timeout_s`, or until `stop` (a threading.Event) is set. Returns how many arrived."""
-        t, deadline = topic.encode(), time.monotonic() + timeout_s
-        self._drain_subscriptions()
-        while self.acks[t] < n and not (stop is not None and stop.is_set()):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            if self.sock.poll(min(int(left * 1000) + 1, 100), zmq.POLLIN):
-                self._drain_subscriptions()
+        t = topic.encode()
+        self._wait(lambda: self.acks[t] >= n, timeout_s, stop)
         return self.acks[t]
 
     def send(self, msg: Message, *, keep_seq: bool = False) -> bool:
