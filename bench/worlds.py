@@ -10,8 +10,9 @@ the SSL features vs random-init features vs a supervised-from-scratch encoder, p
 The defaults are #14's acceptance protocol (docs/learner.md, "Offline acceptance at 600 sequences"): per
 world 600 sequences x 12 frames on the rig's radar frame (5280 pretraining pairs, 120 test sequences), 25
 epochs (2050 steps), label fractions 1 / 5 / 100 %, 3 label seeds; one pretraining seed per call
-(learner.seed, which also draws the split). ~2 min to render a world, ~3-5 min to pretrain and 1 min to
-evaluate per world and seed on one core; ~1.2 GB per world.
+(learner.seed, which also draws the split). ~2 min to render a world, ~3-5 min to pretrain and ~1 min to
+evaluate per world and seed on one core of the 2-core machine (2026-12-06; it has run up to ~5x slower on
+busier days); ~1.2 GB per world.
 
 The ImageNet-initialised radar encoder: add `--set 'learner.radar_encoder="effnet-lite0"' --epochs 5
 --supervised-fractions 1,5` (410 steps, ~10 min of pretraining per world on one core; its supervised baseline
